@@ -1,0 +1,1 @@
+"""Noise-Free Score Distillation (NFSD) and related score-distillation rules, in plain PyTorch."""
