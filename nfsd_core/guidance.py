@@ -1,0 +1,169 @@
+"""Score-distillation rules: which noise predictions a step needs, and the direction they give.
+
+Notation (DDPM timestep t in 0..999, added noise eps):
+    e_c  prediction under the prompt,   e_u  under the empty prompt,   e_n  under the negative prompt.
+
+    SDS            direction = (e_u - eps) + s (e_c - e_u)                      s = 100
+    NFSD           direction = delta_D + s delta_C,  delta_C = e_c - e_u,
+                   delta_D = e_u if t < 200 else e_u - e_n                      s = 7.5
+    CSD            direction = s (e_c - e_u)                                    s = 1
+    SDS-negative   direction = (e_n - eps) + s (e_c - e_n)                      s = 100
+
+The gradient on the latent is w(t) * direction (see `weight`); NFSD never subtracts eps.
+Every rule returns its components so they can be logged and shown (paper figures 2 to 4).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+DEFAULT_NEGATIVE_PROMPT = (
+    "unrealistic, blurry, low quality, out of focus, ugly, low contrast, dull, dark, low-resolution, gloomy"
+)
+WEIGHTINGS = ("sds", "uniform", "fantasia3d")
+
+
+@dataclass(frozen=True)
+class NoisePredictions:
+    """Noise predictions for one batch [B, C, H, W], plus the noise that made x_t.
+
+    `unconditional` is None when the rule did not ask for it; in `negative`, rows the rule did
+    not ask for hold NaN, so a rule that reads them by mistake cannot go unnoticed.
+    """
+
+    conditional: Tensor
+    unconditional: Tensor | None
+    negative: Tensor | None
+    noise: Tensor
+
+
+@dataclass(frozen=True)
+class GuidanceTerms:
+    """The unweighted update direction and the named components it is the sum of."""
+
+    direction: Tensor
+    components: dict[str, Tensor] = field(default_factory=dict)
+
+
+class GuidanceRule(abc.ABC):
+    name: ClassVar[str]
+    default_scale: ClassVar[float]
+    needs_unconditional: ClassVar[bool] = True
+
+    def negative_rows(self, t: Tensor) -> Tensor:
+        """Boolean [B]: the rows whose negative-prompt prediction this rule reads."""
+        return torch.zeros_like(t, dtype=torch.bool)
+
+    @property
+    def needs_negative_prompt(self) -> bool:
+        return False
+
+    @abc.abstractmethod
+    def terms(self, predictions: NoisePredictions, t: Tensor, scale: float) -> GuidanceTerms: ...
+
+
+class SDS(GuidanceRule):
+    """DreamFusion's score distillation with classifier-free guidance."""
+
+    name = "sds"
+    default_scale = 100.0
+
+    def terms(self, predictions: NoisePredictions, t: Tensor, scale: float) -> GuidanceTerms:
+        delta_c = predictions.conditional - predictions.unconditional
+        noise_residual = predictions.unconditional - predictions.noise
+        return GuidanceTerms(noise_residual + scale * delta_c, {"delta_C": delta_c, "noise_residual": noise_residual})
+
+
+@dataclass(frozen=True)
+class NFSD(GuidanceRule):
+    """Noise-Free Score Distillation (Katzir et al., ICLR 2024, eq. 6).
+
+    Below `threshold` the unconditional prediction is taken as pure domain score; above it the
+    negative prompt's prediction removes the noise it contains instead of subtracting eps.
+    """
+
+    threshold: int = 200
+    name: ClassVar[str] = "nfsd"
+    default_scale: ClassVar[float] = 7.5
+
+    @property
+    def needs_negative_prompt(self) -> bool:
+        return True
+
+    def negative_rows(self, t: Tensor) -> Tensor:
+        return t >= self.threshold
+
+    def terms(self, predictions: NoisePredictions, t: Tensor, scale: float) -> GuidanceTerms:
+        e_u = predictions.unconditional
+        delta_c = predictions.conditional - e_u
+        high = self.negative_rows(t).view(-1, *([1] * (e_u.dim() - 1)))
+        delta_d = e_u if predictions.negative is None else torch.where(high, e_u - predictions.negative, e_u)
+        return GuidanceTerms(delta_d + scale * delta_c, {"delta_C": delta_c, "delta_D": delta_d})
+
+
+class CSD(GuidanceRule):
+    """Classifier Score Distillation: the classifier-free-guidance term alone."""
+
+    name = "csd"
+    default_scale = 1.0
+
+    def terms(self, predictions: NoisePredictions, t: Tensor, scale: float) -> GuidanceTerms:
+        delta_c = predictions.conditional - predictions.unconditional
+        return GuidanceTerms(scale * delta_c, {"delta_C": delta_c})
+
+
+class SDSNegative(GuidanceRule):
+    """SDS with the negative prompt's prediction in place of the unconditional one."""
+
+    name = "sds_negative"
+    default_scale = 100.0
+    needs_unconditional = False
+
+    @property
+    def needs_negative_prompt(self) -> bool:
+        return True
+
+    def negative_rows(self, t: Tensor) -> Tensor:
+        return torch.ones_like(t, dtype=torch.bool)
+
+    def terms(self, predictions: NoisePredictions, t: Tensor, scale: float) -> GuidanceTerms:
+        delta_c = predictions.conditional - predictions.negative
+        noise_residual = predictions.negative - predictions.noise
+        return GuidanceTerms(noise_residual + scale * delta_c, {"delta_C": delta_c, "noise_residual": noise_residual})
+
+
+RULES: dict[str, type[GuidanceRule]] = {rule.name: rule for rule in (NFSD, SDS, CSD, SDSNegative)}
+
+
+def make_rule(name: str, nfsd_threshold: int = 200) -> GuidanceRule:
+    """The rule called `name` (one of RULES); `nfsd_threshold` only applies to NFSD."""
+    key = name.lower().replace("-", "_").replace(" ", "_")
+    if key not in RULES:
+        raise ValueError(f"unknown guidance rule {name!r}; choose one of {', '.join(RULES)}")
+    if not 0 <= nfsd_threshold <= 1000:
+        raise ValueError(f"nfsd_threshold must be a DDPM timestep in 0..1000, got {nfsd_threshold}")
+    return NFSD(threshold=nfsd_threshold) if key == NFSD.name else RULES[key]()
+
+
+def weight(alpha_bar: Tensor, weighting: str = "sds") -> Tensor:
+    """w(t) from alpha_bar_t: `sds` 1 - ab, `uniform` 1, `fantasia3d` sqrt(ab) (1 - ab)."""
+    if weighting == "sds":
+        return 1.0 - alpha_bar
+    if weighting == "uniform":
+        return torch.ones_like(alpha_bar)
+    if weighting == "fantasia3d":
+        return alpha_bar.sqrt() * (1.0 - alpha_bar)
+    raise ValueError(f"unknown weighting {weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
+
+
+def finalize_gradient(gradient: Tensor, clip: float | None = None) -> Tensor:
+    """Zero non-finite entries (so they never reach the parameters), then clamp to +-clip."""
+    gradient = torch.where(torch.isfinite(gradient), gradient, torch.zeros_like(gradient))
+    if clip is not None:
+        gradient = gradient.clamp(-clip, clip)
+    return gradient
