@@ -1,0 +1,97 @@
+"""The ComfyUI score-model backend: its noise predictions against ComfyUI's own model calls."""
+
+import pytest
+import torch
+
+from comfyui_helpers import comfy, requires_comfyui  # noqa: F401
+
+pytestmark = requires_comfyui
+
+
+def encode(comfy, clip, text):
+    return comfy.run_node("CLIPTextEncode", clip=clip, text=text)[0]
+
+
+def reference_noise(model, x_t, t, conditioning):
+    """eps from a bare apply_model call: x = x_t / sqrt(ab), eps = (x - x0) / sigma."""
+    import comfy.model_management
+
+    comfy.model_management.load_models_gpu([model])
+    base = model.model
+    sampling = model.get_model_object("model_sampling")
+    with torch.inference_mode():
+        sigma = sampling.sigma(t.float())
+        x = x_t * (1 + sigma**2).sqrt().view(-1, 1, 1, 1)
+        context = conditioning[0][0].repeat(x.shape[0], 1, 1)
+        denoised = base.apply_model(x, sigma, c_crossattn=context)
+        return ((x - denoised) / sigma.view(-1, 1, 1, 1)).clone()
+
+
+def raw_network_noise(model, x_t, t, conditioning, prediction_type):
+    """eps from the UNet's own output in the DDPM convention (v converted with nfsd_core's formula)."""
+    from nfsd_core.models import noise_from_v
+
+    base = model.model
+    sampling = model.get_model_object("model_sampling")
+    schedule_ab = 1 / (1 + sampling.sigma(t.float()) ** 2)
+    with torch.inference_mode():
+        context = conditioning[0][0].repeat(x_t.shape[0], 1, 1)
+        output = base.diffusion_model(x_t, t.float(), context=context).float()
+        return output if prediction_type == "epsilon" else noise_from_v(output, x_t, schedule_ab)
+
+
+@pytest.mark.parametrize("checkpoint,prediction_type", [("tiny_sd_eps.safetensors", "epsilon"),
+                                                        ("tiny_sd_v.safetensors", "v_prediction")])
+def test_predictions_equal_bare_apply_model(comfy, checkpoint, prediction_type):
+    backend = comfy.module("nodes.backend")
+    core = comfy.module("nfsd_core")
+    model, clip, _ = comfy.load_checkpoint(checkpoint)
+    positive, empty, negative = (encode(comfy, clip, text) for text in ("a red apple", "", "blurry"))
+    score_model = backend.ComfyScoreModel(model)
+    assert score_model.prediction_type == prediction_type
+
+    x_t = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([50, 400, 900])
+    requests = [core.NoiseRequest(positive), core.NoiseRequest(empty), core.NoiseRequest(negative, torch.tensor([1, 2]))]
+    eps_c, eps_u, eps_n = score_model.predict_noise(x_t, t, requests)
+
+    assert score_model.forward_calls == 2  # all rows for prompt + empty prompt, then the negative's rows
+    assert score_model.evaluations == 3 + 3 + 2
+    for eps, conditioning, rows in ((eps_c, positive, [0, 1, 2]), (eps_u, empty, [0, 1, 2]), (eps_n, negative, [1, 2])):
+        assert not eps.is_inference()
+        reference = reference_noise(model, x_t[rows], t[rows], conditioning)
+        raw = raw_network_noise(model, x_t[rows], t[rows], conditioning, prediction_type)
+        assert (eps - reference).abs().max() < 1e-5
+        assert (eps - raw).abs().max() < 1e-4 * raw.abs().max()
+    assert (eps_c - eps_u).abs().max() > 1e-4  # the prompt matters
+
+
+def test_schedule_is_the_models_own(comfy):
+    backend = comfy.module("nodes.backend")
+    core = comfy.module("nfsd_core")
+    model, _, _ = comfy.load_checkpoint()
+    schedule = backend.ComfyScoreModel(model).schedule
+    sampling = model.get_model_object("model_sampling")
+    t = torch.tensor([0, 199, 200, 500, 999])
+    assert torch.allclose(schedule.sigma(t), sampling.sigma(t.float()), rtol=1e-5)
+    assert torch.equal(schedule.timestep(sampling.sigma(t.float())), t)
+    sd_schedule = core.NoiseSchedule.scaled_linear()  # SD's betas: the tiny model uses SD15 settings
+    assert torch.allclose(schedule.alphas_cumprod, sd_schedule.alphas_cumprod, atol=1e-6)
+
+
+@pytest.mark.parametrize("node,settings,accepted", [
+    ("ModelSamplingDiscrete", {"sampling": "v_prediction", "zsnr": False}, "v_prediction"),
+    ("ModelSamplingDiscrete", {"sampling": "lcm", "zsnr": False}, "epsilon"),
+    ("ModelSamplingDiscrete", {"sampling": "x0", "zsnr": False}, None),
+    ("ModelSamplingSD3", {"shift": 3.0}, None),
+    ("ModelSamplingContinuousEDM", {"sampling": "edm", "sigma_max": 120.0, "sigma_min": 0.002}, None),
+])
+def test_model_types_the_rules_cannot_serve_are_refused(comfy, node, settings, accepted):
+    backend = comfy.module("nodes.backend")
+    model, _, _ = comfy.load_checkpoint()
+    patched = comfy.run_node(node, model=model, **settings)[0]
+    if accepted:
+        assert backend.ComfyScoreModel(patched).prediction_type == accepted
+    else:
+        with pytest.raises(backend.UnsupportedModelError, match="cannot be used for score distillation"):
+            backend.ComfyScoreModel(patched)
