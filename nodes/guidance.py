@@ -21,9 +21,12 @@ def encode_text(clip, text: str):
 
 
 def prompt_conditioning(rule, positive, negative, unconditional, clip) -> Prompts:
-    """Prompts for `rule`, encoding the empty and the default negative prompt with `clip` where not wired."""
+    """The Prompts `rule` reads (others are left out), encoding the empty and the default negative
+    prompt with `clip` where they are not wired."""
     def resolve(conditioning, needed: bool, input_name: str, text: str, what: str):
-        if conditioning is not None or not needed:
+        if not needed:
+            return None
+        if conditioning is not None:
             return conditioning
         if clip is None:
             raise ValueError(f"the {rule.name.upper()} rule needs {what}: wire the '{input_name}' input (a "
