@@ -19,6 +19,7 @@ import shutil
 import sys
 import tempfile
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,46 @@ class ComfyRuntime:
                          ui=executor.history_result["outputs"], values=values)
 
 
+GUIDANCE_DEFAULTS = {"rule": "NFSD", "scale": 0.0, "t_min": 0.02, "t_max": 0.98, "timestep_schedule": "uniform",
+                     "t_max_end": 0.0, "anneal_at": 0.5, "weighting": "sds", "grad_clip": 0.0, "nfsd_threshold": 200}
+
+
+def text_to_image_prompt(checkpoint: str = "tiny_sd_eps.safetensors", size: int = 64, batch: int = 1,
+                         steps: int = 3, seed: int = 0, checkpoint_dir: str = "", preview_every: int = 0,
+                         **guidance) -> dict:
+    """An API-format NFSD prompt on a tiny checkpoint: "6" is the Optimizer, "7" the Renderer."""
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a red apple"}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "blurry, dull"}},
+        "4": {"class_type": "NFSD_ScoreDistillationGuidance",
+              "inputs": {"model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "clip": ["1", 1],
+                         **GUIDANCE_DEFAULTS, **guidance}},
+        "5": {"class_type": "NFSD_LatentCanvas",
+              "inputs": {"width": size, "height": size, "batch_size": batch, "seed": 0}},
+        "6": {"class_type": "NFSD_Optimizer",
+              "inputs": {"guidance": ["4", 0], "representation": ["5", 0], "steps": steps, "learning_rate": 0.05,
+                         "seed": seed, "preview_every": preview_every, "checkpoint_dir": checkpoint_dir}},
+        "7": {"class_type": "NFSD_Renderer", "inputs": {"representation": ["6", 0], "vae": ["1", 2]}},
+        "8": {"class_type": "PreviewImage", "inputs": {"images": ["7", 0]}},
+        "9": {"class_type": "PreviewAny", "inputs": {"source": ["6", 2]}},
+    }
+
+
+@contextmanager
+def progress_hook(callback):
+    """Install `callback(value, total, preview, node_id)` as ComfyUI's global progress hook for the block."""
+    import comfy.utils
+
+    previous = comfy.utils.PROGRESS_BAR_HOOK
+    comfy.utils.set_progress_bar_global_hook(
+        lambda value, total, preview, prompt_id=None, node_id=None: callback(value, total, preview, node_id))
+    try:
+        yield
+    finally:
+        comfy.utils.set_progress_bar_global_hook(previous)
+
+
 def forget_pack_root_package() -> None:
     """Drop the pack's root package from sys.modules before ComfyUI is imported.
 
@@ -193,7 +234,16 @@ def comfy_runtime() -> ComfyRuntime:
     return _runtime
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def comfy() -> ComfyRuntime:
+    """The ComfyUI runtime, with torch on one thread for the test: the tiny models gain nothing from
+    more, and on a busy machine OpenMP threads waiting for each other made them 10-50x slower."""
+    import torch
+
     runtime = comfy_runtime()
-    yield runtime
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield runtime
+    finally:
+        torch.set_num_threads(threads)
