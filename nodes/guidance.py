@@ -20,23 +20,23 @@ def encode_text(clip, text: str):
     return clip.encode_from_tokens_scheduled(clip.tokenize(text))
 
 
-def prompt_conditioning(rule, positive, negative, unconditional, clip) -> Prompts:
+def prompt_conditioning(rule_label: str, rule, positive, negative, unconditional, clip) -> Prompts:
     """The Prompts `rule` reads (others are left out), encoding the empty and the default negative
     prompt with `clip` where they are not wired."""
-    def resolve(conditioning, needed: bool, input_name: str, text: str, what: str):
-        if not needed:
-            return None
-        if conditioning is not None:
-            return conditioning
-        if clip is None:
-            raise ValueError(f"the {rule.name.upper()} rule needs {what}: wire the '{input_name}' input (a "
-                             f"CLIPTextEncode of {text!r}), or wire 'clip' and the node encodes it for you")
-        return encode_text(clip, text)
-
-    unconditional = resolve(unconditional, rule.needs_unconditional, "unconditional", "", "the empty prompt")
-    negative = resolve(negative, rule.needs_negative_prompt, "negative", DEFAULT_NEGATIVE_PROMPT,
-                       "a negative prompt (the paper's default is shown here)")
-    return Prompts(positive, unconditional, negative)
+    wanted = {  # input name: (needed, wired conditioning, text to encode, what it is)
+        "unconditional": (rule.needs_unconditional, unconditional, "", "the empty prompt"),
+        "negative": (rule.needs_negative_prompt, negative, DEFAULT_NEGATIVE_PROMPT, "a negative prompt"),
+    }
+    missing = [name for name, (needed, wired, _, _) in wanted.items() if needed and wired is None]
+    if missing and clip is None:
+        raise ValueError(
+            f"the {rule_label} rule needs {' and '.join(wanted[name][3] for name in missing)}: wire "
+            + " and ".join(f"'{name}' (a CLIPTextEncode of {wanted[name][2]!r})" for name in missing)
+            + ", or wire 'clip' and the node encodes them for you"
+        )
+    resolved = {name: (wired if wired is not None else encode_text(clip, text)) if needed else None
+                for name, (needed, wired, text, _) in wanted.items()}
+    return Prompts(positive, resolved["unconditional"], resolved["negative"])
 
 
 class ScoreDistillationGuidance(io.ComfyNode):
@@ -98,7 +98,7 @@ class ScoreDistillationGuidance(io.ComfyNode):
                 grad_clip, nfsd_threshold, negative=None, unconditional=None, clip=None) -> io.NodeOutput:
         score_model = ComfyScoreModel(model)
         guidance_rule = make_rule(RULE_NAMES[rule], nfsd_threshold)
-        prompts = prompt_conditioning(guidance_rule, positive, negative, unconditional, clip)
+        prompts = prompt_conditioning(rule, guidance_rule, positive, negative, unconditional, clip)
         timesteps = TimestepSchedule(t_min=t_min, t_max=t_max, kind=timestep_schedule,
                                      t_max_end=t_max_end or None, anneal_at=anneal_at)
         guidance = ScoreDistillation(score_model, prompts, guidance_rule, scale=scale if scale > 0 else None,
