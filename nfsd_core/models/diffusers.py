@@ -100,7 +100,7 @@ class DiffusersScoreModel(FlatBatchScoreModel):
         max_length = min(self.tokenizer.model_max_length, self.text_encoder.config.max_position_embeddings)
         tokens = self.tokenizer(text, padding="max_length", max_length=max_length, truncation=True,
                                 return_tensors="pt")
-        if len(self.tokenizer(text).input_ids) > max_length:
+        if len(self.tokenizer(text, verbose=False).input_ids) > max_length:
             warnings.warn(f"prompt {text!r} is longer than the text encoder's {max_length} tokens; the rest is cut off")
         use_mask = getattr(self.text_encoder.config, "use_attention_mask", False)
         mask = tokens.attention_mask.to(self._device) if use_mask else None
@@ -116,24 +116,28 @@ class DiffusersLatentCodec(LatentCodec):
     """AutoencoderKL: images [B, 3, H, W] in [0, 1] <-> scaled latents [B, C, H / f, W / f].
 
     Latents are (posterior mean - shift_factor) * scaling_factor, as the UNet was trained on.
+    Inputs move to the VAE's device and dtype; outputs come back on the caller's.
     A VAE whose config asks for `force_upcast` runs in float32 when float16 is requested.
     """
 
     def __init__(self, vae: nn.Module, dtype: str | torch.dtype = torch.float32, device: str | torch.device = "cpu"):
         self.dtype = vae_dtype(vae.config, dtype)
-        self.vae = _frozen(vae, torch.device(device), self.dtype)
+        self.device = torch.device(device)
+        self.vae = _frozen(vae, self.device, self.dtype)
         self.scaling_factor = float(vae.config.scaling_factor)
         self.shift_factor = float(vae.config.get("shift_factor") or 0.0)
         self.latent_channels = int(vae.config.latent_channels)
         self.downscale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
 
     def encode(self, images: Tensor) -> Tensor:
-        mean = self.vae.encode((images * 2.0 - 1.0).to(self.dtype)).latent_dist.mean
-        return ((mean - self.shift_factor) * self.scaling_factor).to(images.dtype)
+        pixels = (images * 2.0 - 1.0).to(device=self.device, dtype=self.dtype)
+        latents = (self.vae.encode(pixels).latent_dist.mean - self.shift_factor) * self.scaling_factor
+        return latents.to(device=images.device, dtype=images.dtype)
 
     def decode(self, latents: Tensor) -> Tensor:
-        decoded = self.vae.decode((latents / self.scaling_factor + self.shift_factor).to(self.dtype)).sample
-        return ((decoded.to(latents.dtype) + 1.0) / 2.0).clamp(0.0, 1.0)
+        vae_latents = (latents / self.scaling_factor + self.shift_factor).to(device=self.device, dtype=self.dtype)
+        images = (self.vae.decode(vae_latents).sample + 1.0) / 2.0
+        return images.to(device=latents.device, dtype=latents.dtype).clamp(0.0, 1.0)
 
 
 def read_component_config(path: str | os.PathLike, component: str) -> dict[str, Any]:
