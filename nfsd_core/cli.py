@@ -17,6 +17,7 @@ import dataclasses
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -203,7 +204,8 @@ def run_decompose(args: argparse.Namespace) -> int:
         raise UsageError(f"--image: {args.image!r} is not a file")
     width, height = checked("--image", lambda: image_size(args.image))
     width, height = args.width or width, args.height or height
-    check_model_and_size(args.model, {"--width (or the image width)": width, "--height (or the image height)": height})
+    factor = check_model_and_size(args.model, {"--width (or the image width)": width,
+                                               "--height (or the image height)": height})
     model, codec = load_diffusers(args.model, args.dtype, args.device)
     for t in args.t:
         if not 0 <= t < model.schedule.num_timesteps:
@@ -213,7 +215,7 @@ def run_decompose(args: argparse.Namespace) -> int:
     latents = codec.encode(load_image(args.image, (width, height)).to(model.device))
     decomposition = decompose_score(model, prompts, latents, args.t, seed=args.seed,
                                     nfsd_threshold=args.nfsd_threshold)
-    render = codec.decode if args.render == "vae" else fit_latent_to_rgb(codec)
+    render = codec.decode if args.render == "vae" else partial(fit_latent_to_rgb(codec), upscale=factor)
     images = decomposition_images(decomposition, render)
     rows = torch.stack([images[name][:, 0] for name in COMPONENTS])
     output = Path(args.output)

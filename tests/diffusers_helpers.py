@@ -15,7 +15,7 @@ diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 
 TEXT_WIDTH = 32
-MAX_TOKENS = 16
+MAX_TOKENS = 128  # byte-level tokens: long enough for the default negative prompt
 
 
 def tiny_tokenizer() -> "transformers.CLIPTokenizer":
