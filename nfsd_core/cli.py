@@ -26,11 +26,11 @@ import torch
 from .checkpoint import has_checkpoint
 from .decomposition import COMPONENTS, decompose_score, decomposition_images
 from .distillation import Prompts, ScoreDistillation
-from .guidance import DEFAULT_NEGATIVE_PROMPT, RULES, WEIGHTINGS, make_rule
+from .guidance import DEFAULT_NEGATIVE_PROMPT, RULES, WEIGHTINGS, GuidanceRule, make_rule
 from .image_files import image_size, load_image, save_grid
 from .models.diffusers import DTYPES, check_layout, load_diffusers, vae_downscale_factor
 from .optimize import OptimizerSettings, StepRecord, optimize
-from .preview import fit_latent_to_rgb
+from .preview import LatentToRGB, fit_latent_to_rgb
 from .representations.canvas import LatentCanvas
 from .timesteps import SCHEDULE_KINDS, TimestepSchedule
 
@@ -49,8 +49,8 @@ def checked(argument: str, make: Callable[[], Any]) -> Any:
 
 def check_model_and_size(model: str, sizes: dict[str, int]) -> int:
     """Check the model directory's layout and that each pixel size fits its VAE; returns the factor."""
-    factor = checked("--model", lambda: vae_downscale_factor(model))
     checked("--model", lambda: check_layout(model))
+    factor = vae_downscale_factor(model)
     for argument, pixels in sizes.items():
         if pixels < factor or pixels % factor:
             nearest = max(factor, round(pixels / factor) * factor)
@@ -99,8 +99,21 @@ def add_generate(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run_generate)
 
 
-def run_generate(args: argparse.Namespace) -> int:
+@dataclasses.dataclass(frozen=True)
+class GenerateSetup:
+    """What `generate` checked before loading anything."""
+
+    rules: list[GuidanceRule]
+    timesteps: TimestepSchedule
+    settings: OptimizerSettings
+    factor: int
+
+
+def check_generate(args: argparse.Namespace) -> GenerateSetup:
     rules = [checked("--rule", lambda name=name: make_rule(name, args.nfsd_threshold)) for name in args.rule]
+    names = [rule.name for rule in rules]
+    if len(set(names)) < len(names):
+        raise UsageError(f"--rule: each rule may appear once, got {' '.join(args.rule)}")
     for argument in ("steps", "batch"):
         positive(f"--{argument}", getattr(args, argument))
     if args.grad_clip is not None:
@@ -110,49 +123,72 @@ def run_generate(args: argparse.Namespace) -> int:
     timesteps = checked("--t-min/--t-max", lambda: TimestepSchedule(args.t_min, args.t_max, args.t_schedule))
     settings = checked("--lr", lambda: OptimizerSettings(lr=args.lr))
     factor = check_model_and_size(args.model, {"--width": args.width, "--height": args.height})
+    return GenerateSetup(rules, timesteps, settings, factor)
 
+
+def run_generate(args: argparse.Namespace) -> int:
+    setup = check_generate(args)
     model, codec = load_diffusers(args.model, args.dtype, args.device)
     prompts = Prompts.from_text(model, args.prompt, args.negative_prompt)
     latent_rgb = fit_latent_to_rgb(codec) if args.preview_every else None
     output = Path(args.output)
     report: dict[str, Any] = {"settings": vars_for_json(args), "runs": {}}
     finals = []
-    for rule in rules:
-        canvas = LatentCanvas.random(args.batch, model.latent_channels, args.height // factor, args.width // factor,
-                                     seed=args.seed).to(model.device)
-        guidance = ScoreDistillation(model, prompts, rule, args.scale, timesteps, args.weighting, args.grad_clip,
-                                     args.seed)
-
-        def save_preview(step: int, representation: LatentCanvas, name: str = rule.name) -> None:
-            images = latent_rgb(representation.latents, upscale=factor)
-            save_grid(images.unsqueeze(0), output / "previews" / f"{name}_{step:05d}.png")
-
-        checkpoint_dir = Path(args.checkpoint_dir) / rule.name if args.checkpoint_dir else None
-        resuming = checkpoint_dir is not None and has_checkpoint(checkpoint_dir)
-        started = time.perf_counter()
-        with progress_bar(args.steps, rule.name) as on_step:
-            try:
-                result = optimize(
-                    canvas, guidance, args.steps, settings, on_step=on_step,
-                    on_preview=save_preview if latent_rgb is not None else None, preview_every=args.preview_every,
-                    checkpoint_dir=checkpoint_dir, checkpoint_every=args.checkpoint_every,
-                    metadata={"prompt": args.prompt, "negative_prompt": args.negative_prompt, "model": args.model},
-                )
-            except ValueError as error:
-                if not resuming:
-                    raise
-                raise UsageError(f"--checkpoint-dir: {error}") from error  # a checkpoint of other settings
+    for rule in setup.rules:
+        guidance = ScoreDistillation(model, prompts, rule, args.scale, setup.timesteps, args.weighting,
+                                     args.grad_clip, args.seed)
+        canvas, report["runs"][rule.name] = optimize_canvas(args, setup, guidance, latent_rgb, output)
         with torch.no_grad():
-            images = codec.decode(canvas.latents.detach())
-        save_grid(images.unsqueeze(0), output / f"{rule.name}.png")
-        finals.append(images)
-        report["runs"][rule.name] = run_summary(guidance, result.history, time.perf_counter() - started)
+            finals.append(codec.decode(canvas.latents.detach()))
+        save_grid(finals[-1].unsqueeze(0), output / f"{rule.name}.png")
         write_json(output / "run.json", report)
-    if len(rules) > 1:
-        save_grid(torch.stack(finals, dim=1), output / "comparison.png", column_labels=[r.name for r in rules])
-    print(f"wrote {output}/", ", ".join([f"{r.name}.png" for r in rules] + ["comparison.png"] * (len(rules) > 1)
+    names = [rule.name for rule in setup.rules]
+    if len(names) > 1:
+        save_grid(torch.stack(finals, dim=1), output / "comparison.png", column_labels=names)
+    print(f"wrote {output}/", ", ".join([f"{n}.png" for n in names] + ["comparison.png"] * (len(names) > 1)
                                         + ["run.json"]))
     return 0
+
+
+def optimize_canvas(
+    args: argparse.Namespace,
+    setup: GenerateSetup,
+    guidance: ScoreDistillation,
+    latent_rgb: LatentToRGB | None,
+    output: Path,
+) -> tuple[LatentCanvas, dict[str, Any]]:
+    """Run (or resume) one rule on a fresh canvas; returns the canvas and the rule's summary for run.json."""
+    name, factor = guidance.rule.name, setup.factor
+    canvas = LatentCanvas.random(args.batch, guidance.model.latent_channels, args.height // factor,
+                                 args.width // factor, seed=args.seed).to(guidance.model.device)
+
+    def save_preview(step: int, representation: LatentCanvas) -> None:
+        images = latent_rgb(representation.latents, upscale=factor)
+        save_grid(images.unsqueeze(0), output / "previews" / f"{name}_{step:05d}.png")
+
+    checkpoint_dir = Path(args.checkpoint_dir) / name if args.checkpoint_dir else None
+    resuming = checkpoint_dir is not None and has_checkpoint(checkpoint_dir)
+    started = time.perf_counter()
+    with progress_bar(args.steps, name) as on_step:
+        try:
+            result = optimize(
+                canvas, guidance, args.steps, setup.settings, on_step=on_step,
+                on_preview=save_preview if latent_rgb is not None else None, preview_every=args.preview_every,
+                checkpoint_dir=checkpoint_dir, checkpoint_every=args.checkpoint_every,
+                metadata={"prompt": args.prompt, "negative_prompt": args.negative_prompt, "model": args.model},
+            )
+        except ValueError as error:
+            if not resuming:
+                raise
+            raise UsageError(f"--checkpoint-dir: {error}") from error  # a checkpoint of other settings
+    history = result.history
+    return canvas, {
+        "scale": guidance.scale,
+        "steps_done": result.steps_done,
+        "seconds_this_session": time.perf_counter() - started,
+        "evaluations": sum(record.evaluations for record in history),
+        "history": [dataclasses.asdict(record) for record in history],
+    }
 
 
 class progress_bar:
@@ -172,16 +208,6 @@ class progress_bar:
 
     def __exit__(self, *exc_info) -> None:
         self.bar.close()
-
-
-def run_summary(guidance: ScoreDistillation, history: list[StepRecord], seconds: float) -> dict[str, Any]:
-    return {
-        "scale": guidance.scale,
-        "steps_done": len(history),
-        "seconds_this_session": seconds,
-        "evaluations": sum(record.evaluations for record in history),
-        "history": [dataclasses.asdict(record) for record in history],
-    }
 
 
 def add_decompose(subparsers: argparse._SubParsersAction) -> None:
@@ -211,7 +237,7 @@ def run_decompose(args: argparse.Namespace) -> int:
         if not 0 <= t < model.schedule.num_timesteps:
             raise UsageError(f"--t {t} is outside the model's timesteps 0..{model.schedule.num_timesteps - 1}")
 
-    prompts = checked("--negative-prompt", lambda: Prompts.from_text(model, args.prompt, args.negative_prompt))
+    prompts = Prompts.from_text(model, args.prompt, args.negative_prompt)
     latents = codec.encode(load_image(args.image, (width, height)).to(model.device))
     decomposition = decompose_score(model, prompts, latents, args.t, seed=args.seed,
                                     nfsd_threshold=args.nfsd_threshold)
@@ -240,7 +266,8 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_generate,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m nfsd_core", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m nfsd_core", description="Noise-Free Score Distillation "
+                                     "and related rules on a local diffusers Stable Diffusion model.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in SUBCOMMANDS:
         add(subparsers)

@@ -98,6 +98,7 @@ BAD_GENERATE = [
     (["--width", "500"], "--width 500 must be a positive multiple of the model's VAE factor 8"),
     (["--height", "0"], "--height 0"),
     (["--rule", "nfsd", "dds"], "--rule: unknown guidance rule 'dds'"),
+    (["--rule", "nfsd", "NFSD"], "--rule: each rule may appear once"),
     (["--t-min", "0.6", "--t-max", "0.5"], "--t-min/--t-max: need 0 <= t_min < t_max"),
     (["--steps", "0"], "--steps must be positive"),
     (["--batch", "-1"], "--batch must be positive"),
@@ -106,7 +107,7 @@ BAD_GENERATE = [
 ]
 
 
-@pytest.mark.parametrize("extra, message", BAD_GENERATE, ids=[e[0][0] for e in BAD_GENERATE])
+@pytest.mark.parametrize("extra, message", BAD_GENERATE, ids=[" ".join(e[0]) for e in BAD_GENERATE])
 def test_generate_refuses_bad_input_before_loading(configs_only, tmp_path, monkeypatch, capsys, extra, message):
     monkeypatch.setattr(cli, "load_diffusers", lambda *a: pytest.fail("the model loaded before the check"))
     assert cli.main(generate_args(configs_only / "model", tmp_path) + extra) == 2
