@@ -35,7 +35,9 @@ CONFIG_FILES = {
     "text_encoder": "config.json",
     "scheduler": "scheduler_config.json",
 }
-INSTALL_HINT = 'install the optional extra: pip install "noise-free-score-distillation[diffusers]" (or ".[diffusers]" in a checkout)'
+INSTALL_HINT = (
+    'install the optional extra: pip install "noise-free-score-distillation[diffusers]" (".[diffusers]" in a checkout)'
+)
 
 
 def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -161,7 +163,10 @@ def read_component_config(path: str | os.PathLike, component: str) -> dict[str, 
         raise FileNotFoundError(f"{str(root)!r} is not a diffusers Stable Diffusion directory: {component}/"
                                 f"{CONFIG_FILES[component]} is missing (expected subfolders: {', '.join(CONFIG_FILES)}, "
                                 "tokenizer)")
-    return json.loads(config_file.read_text())
+    try:
+        return json.loads(config_file.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{config_file} is not valid JSON ({error}); re-save or re-download the model") from error
 
 
 def vae_downscale_factor(path: str | os.PathLike) -> int:
