@@ -161,8 +161,8 @@ def read_component_config(path: str | os.PathLike, component: str) -> dict[str, 
     config_file = root / component / CONFIG_FILES[component]
     if not config_file.is_file():
         raise FileNotFoundError(f"{str(root)!r} is not a diffusers Stable Diffusion directory: {component}/"
-                                f"{CONFIG_FILES[component]} is missing (expected subfolders: {', '.join(CONFIG_FILES)}, "
-                                "tokenizer)")
+                                f"{CONFIG_FILES[component]} is missing (expected subfolders: "
+                                f"{', '.join(CONFIG_FILES)}, tokenizer)")
     try:
         return json.loads(config_file.read_text())
     except json.JSONDecodeError as error:
@@ -179,18 +179,18 @@ def check_layout(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     configs = {component: read_component_config(path, component) for component in CONFIG_FILES}
     if not (Path(path) / "tokenizer").is_dir():
         raise FileNotFoundError(f"{str(path)!r} is not a diffusers Stable Diffusion directory: tokenizer/ is missing")
-    unet_class = configs["unet"].get("_class_name")
-    if unet_class != "UNet2DConditionModel" or configs["unet"].get("addition_embed_type") is not None:
-        raise ValueError(f"{str(path)!r}: unet/ holds a {unet_class} with addition_embed_type="
-                         f"{configs['unet'].get('addition_embed_type')!r}; this backend needs a plain Stable Diffusion "
-                         "1.x/2.x UNet2DConditionModel")
+    unet, vae = configs["unet"], configs["vae"]
+    unet_class, extra_embedding = unet.get("_class_name"), unet.get("addition_embed_type")
+    if unet_class != "UNet2DConditionModel" or extra_embedding is not None:
+        raise ValueError(f"{str(path)!r}: unet/ holds a {unet_class} with addition_embed_type={extra_embedding!r}; "
+                         "this backend needs a plain Stable Diffusion 1.x/2.x UNet2DConditionModel")
     prediction_type = configs["scheduler"].get("prediction_type", "epsilon")
     if prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"{str(path)!r}: scheduler prediction_type {prediction_type!r} is not supported; "
                          f"supported: {', '.join(PREDICTION_TYPES)}")
-    if configs["unet"].get("in_channels") != configs["vae"].get("latent_channels"):
-        raise ValueError(f"{str(path)!r}: the UNet takes {configs['unet'].get('in_channels')} channels but the VAE "
-                         f"makes {configs['vae'].get('latent_channels')} (inpainting or depth models are not supported)")
+    if unet.get("in_channels") != vae.get("latent_channels"):
+        raise ValueError(f"{str(path)!r}: the UNet takes {unet.get('in_channels')} channels but the VAE makes "
+                         f"{vae.get('latent_channels')} (inpainting or depth models are not supported)")
     return configs
 
 
@@ -199,7 +199,8 @@ def _import_backends():
         import diffusers
         import transformers
     except ImportError as error:
-        raise ImportError(f"loading a diffusers model needs diffusers and transformers ({error}); {INSTALL_HINT}") from error
+        message = f"loading a diffusers model needs diffusers and transformers ({error}); {INSTALL_HINT}"
+        raise ImportError(message) from error
     return diffusers, transformers
 
 
