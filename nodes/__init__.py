@@ -5,11 +5,12 @@ from typing_extensions import override
 from comfy_api.latest import ComfyExtension, io
 
 from .canvas import LatentCanvas
+from .decomposition import ScoreDecomposition
 from .guidance import ScoreDistillationGuidance
 from .optimizer import Optimizer
 from .renderer import Renderer
 
-NODES: list[type[io.ComfyNode]] = [ScoreDistillationGuidance, LatentCanvas, Optimizer, Renderer]
+NODES: list[type[io.ComfyNode]] = [ScoreDistillationGuidance, LatentCanvas, Optimizer, Renderer, ScoreDecomposition]
 
 
 class NFSDExtension(ComfyExtension):

@@ -64,3 +64,17 @@ def test_rendering_a_canvas_that_was_never_optimised(comfy):
 def test_bad_timestep_range(comfy):
     message = failure(comfy, text_to_image_prompt(t_min=0.9, t_max=0.5))
     assert "t_min" in message and "t_max" in message
+
+
+@pytest.mark.parametrize("timesteps", ["abc", "", "100, 1000"])
+def test_decomposition_timesteps_are_checked(comfy, timesteps):
+    prompt = text_to_image_prompt()
+    prompt["10"] = {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}
+    prompt["11"] = {"class_type": "NFSD_ScoreDecomposition",
+                    "inputs": {"model": ["1", 0], "positive": ["2", 0], "latent": ["10", 0], "vae": ["1", 2],
+                               "timesteps": timesteps, "seed": 0, "nfsd_threshold": 200, "normalize": True,
+                               "clip": ["1", 1]}}
+    prompt["12"] = {"class_type": "PreviewImage", "inputs": {"images": ["11", 0]}}
+    for node_id in ("6", "7", "8", "9"):
+        del prompt[node_id]
+    assert "timesteps must" in failure(comfy, prompt)

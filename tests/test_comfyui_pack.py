@@ -9,6 +9,7 @@ NODE_IDS = {
     "NFSD_LatentCanvas": "NFSD Latent Canvas",
     "NFSD_Optimizer": "NFSD Optimizer",
     "NFSD_Renderer": "NFSD Renderer",
+    "NFSD_ScoreDecomposition": "NFSD Score Decomposition",
 }
 
 

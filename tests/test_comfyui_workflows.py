@@ -28,7 +28,8 @@ def shrink(prompt: dict) -> dict:
 
 
 def test_workflows_are_shipped():
-    assert {path.name for path in WORKFLOWS} >= {"nfsd_text_to_image.json", "sds_vs_nfsd_same_seed.json"}
+    assert {path.name for path in WORKFLOWS} >= {"nfsd_text_to_image.json", "sds_vs_nfsd_same_seed.json",
+                                                 "score_decomposition.json"}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[path.stem for path in WORKFLOWS])
@@ -44,8 +45,11 @@ def test_workflow_runs_as_shipped(comfy, path: Path):
     saved = [image for output in result.ui.values() for image in output.get("images", [])]
     assert saved, "the workflow saved no image"
     for image in saved:
-        assert (comfy.base / "output" / image["subfolder"] / image["filename"]).is_file()
+        assert (comfy.base / image["type"] / image["subfolder"] / image["filename"]).is_file()
     for node_id, node in prompt.items():
         if node["class_type"] == "NFSD_Optimizer":
             statistics = json.loads(result.values[node_id][2])
             assert statistics["steps_done"] == 3 and len(statistics["history"]["loss"]) == 3
+        if node["class_type"] == "NFSD_ScoreDecomposition":
+            timesteps = node["inputs"]["timesteps"].count(",") + 1
+            assert [image.shape[0] for image in result.values[node_id]] == [timesteps] * 4
