@@ -97,3 +97,55 @@ def test_model_types_the_rules_cannot_serve_are_refused(comfy, node, settings, a
     else:
         with pytest.raises(backend.UnsupportedModelError, match="cannot be used for score distillation"):
             backend.ComfyScoreModel(patched)
+
+
+POOLED = 32
+TINY_SDXL_UNET = {"image_size": 32, "in_channels": 4, "out_channels": 4, "model_channels": 32, "num_res_blocks": [1, 1],
+                  "channel_mult": [1, 2], "transformer_depth": [0, 1], "transformer_depth_output": [0, 0, 1, 1],
+                  "transformer_depth_middle": 1, "context_dim": 32, "use_linear_in_transformer": True,
+                  "adm_in_channels": POOLED + 6 * 256, "num_classes": "sequential", "use_spatial_transformer": True,
+                  "legacy": False, "use_checkpoint": False, "use_temporal_resblock": False,
+                  "use_temporal_attention": False}
+
+
+def tiny_sdxl(runtime, v_prediction):
+    """An SDXL-architecture MODEL (pooled text + size conditioning through `y`) with random weights."""
+    from comfy import model_base, model_management, model_patcher, supported_models
+
+    config = supported_models.SDXL(TINY_SDXL_UNET)
+    config.set_inference_dtype(torch.float32, None)
+    model_type = model_base.ModelType.V_PREDICTION if v_prediction else model_base.ModelType.EPS
+    with torch.inference_mode():  # weights made as ComfyUI's loaders make them: inference tensors
+        base = model_base.SDXL(config, model_type=model_type, device=torch.device("cpu"))
+        runtime.tiny.init_random_(base.diffusion_model, seed=3)
+    return model_patcher.ModelPatcher(base, load_device=model_management.get_torch_device(),
+                                      offload_device=model_management.unet_offload_device())
+
+
+@pytest.mark.parametrize("v_prediction", [False, True])
+def test_sdxl_gets_its_pooled_and_size_conditioning(comfy, v_prediction):
+    import comfy.model_management as model_management
+
+    backend = comfy.module("nodes.backend")
+    core = comfy.module("nfsd_core")
+    model = tiny_sdxl(comfy, v_prediction)
+    generator = torch.Generator().manual_seed(2)
+    text, pooled = torch.randn(1, 77, 32, generator=generator), torch.randn(1, POOLED, generator=generator)
+    default_size = [[text, {"pooled_output": pooled}]]  # size from the latent: 8 x 8 latents = 64 x 64 pixels
+    explicit_size = [[text, {"pooled_output": pooled, "width": 1024, "height": 768, "crop_w": 16}]]
+    x_t = torch.randn(2, 4, 8, 8, generator=generator)
+    t = torch.tensor([300, 700])
+    score_model = backend.ComfyScoreModel(model)
+    got = score_model.predict_noise(x_t, t, [core.NoiseRequest(default_size), core.NoiseRequest(explicit_size)])
+
+    model_management.load_models_gpu([model])
+    sampling = model.get_model_object("model_sampling")
+    with torch.inference_mode():
+        sigma = sampling.sigma(t.float())
+        x = x_t * (1 + sigma**2).sqrt().view(-1, 1, 1, 1)
+        for eps, size in zip(got, [{"width": 64, "height": 64}, {"width": 1024, "height": 768, "crop_w": 16}]):
+            y = model.model.encode_adm(pooled_output=pooled, **size).repeat(2, 1)
+            denoised = model.model.apply_model(x, sigma, c_crossattn=text.repeat(2, 1, 1), y=y)
+            reference = (x - denoised) / sigma.view(-1, 1, 1, 1)
+            assert (eps - reference).abs().max() < 1e-5
+    assert (got[0] - got[1]).abs().max() > 1e-4  # the size conditioning reaches the model
