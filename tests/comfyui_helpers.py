@@ -30,7 +30,7 @@ COMFYUI_PATH = os.environ.get("COMFYUI_PATH", "")
 REPO = Path(__file__).resolve().parents[1]
 TEST_PACKS = Path(__file__).resolve().parent / "comfyui_packs"
 PACK_FOLDER = "nfsd"
-CHECKPOINTS = {"tiny_sd_eps.safetensors": False, "tiny_sd_v.safetensors": True}
+CHECKPOINTS = {"tiny_sd_eps.safetensors": (False, 0), "tiny_sd_v.safetensors": (True, 1)}  # v-prediction, seed
 
 requires_comfyui = pytest.mark.skipif(
     not COMFYUI_PATH, reason="COMFYUI_PATH is not set: the ComfyUI integration suite needs a ComfyUI checkout"
@@ -229,8 +229,10 @@ def comfy_runtime() -> ComfyRuntime:
 
     asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
     _runtime = ComfyRuntime(base)
-    for name, v_prediction in CHECKPOINTS.items():
-        _runtime.tiny.write_micro_checkpoint(str(_runtime.checkpoints / name), v_prediction=v_prediction)
+    for name, (v_prediction, seed) in CHECKPOINTS.items():
+        _runtime.tiny.write_micro_checkpoint(str(_runtime.checkpoints / name), v_prediction=v_prediction, seed=seed)
+    (base / "models" / "controlnet").mkdir()
+    _runtime.tiny.write_tiny_controlnet(str(base / "models" / "controlnet" / "tiny_controlnet.safetensors"))
     return _runtime
 
 

@@ -8,10 +8,13 @@ checkpoints `write_micro_checkpoint` makes, in eps or v-prediction flavour.
 """
 
 import torch
+from safetensors.torch import save_file
 
+import comfy.cldm.cldm
 import comfy.model_base
 import comfy.model_management
 import comfy.model_patcher
+import comfy.ops
 import comfy.sd
 import comfy.sd1_clip
 import comfy.supported_models
@@ -87,6 +90,16 @@ def write_micro_checkpoint(path: str, v_prediction: bool = False, seed: int = 0)
     """Save a micro checkpoint (about 20 MiB) that stock CheckpointLoaderSimple loads."""
     model, clip, vae = build_micro_model(v_prediction, seed)
     comfy.sd.save_checkpoint(path, model, clip, vae)
+    return path
+
+
+def write_tiny_controlnet(path: str, seed: int = 0) -> str:
+    """Save a ControlNet for TinySD1 (3-channel hint at 8x the latent size) that ControlNetLoader loads."""
+    config = {**TinySD1(TINY_UNET).unet_config, "hint_channels": 3}
+    config.pop("out_channels")
+    control = comfy.cldm.cldm.ControlNet(**config, device=torch.device("cpu"), operations=comfy.ops.disable_weight_init)
+    init_random_(control, std=0.05, seed=seed)  # random zero-convs too, so the control is felt
+    save_file({k: v.contiguous() for k, v in control.state_dict().items()}, path)
     return path
 
 
