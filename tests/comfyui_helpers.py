@@ -101,13 +101,19 @@ class ComfyRuntime:
 
     def object_info(self) -> dict[str, Any]:
         """What GET /object_info answers, from the server's own handler."""
+        return self.get("/object_info")
+
+    def get(self, path: str) -> Any:
+        """The JSON a GET of `path` answers, from ComfyUI's own route handlers (no HTTP)."""
         import server
+        from aiohttp import web
 
         async def fetch():
             instance = getattr(server.PromptServer, "instance", None) or server.PromptServer(asyncio.get_running_loop())
-            handler = next(r.handler for r in instance.routes if r.method == "GET" and r.path == "/object_info")
-            response = await handler(None)
-            return json.loads(response.body)
+            routes = web.RouteTableDef()  # what PromptServer.add_routes adds for custom nodes
+            instance.custom_node_manager.add_routes(routes, web.Application(), self._nodes.LOADED_MODULE_DIRS.items())
+            handler = next(r.handler for r in [*instance.routes, *routes] if r.method == "GET" and r.path == path)
+            return json.loads((await handler(None)).body)
 
         return asyncio.run(fetch())
 

@@ -1,6 +1,6 @@
 """ComfyUI's own loader loads the pack: every node registered, with its schema, and the workflows found."""
 
-from comfyui_helpers import PACK_FOLDER, comfy, requires_comfyui  # noqa: F401
+from comfyui_helpers import PACK_FOLDER, REPO, comfy, requires_comfyui  # noqa: F401
 
 pytestmark = requires_comfyui
 
@@ -36,3 +36,22 @@ def test_pack_types_do_not_clash_with_other_packs(comfy):
               if isinstance(t, str)}
     assert ours == {"NFSD_GUIDANCE", "NFSD_REPRESENTATION"}
     assert not ours & theirs
+
+
+def test_workflows_are_listed_as_the_packs_templates(comfy):
+    templates = comfy.get("/workflow_templates")
+    assert sorted(templates[PACK_FOLDER]) == sorted(path.stem for path in (REPO / "workflows").glob("*.json"))
+
+
+def test_pyproject_passes_comfyuis_config_parser(comfy):
+    from comfy_config import config_parser
+
+    config = config_parser.extract_node_configuration(str(REPO))
+    assert config.project.name == "noise-free-score-distillation" and "comfyui" not in config.project.name.lower()
+    assert config.project.version.count(".") == 2
+    assert config.project.urls.repository.startswith("https://github.com/")
+    assert config.project.supported_os == ["OS Independent"]
+    assert config.tool_comfy.publisher_id and config.tool_comfy.display_name
+    assert config.project.supported_comfyui_version.startswith(">=")
+    assert not any(dep.split(">")[0].split("=")[0].strip() in ("torch", "torchvision", "torchaudio")
+                   for dep in config.project.dependencies)
