@@ -71,7 +71,7 @@ class Optimizer(io.ComfyNode):
             inputs=[
                 Guidance.Input("guidance", tooltip="From NFSD Score Distillation Guidance."),
                 Representation.Input("representation", tooltip="What to optimise, e.g. NFSD Latent Canvas."),
-                io.Int.Input("steps", default=1000, min=1, max=100000,
+                io.Int.Input("steps", default=500, min=1, max=100000,
                              tooltip="Optimisation steps; each costs 2 (SDS, CSD) or 2 to 3 (NFSD) model evaluations "
                              "per image."),
                 io.Float.Input("learning_rate", default=0.01, min=0.0001, max=10.0, step=0.001,
