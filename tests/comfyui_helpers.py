@@ -243,7 +243,7 @@ def comfy_runtime() -> ComfyRuntime:
 
 
 @pytest.fixture
-def comfy() -> ComfyRuntime:
+def comfyui() -> ComfyRuntime:
     """The ComfyUI runtime, with torch on one thread for the test: the tiny models gain nothing from
     more, and on a busy machine OpenMP threads waiting for each other made them 10-50x slower."""
     import torch

@@ -3,13 +3,13 @@
 import pytest
 import torch
 
-from comfyui_helpers import comfy, requires_comfyui  # noqa: F401
+from comfyui_helpers import comfyui, requires_comfyui  # noqa: F401
 
 pytestmark = requires_comfyui
 
 
-def encode(comfy, clip, text):
-    return comfy.run_node("CLIPTextEncode", clip=clip, text=text)[0]
+def encode(comfyui, clip, text):
+    return comfyui.run_node("CLIPTextEncode", clip=clip, text=text)[0]
 
 
 def reference_noise(model, x_t, t, conditioning):
@@ -42,11 +42,11 @@ def raw_network_noise(model, x_t, t, conditioning, prediction_type):
 
 @pytest.mark.parametrize("checkpoint,prediction_type", [("tiny_sd_eps.safetensors", "epsilon"),
                                                         ("tiny_sd_v.safetensors", "v_prediction")])
-def test_predictions_equal_bare_apply_model(comfy, checkpoint, prediction_type):
-    backend = comfy.module("nodes.backend")
-    core = comfy.module("nfsd_core")
-    model, clip, _ = comfy.load_checkpoint(checkpoint)
-    positive, empty, negative = (encode(comfy, clip, text) for text in ("a red apple", "", "blurry"))
+def test_predictions_equal_bare_apply_model(comfyui, checkpoint, prediction_type):
+    backend = comfyui.module("nodes.backend")
+    core = comfyui.module("nfsd_core")
+    model, clip, _ = comfyui.load_checkpoint(checkpoint)
+    positive, empty, negative = (encode(comfyui, clip, text) for text in ("a red apple", "", "blurry"))
     score_model = backend.ComfyScoreModel(model)
     assert score_model.prediction_type == prediction_type
 
@@ -68,10 +68,10 @@ def test_predictions_equal_bare_apply_model(comfy, checkpoint, prediction_type):
     assert (eps_c - eps_u).abs().max() > 1e-4  # the prompt matters
 
 
-def test_schedule_is_the_models_own(comfy):
-    backend = comfy.module("nodes.backend")
-    core = comfy.module("nfsd_core")
-    model, _, _ = comfy.load_checkpoint()
+def test_schedule_is_the_models_own(comfyui):
+    backend = comfyui.module("nodes.backend")
+    core = comfyui.module("nfsd_core")
+    model, _, _ = comfyui.load_checkpoint()
     schedule = backend.ComfyScoreModel(model).schedule
     sampling = model.get_model_object("model_sampling")
     t = torch.tensor([0, 199, 200, 500, 999])
@@ -88,10 +88,10 @@ def test_schedule_is_the_models_own(comfy):
     ("ModelSamplingSD3", {"shift": 3.0}, None),
     ("ModelSamplingContinuousEDM", {"sampling": "edm", "sigma_max": 120.0, "sigma_min": 0.002}, None),
 ])
-def test_model_types_the_rules_cannot_serve_are_refused(comfy, node, settings, accepted):
-    backend = comfy.module("nodes.backend")
-    model, _, _ = comfy.load_checkpoint()
-    patched = comfy.run_node(node, model=model, **settings)[0]
+def test_model_types_the_rules_cannot_serve_are_refused(comfyui, node, settings, accepted):
+    backend = comfyui.module("nodes.backend")
+    model, _, _ = comfyui.load_checkpoint()
+    patched = comfyui.run_node(node, model=model, **settings)[0]
     if accepted:
         assert backend.ComfyScoreModel(patched).prediction_type == accepted
     else:
@@ -123,12 +123,12 @@ def tiny_sdxl(runtime, v_prediction):
 
 
 @pytest.mark.parametrize("v_prediction", [False, True])
-def test_sdxl_gets_its_pooled_and_size_conditioning(comfy, v_prediction):
+def test_sdxl_gets_its_pooled_and_size_conditioning(comfyui, v_prediction):
     import comfy.model_management as model_management
 
-    backend = comfy.module("nodes.backend")
-    core = comfy.module("nfsd_core")
-    model = tiny_sdxl(comfy, v_prediction)
+    backend = comfyui.module("nodes.backend")
+    core = comfyui.module("nfsd_core")
+    model = tiny_sdxl(comfyui, v_prediction)
     generator = torch.Generator().manual_seed(2)
     text, pooled = torch.randn(1, 77, 32, generator=generator), torch.randn(1, POOLED, generator=generator)
     default_size = [[text, {"pooled_output": pooled}]]  # size from the latent: 8 x 8 latents = 64 x 64 pixels

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from comfyui_helpers import comfy, requires_comfyui  # noqa: F401
+from comfyui_helpers import comfyui, requires_comfyui  # noqa: F401
 
 pytestmark = requires_comfyui
 TINY_KL = {"double_z": True, "z_channels": 4, "resolution": 64, "in_channels": 3, "out_ch": 3, "ch": 32,
@@ -21,12 +21,12 @@ def kl_vae(runtime):
 
 
 @pytest.mark.parametrize("kind", ["taesd", "autoencoder_kl"])
-def test_encode_is_differentiable_and_matches_comfyui(comfy, kind):
-    codec_module = comfy.module("nodes.codec")
-    autograd = comfy.module("nodes.autograd")
-    model, _, vae = comfy.load_checkpoint()
+def test_encode_is_differentiable_and_matches_comfyui(comfyui, kind):
+    codec_module = comfyui.module("nodes.codec")
+    autograd = comfyui.module("nodes.autograd")
+    model, _, vae = comfyui.load_checkpoint()
     if kind == "autoencoder_kl":
-        vae = kl_vae(comfy)
+        vae = kl_vae(comfyui)
     shared = {name: tensor.clone() for name, tensor in vae.first_stage_model.state_dict().items()}
     latent_format = model.get_model_object("latent_format")
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
@@ -54,9 +54,9 @@ def test_encode_is_differentiable_and_matches_comfyui(comfy, kind):
         assert tensor.is_inference() and torch.equal(tensor, shared[name]), name
 
 
-def test_image_size_must_fit_the_vae(comfy):
-    codec_module = comfy.module("nodes.codec")
-    model, _, vae = comfy.load_checkpoint()
+def test_image_size_must_fit_the_vae(comfyui):
+    codec_module = comfyui.module("nodes.codec")
+    model, _, vae = comfyui.load_checkpoint()
     codec = codec_module.ComfyLatentCodec(vae, model.get_model_object("latent_format"))
     with pytest.raises(ValueError, match="multiple of the VAE's downscale factor 8"):
         codec.encode(torch.rand(1, 3, 60, 64))

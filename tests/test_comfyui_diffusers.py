@@ -8,7 +8,7 @@ the noise for the same x_t, t and text embeddings.
 import pytest
 import torch
 
-from comfyui_helpers import comfy, requires_comfyui  # noqa: F401
+from comfyui_helpers import comfyui, requires_comfyui  # noqa: F401
 
 pytestmark = requires_comfyui
 diffusers = pytest.importorskip("diffusers")
@@ -66,15 +66,15 @@ def comfy_model(runtime, unet, v_prediction):
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
-def test_comfyui_and_diffusers_backends_agree(comfy, prediction_type):
+def test_comfyui_and_diffusers_backends_agree(comfyui, prediction_type):
     from diffusers_helpers import tiny_text_encoder, tiny_tokenizer
 
-    core = comfy.module("nfsd_core")
-    backend = comfy.module("nodes.backend")
+    core = comfyui.module("nfsd_core")
+    backend = comfyui.module("nodes.backend")
     unet = diffusers_unet()
     theirs = core.DiffusersScoreModel(unet, tiny_text_encoder(), tiny_tokenizer(), core.NoiseSchedule.scaled_linear(),
                                       prediction_type)
-    ours = backend.ComfyScoreModel(comfy_model(comfy, unet, prediction_type == "v_prediction"))
+    ours = backend.ComfyScoreModel(comfy_model(comfyui, unet, prediction_type == "v_prediction"))
     generator = torch.Generator().manual_seed(1)
     embeddings = [torch.randn(1, 77, CONTEXT, generator=generator) for _ in range(2)]
     x_t = torch.randn(3, 4, 8, 8, generator=generator)

@@ -1,6 +1,6 @@
 """ComfyUI's own loader loads the pack: every node registered, with its schema, and the workflows found."""
 
-from comfyui_helpers import PACK_FOLDER, REPO, comfy, requires_comfyui  # noqa: F401
+from comfyui_helpers import PACK_FOLDER, REPO, comfyui, requires_comfyui  # noqa: F401
 
 pytestmark = requires_comfyui
 
@@ -13,8 +13,8 @@ NODE_IDS = {
 }
 
 
-def test_every_node_is_listed_with_its_schema(comfy):
-    info = comfy.object_info()
+def test_every_node_is_listed_with_its_schema(comfyui):
+    info = comfyui.object_info()
     for node_id, display_name in NODE_IDS.items():
         assert node_id in info, f"{node_id} not registered (import error? see the ComfyUI log)"
         node = info[node_id]
@@ -29,8 +29,8 @@ def test_every_node_is_listed_with_its_schema(comfy):
     assert info["NFSD_ScoreDistillationGuidance"]["output"] == ["NFSD_GUIDANCE"]
 
 
-def test_pack_types_do_not_clash_with_other_packs(comfy):
-    info = comfy.object_info()
+def test_pack_types_do_not_clash_with_other_packs(comfyui):
+    info = comfyui.object_info()
     ours = {t for node_id in NODE_IDS for t in info[node_id]["output"] if t.startswith("NFSD_")}
     theirs = {t for node_id, node in info.items() if node_id not in NODE_IDS for t in node["output"]
               if isinstance(t, str)}
@@ -38,12 +38,12 @@ def test_pack_types_do_not_clash_with_other_packs(comfy):
     assert not ours & theirs
 
 
-def test_workflows_are_listed_as_the_packs_templates(comfy):
-    templates = comfy.get("/workflow_templates")
+def test_workflows_are_listed_as_the_packs_templates(comfyui):
+    templates = comfyui.get("/workflow_templates")
     assert sorted(templates[PACK_FOLDER]) == sorted(path.stem for path in (REPO / "workflows").glob("*.json"))
 
 
-def test_pyproject_passes_comfyuis_config_parser(comfy):
+def test_pyproject_passes_comfyuis_config_parser(comfyui):
     from comfy_config import config_parser
 
     config = config_parser.extract_node_configuration(str(REPO))

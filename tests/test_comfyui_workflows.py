@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from comfyui_helpers import REPO, comfy, requires_comfyui  # noqa: F401
+from comfyui_helpers import REPO, comfyui, requires_comfyui  # noqa: F401
 from comfyui_workflow import ui_to_api
 
 pytestmark = requires_comfyui
@@ -33,19 +33,19 @@ def test_workflows_are_shipped():
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[path.stem for path in WORKFLOWS])
-def test_workflow_runs_as_shipped(comfy, path: Path):
+def test_workflow_runs_as_shipped(comfyui, path: Path):
     workflow = json.loads(path.read_text())
-    prompt = ui_to_api(workflow, comfy.object_info())
+    prompt = ui_to_api(workflow, comfyui.object_info())
     for node in prompt.values():  # every widget of every node found its value
-        spec = comfy.object_info()[node["class_type"]]["input"]["required"]
+        spec = comfyui.object_info()[node["class_type"]]["input"]["required"]
         assert set(spec) <= set(node["inputs"]), (path.name, node["class_type"])
-    result = comfy.execute(shrink(prompt))
+    result = comfyui.execute(shrink(prompt))
     assert result.valid, result.error_message
     assert result.success, result.error_message
     saved = [image for output in result.ui.values() for image in output.get("images", [])]
     assert saved, "the workflow saved no image"
     for image in saved:
-        assert (comfy.base / image["type"] / image["subfolder"] / image["filename"]).is_file()
+        assert (comfyui.base / image["type"] / image["subfolder"] / image["filename"]).is_file()
     for node_id, node in prompt.items():
         if node["class_type"] == "NFSD_Optimizer":
             statistics = json.loads(result.values[node_id][2])
