@@ -32,7 +32,8 @@ from ..nfsd_core import NoiseRequest, NoiseSchedule, Prompts, ScoreModel
 
 Result = TypeVar("Result")
 
-SUPPORTED_MODELS = "eps- or v-prediction models with a discrete DDPM schedule (SD 1.x, SD 2.x, SDXL and their fine-tunes)"
+SUPPORTED_MODELS = ("eps- or v-prediction models with a discrete DDPM schedule (SD 1.x, SD 2.x, SDXL and their "
+                    "fine-tunes)")
 
 
 class UnsupportedModelError(ValueError):
@@ -45,9 +46,10 @@ def check_supported(model) -> str:
     schedule_ok = isinstance(sampling, comfy.model_sampling.ModelSamplingDiscrete) and not isinstance(
         sampling, (comfy.model_sampling.ModelSamplingDiscreteEDM, comfy.model_sampling.StableCascadeSampling)
     )
-    other_parametrisations = (comfy.model_sampling.EDM, comfy.model_sampling.X0, comfy.model_sampling.CONST,
-                              comfy.model_sampling.COSMOS_RFLOW)
-    if schedule_ok and isinstance(sampling, comfy.model_sampling.EPS) and not isinstance(sampling, other_parametrisations):
+    other_outputs = (comfy.model_sampling.EDM, comfy.model_sampling.X0, comfy.model_sampling.CONST,
+                     comfy.model_sampling.COSMOS_RFLOW)
+    noise_predicting = isinstance(sampling, comfy.model_sampling.EPS) and not isinstance(sampling, other_outputs)
+    if schedule_ok and noise_predicting:
         return "v_prediction" if isinstance(sampling, comfy.model_sampling.V_PREDICTION) else "epsilon"
     kinds = [cls.__name__ for cls in type(sampling).__mro__[1:] if cls.__module__ == comfy.model_sampling.__name__]
     raise UnsupportedModelError(
@@ -95,6 +97,7 @@ class _Session:
     """What a running guider session lends to `predict_noise`."""
 
     model: Any  # comfy.model_base.BaseModel, loaded
+    sampling: Any  # its model_sampling object, as get_model_object gives it
     conds: dict[str, list[dict]]  # processed conditioning by name
     names: dict[int, str]  # id(CONDITIONING) -> name
     model_options: dict
@@ -111,6 +114,7 @@ class _RunBody(comfy.samplers.Sampler):
                disable_pbar=False):
         self.owner._session = _Session(
             model=model_wrap.inner_model,
+            sampling=self.owner.patcher.get_model_object("model_sampling"),
             conds=model_wrap.conds,
             names={id(cond): name for name, cond in self.conditions.items()},
             model_options=extra_args["model_options"],
@@ -178,10 +182,10 @@ class ComfyScoreModel(ScoreModel):
         """Group the requests by their rows; each group is one calc_cond_batch call."""
         session = self._session
         if tuple(x_t.shape[2:]) != session.spatial_shape:
-            raise ValueError(f"latents of size {tuple(x_t.shape[2:])} in a session prepared for {session.spatial_shape}")
+            raise ValueError(f"latents of size {tuple(x_t.shape[2:])} in a session prepared for "
+                             f"{session.spatial_shape}")
         device = self.device
-        sampling = session.model.model_sampling
-        sigma = sampling.sigma(t.to(device).float()).float()
+        sigma = session.sampling.sigma(t.to(device).float()).float()
         x = x_t.to(device=device, dtype=torch.float32) * (1.0 + sigma**2).sqrt().view(-1, 1, 1, 1)
         groups: dict[tuple[int, ...] | None, list[int]] = {}
         for index, request in enumerate(requests):
@@ -191,7 +195,8 @@ class ComfyScoreModel(ScoreModel):
         for rows, members in groups.items():
             select = slice(None) if rows is None else torch.tensor(rows, device=device)
             conds = [session.conds[self._name_of(session, requests[i].condition)] for i in members]
-            denoised = comfy.samplers.calc_cond_batch(session.model, conds, x[select], sigma[select], session.model_options)
+            denoised = comfy.samplers.calc_cond_batch(session.model, conds, x[select], sigma[select],
+                                                      session.model_options)
             self.forward_calls += 1
             for i, x0 in zip(members, denoised):
                 predictions[i] = (x[select] - x0.float()) / sigma[select].view(-1, 1, 1, 1)

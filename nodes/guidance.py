@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..nfsd_core import DEFAULT_NEGATIVE_PROMPT, RULES, WEIGHTINGS, Prompts, ScoreDistillation, TimestepSchedule, make_rule
+from ..nfsd_core import (
+    DEFAULT_NEGATIVE_PROMPT,
+    RULES,
+    WEIGHTINGS,
+    Prompts,
+    ScoreDistillation,
+    TimestepSchedule,
+    make_rule,
+)
 from ..nfsd_core.timesteps import SCHEDULE_KINDS
 from .backend import ComfyScoreModel
 from .types import CATEGORY, Guidance
@@ -15,8 +23,6 @@ RULE_DEFAULTS = ", ".join(f"{label} {RULES[key].default_scale:g}" for label, key
 
 def encode_text(clip, text: str):
     """CONDITIONING for `text`, as CLIPTextEncode makes it."""
-    if clip is None:
-        raise ValueError("clip is invalid (None): the checkpoint has no text encoder")
     return clip.encode_from_tokens_scheduled(clip.tokenize(text))
 
 
@@ -60,7 +66,8 @@ class ScoreDistillationGuidance(io.ComfyNode):
                                tooltip=f"Guidance scale s. 0 (or any negative value) uses the rule's default: "
                                f"{RULE_DEFAULTS}."),
                 io.Float.Input("t_min", default=0.02, min=0.0, max=1.0, step=0.01,
-                               tooltip="Smallest timestep, as a fraction of the diffusion length (0.02 = t 20 of 1000)."),
+                               tooltip="Smallest timestep, as a fraction of the diffusion length (0.02 = t 20 of "
+                               "1000)."),
                 io.Float.Input("t_max", default=0.98, min=0.0, max=1.0, step=0.01,
                                tooltip="Largest timestep, as a fraction of the diffusion length."),
                 io.Combo.Input("timestep_schedule", options=list(SCHEDULE_KINDS), default="uniform",

@@ -20,6 +20,7 @@ from comfy_api.latest import io
 from ..nfsd_core import OptimizerSettings, RunResult, ScoreDistillation, StepRecord, optimize
 from .autograd import autograd_enabled
 from .backend import ComfyScoreModel, condition_names
+from .fingerprint import fingerprint
 from .representation import NodeRepresentation
 from .types import CATEGORY, Guidance, Representation
 
@@ -116,14 +117,20 @@ class Optimizer(io.ComfyNode):
             comfy.model_management.throw_exception_if_processing_interrupted()
             return False
 
+        conditions = condition_names(guidance.prompts)
+        # A checkpoint resumes only the run that wrote it: same prompts, start and learning rate too.
+        identity = {"prompts": fingerprint(conditions), "representation": representation.identity(),
+                    "learning_rate": learning_rate}
+
         def run() -> RunResult:
             with autograd_enabled():
                 trained = representation.build(latent_format, model.device)
                 return optimize(trained, run_guidance, steps, OptimizerSettings(lr=learning_rate), on_step=on_step,
                                 on_preview=on_preview, preview_every=preview_every, should_stop=should_stop,
-                                checkpoint_dir=checkpoint_path(checkpoint_dir), checkpoint_every=100)
+                                checkpoint_dir=checkpoint_path(checkpoint_dir), checkpoint_every=100,
+                                metadata=identity)
 
-        result = model.session(condition_names(guidance.prompts), representation.latent_shape, run, seed=seed)
+        result = model.session(conditions, representation.latent_shape, run, seed=seed)
         optimised = representation.with_result(result.representation, latent_format)
         statistics = json.dumps(run_statistics(result, run_guidance))
         return io.NodeOutput(optimised, optimised.latent(), statistics)

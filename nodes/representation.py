@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ..nfsd_core import LatentCanvas, Representation
 from ..nfsd_core.representations import initial_latents
+from .fingerprint import fingerprint
 
 
 class NodeRepresentation(abc.ABC):
@@ -44,6 +46,10 @@ class NodeRepresentation(abc.ABC):
     @abc.abstractmethod
     def render(self, vae) -> Tensor:
         """ComfyUI IMAGE [B, H, W, 3] in [0, 1]."""
+
+    @abc.abstractmethod
+    def identity(self) -> dict[str, Any]:
+        """What a checkpoint of a run on this representation must match (JSON values), beyond its shape."""
 
     def preview_latents(self, trained: Representation) -> Tensor:
         """Model-space latents [B, C, h, w] to preview while `trained` is optimised."""
@@ -87,6 +93,9 @@ class CanvasState(NodeRepresentation):
 
     def latent(self) -> dict[str, Tensor]:
         return {"samples": self._optimised_samples()}
+
+    def identity(self) -> dict[str, Any]:
+        return {"seed": self.seed, "samples": None if self.samples is None else fingerprint(self.samples)}
 
     def render(self, vae) -> Tensor:
         return vae.decode(self._optimised_samples())

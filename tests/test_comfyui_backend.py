@@ -52,7 +52,8 @@ def test_predictions_equal_bare_apply_model(comfyui, checkpoint, prediction_type
 
     x_t = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     t = torch.tensor([50, 400, 900])
-    requests = [core.NoiseRequest(positive), core.NoiseRequest(empty), core.NoiseRequest(negative, torch.tensor([1, 2]))]
+    requests = [core.NoiseRequest(positive), core.NoiseRequest(empty),
+                core.NoiseRequest(negative, torch.tensor([1, 2]))]
     eps_c, eps_u, eps_n = score_model.predict_noise(x_t, t, requests)
 
     assert score_model.forward_calls == 2  # all rows for prompt + empty prompt, then the negative's rows

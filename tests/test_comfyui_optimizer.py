@@ -111,3 +111,15 @@ def sample(comfyui, model, positive):
     latent = {"samples": torch.zeros(1, 4, 8, 8)}
     return comfyui.run_node("KSampler", model=model, seed=1, steps=2, cfg=5.0, sampler_name="euler",
                           scheduler="normal", positive=positive, negative=positive, latent_image=latent)[0]["samples"]
+
+
+def test_a_checkpoint_resumes_only_its_own_run(comfyui, tmp_path):
+    directory = str(tmp_path / "run")
+    run(comfyui, steps=2, checkpoint_dir=directory)
+    other_prompt = text_to_image_prompt(steps=2, checkpoint_dir=directory)
+    other_prompt["2"]["inputs"]["text"] = "a blue car"
+    for prompt in (other_prompt, text_to_image_prompt(steps=2, checkpoint_dir=directory, rule="SDS")):
+        result = comfyui.execute(prompt)
+        assert not result.success and "belongs to another run" in result.error_message
+    again, _ = run(comfyui, steps=2, checkpoint_dir=directory)  # the same run: restored, nothing recomputed
+    assert torch.equal(again, run(comfyui, steps=2)[0])
