@@ -9,7 +9,7 @@ from ..nfsd_core.decomposition import COMPONENTS
 from ..nfsd_core.guidance import NFSD
 from .backend import ComfyScoreModel
 from .codec import ComfyLatentCodec
-from .guidance import prompt_conditioning
+from .guidance import optional_prompt_inputs, prompt_conditioning
 from .types import CATEGORY
 
 DESCRIPTIONS = {
@@ -56,12 +56,7 @@ class ScoreDecomposition(io.ComfyNode):
                 io.Boolean.Input("normalize", default=True,
                                  tooltip="Scale every map to unit standard deviation before decoding, so small "
                                  "components show their structure."),
-                io.Conditioning.Input("negative", optional=True,
-                                      tooltip="Negative prompt; if not wired, 'clip' encodes the paper's default."),
-                io.Conditioning.Input("unconditional", optional=True,
-                                      tooltip="The empty prompt's conditioning; if not wired, 'clip' encodes it."),
-                io.Clip.Input("clip", optional=True,
-                              tooltip="Text encoder for the empty and default negative prompts when not wired."),
+                *optional_prompt_inputs(),
             ],
             outputs=[io.Image.Output(display_name=name, tooltip=DESCRIPTIONS[name]) for name in COMPONENTS],
         )

@@ -45,6 +45,21 @@ def prompt_conditioning(rule_label: str, rule, positive, negative, unconditional
     return Prompts(positive, resolved["unconditional"], resolved["negative"])
 
 
+def optional_prompt_inputs() -> list[io.Input]:
+    """The `negative`, `unconditional` and `clip` inputs of the nodes that take prompts."""
+    return [
+        io.Conditioning.Input("negative", optional=True,
+                              tooltip="Negative prompt, used by NFSD (t >= nfsd_threshold) and by SDS with negative "
+                              f"prompt. If not wired, 'clip' encodes the paper's default: {DEFAULT_NEGATIVE_PROMPT!r}."),
+        io.Conditioning.Input("unconditional", optional=True,
+                              tooltip="The empty prompt's conditioning (CLIPTextEncode of ''). If not wired, 'clip' "
+                              "encodes it."),
+        io.Clip.Input("clip", optional=True,
+                      tooltip="Text encoder for the empty and default negative prompts when 'unconditional' or "
+                      "'negative' are not wired."),
+    ]
+
+
 class ScoreDistillationGuidance(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -86,16 +101,7 @@ class ScoreDistillationGuidance(io.ComfyNode):
                 io.Int.Input("nfsd_threshold", default=200, min=0, max=1000,
                              tooltip="NFSD only: below this timestep the empty prompt's prediction is used alone; from "
                              "it on the negative prompt's prediction is subtracted (the paper uses 200)."),
-                io.Conditioning.Input("negative", optional=True,
-                                      tooltip="Negative prompt, used by NFSD (t >= nfsd_threshold) and by SDS with "
-                                      "negative prompt. If not wired, 'clip' encodes the paper's default: "
-                                      f"{DEFAULT_NEGATIVE_PROMPT!r}."),
-                io.Conditioning.Input("unconditional", optional=True,
-                                      tooltip="The empty prompt's conditioning (CLIPTextEncode of ''). If not wired, "
-                                      "'clip' encodes it."),
-                io.Clip.Input("clip", optional=True,
-                              tooltip="Text encoder for the empty and default negative prompts when 'unconditional' "
-                              "or 'negative' are not wired."),
+                *optional_prompt_inputs(),
             ],
             outputs=[Guidance.Output(display_name="guidance", tooltip="Guidance for NFSD Optimizer.")],
         )

@@ -57,7 +57,7 @@ class NodeRepresentation(abc.ABC):
             return trained.render_for_guidance(0, 1, torch.Generator()).latents
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared by identity: it holds a tensor
 class CanvasState(NodeRepresentation):
     """A latent canvas: `samples` [B, C, h, w] in VAE units, or None for a seeded random start.
 
