@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from torchvision_stub import hide_torchvision_stub
+
 diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
+hide_torchvision_stub()  # an import-only torchvision (ComfyUI's CPU test venv) would break transformers
 
 TEXT_WIDTH = 32
 MAX_TOKENS = 128  # byte-level tokens: long enough for the default negative prompt

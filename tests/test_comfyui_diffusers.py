@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from comfyui_helpers import comfyui, requires_comfyui  # noqa: F401
+from torchvision_stub import hide_torchvision_stub
 
 pytestmark = requires_comfyui
 diffusers = pytest.importorskip("diffusers")
+hide_torchvision_stub()  # before transformers imports its models
 
 CONTEXT = 32
 # ComfyUI's UNet description of the diffusers model below (one cross-attention level, 8 heads).
@@ -20,19 +22,6 @@ UNET_CONFIG = {"image_size": 32, "in_channels": 4, "out_channels": 4, "model_cha
                "transformer_depth_middle": 1, "context_dim": CONTEXT, "use_linear_in_transformer": False,
                "adm_in_channels": None, "use_spatial_transformer": True, "legacy": False, "use_checkpoint": False,
                "use_temporal_resblock": False, "use_temporal_attention": False}
-
-
-@pytest.fixture(autouse=True)
-def without_torchvision_stub(monkeypatch):
-    """ComfyUI's CPU test environment has an import-only torchvision stand-in, which transformers takes
-    for the real one (and then fails importing its transforms); tell transformers it is absent."""
-    import torchvision
-    import transformers.utils
-    import transformers.utils.import_utils
-
-    if "stub" in getattr(torchvision, "__version__", ""):
-        for module in (transformers.utils, transformers.utils.import_utils):
-            monkeypatch.setattr(module, "is_torchvision_available", lambda: False)
 
 
 def diffusers_unet(seed=0):
