@@ -11,7 +11,9 @@ from nfsd_core.nerf.field import magic3d_blob
 from nfsd_core.nerf.hashgrid import level_resolutions
 from nfsd_core.nerf.rendering import render_step_size
 
-from nerf_helpers import tiny_settings
+from nerf_helpers import one_thread, tiny_settings  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_threestudio_defaults_give_16_levels_from_16_to_4096():
