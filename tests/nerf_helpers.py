@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -89,12 +88,3 @@ def sphere_images(cameras: Cameras, size: int, radius: float = 0.5) -> Tensor:
 def psnr(prediction: Tensor, target: Tensor) -> float:
     return float(-10 * torch.log10(F.mse_loss(prediction, target)))
 
-
-@pytest.fixture(scope="module")
-def one_thread():
-    """Run a module single-threaded: its tensors are small, and on a busy 2-core machine two
-    threads make them ~10x slower, not faster (restored afterwards)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)

@@ -8,9 +8,6 @@ import torch
 from nfsd_core.nerf import CameraSettings, make_cameras, orbit_cameras, sample_cameras, view_names
 from nfsd_core.nerf.rays import camera_rays, project_points
 
-from nerf_helpers import one_thread  # noqa: F401 (fixture)
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_the_origin_projects_to_the_image_centre_from_any_camera():

@@ -11,9 +11,7 @@ from nfsd_core.nerf.field import magic3d_blob
 from nfsd_core.nerf.hashgrid import level_resolutions
 from nfsd_core.nerf.rendering import render_step_size
 
-from nerf_helpers import one_thread, tiny_settings  # noqa: F401 (fixture)
-
-pytestmark = pytest.mark.usefixtures("one_thread")
+from nerf_helpers import tiny_settings
 
 
 def test_threestudio_defaults_give_16_levels_from_16_to_4096():

@@ -17,7 +17,7 @@ from nfsd_core.nerf import (
 )
 from nfsd_core.nerf.rendering import render_step_size
 
-from nerf_helpers import one_thread, psnr, sphere_images, tiny_settings  # noqa: F401 (fixture)
+from nerf_helpers import psnr, sphere_images, tiny_settings
 
 SPHERE_RADIUS = 0.5
 STEPS, SIZE, BATCH = 150, 20, 2
@@ -49,7 +49,7 @@ def fit_sphere() -> NerfRepresentation:
 
 
 @pytest.fixture(scope="module")
-def fitted(one_thread):
+def fitted():
     return fit_sphere()
 
 

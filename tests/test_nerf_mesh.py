@@ -11,9 +11,7 @@ from torch import nn
 from nfsd_core.nerf import LatentToRGB, NerfRepresentation, export_mesh, extract_mesh
 from nfsd_core.nerf.mesh import density_grid, isosurface_threshold, z_up_to_y_up
 
-from nerf_helpers import one_thread, tiny_settings  # noqa: F401 (fixture)
-
-pytestmark = pytest.mark.usefixtures("one_thread")
+from nerf_helpers import tiny_settings
 
 
 def blob_nerf(**overrides):

@@ -9,9 +9,7 @@ from nfsd_core.nerf import LatentToRGB, NerfRepresentation, NerfSettings
 from nfsd_core.optimize import REPRESENTATION_RANDOMNESS
 from nfsd_core.timesteps import NoiseStream
 
-from nerf_helpers import one_thread, PoolingCodec, pull_towards_denoiser, tiny_settings  # noqa: F401 (fixture)
-
-pytestmark = pytest.mark.usefixtures("one_thread")
+from nerf_helpers import PoolingCodec, pull_towards_denoiser, tiny_settings
 
 STEPS = 6
 

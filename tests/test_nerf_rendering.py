@@ -14,9 +14,7 @@ from nfsd_core.nerf.field import FieldSamples
 from nfsd_core.nerf.rays import camera_rays, ray_box_intersection
 from nfsd_core.nerf.rendering import render_rays
 
-from nerf_helpers import one_thread, TINY_VOLUME, tiny_settings  # noqa: F401 (fixture)
-
-pytestmark = pytest.mark.usefixtures("one_thread")
+from nerf_helpers import TINY_VOLUME, tiny_settings
 
 
 class ConstantVolume(nn.Module):
