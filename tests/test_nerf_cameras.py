@@ -9,7 +9,6 @@ from nfsd_core.nerf import CameraSettings, make_cameras, orbit_cameras, sample_c
 from nfsd_core.nerf.rays import camera_rays, project_points
 
 
-
 def test_the_origin_projects_to_the_image_centre_from_any_camera():
     cameras = sample_cameras(CameraSettings(), 16, torch.Generator().manual_seed(0))
     pixels = project_points(cameras, torch.zeros(1, 3), 48, 64)

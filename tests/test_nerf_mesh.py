@@ -8,10 +8,12 @@ import torch
 import trimesh
 from torch import nn
 
-from nfsd_core.nerf import LatentToRGB, NerfRepresentation, export_mesh, extract_mesh
+from nfsd_core.nerf import NerfRepresentation, export_mesh, extract_mesh
 from nfsd_core.nerf.mesh import density_grid, isosurface_threshold, z_up_to_y_up
 
-from nerf_helpers import tiny_settings
+from nfsd_core.preview import LatentToRGB
+
+from nerf_helpers import PoolingCodec, tiny_settings
 
 
 def blob_nerf(**overrides):
@@ -82,9 +84,11 @@ def test_auto_threshold_and_small_components_and_errors():
     assert float(kept.vertices.norm(dim=-1).max()) < 0.5
 
 
-def test_latent_nerf_meshes_need_and_use_a_latent_to_rgb_map():
+def test_latent_nerf_meshes_are_coloured_through_a_latent_to_rgb_map():
     nerf = blob_nerf(colour="latent")
     with pytest.raises(ValueError, match="latent_rgb"):
         extract_mesh(nerf, resolution=16, threshold=5.0)
-    white = LatentToRGB(torch.zeros(4, 3), bias=torch.ones(3))
+    white = LatentToRGB(torch.zeros(3, 4), bias=torch.ones(3))
     assert torch.equal(extract_mesh(nerf, resolution=16, threshold=5.0, latent_rgb=white).colours.unique(), torch.ones(1))
+    fitted = extract_mesh(nerf.attach(codec=PoolingCodec()), resolution=16, threshold=5.0)  # a map fitted to the codec
+    assert fitted.colours.shape == fitted.vertices.shape and fitted.colours.std() > 0

@@ -5,7 +5,8 @@ import torch
 
 from nfsd_core import OptimizerSettings, Prompts, ScoreDistillation, optimize
 from nfsd_core.checkpoint import load_checkpoint
-from nfsd_core.nerf import LatentToRGB, NerfRepresentation, NerfSettings
+from nfsd_core.nerf import NerfRepresentation, NerfSettings, make_cameras
+from nfsd_core.preview import LatentToRGB
 from nfsd_core.optimize import REPRESENTATION_RANDOMNESS
 from nfsd_core.timesteps import NoiseStream
 
@@ -100,20 +101,20 @@ def test_the_render_size_follows_the_milestones():
 
 def test_a_latent_nerf_renders_latents_directly_and_previews_them_through_a_linear_map(tmp_path):
     settings = tiny_settings(colour="latent", guidance_size=64)
-    factors = torch.tensor([[0.3, 0.2, 0.2], [-0.1, 0.2, 0.2], [0.1, -0.1, 0.2], [0.0, 0.0, -0.3]])
+    matrix = torch.tensor([[0.3, -0.1, 0.1, 0.0], [0.2, 0.2, -0.1, 0.0], [0.2, 0.2, 0.2, -0.3]])
     nerf, result = run(tmp_path, steps=2, settings=settings)
     assert result.steps_done == 2
     view = nerf.render_for_guidance(2, 4, torch.Generator().manual_seed(0))
     assert view.latents.shape == (1, 4, 8, 8)  # guidance_size 64 / latent_downscale 8
-    nerf.attach(latent_rgb=LatentToRGB(factors))
-    rgb = nerf.to_rgb(nerf.render(nerf_cameras(), 8, 8).colour)
-    assert rgb.shape == (1, 8, 8, 3) and 0 <= rgb.min() and rgb.max() <= 1
-
-
-def nerf_cameras():
-    from nfsd_core.nerf import make_cameras
-
-    return make_cameras([15.0], [0.0], [1.5], [60.0])
+    camera = make_cameras([15.0], [0.0], [1.5], [60.0])
+    with torch.no_grad():
+        latents = nerf.render(camera, 8, 8).colour
+        decoded = nerf.to_rgb(latents)  # through the codec: 4x the size
+        nerf.attach(latent_rgb=LatentToRGB(matrix, torch.full((3,), 0.5)))
+        mapped = nerf.to_rgb(latents)
+    assert decoded.shape == (1, 32, 32, 3) and mapped.shape == (1, 8, 8, 3)
+    expected = (torch.einsum("oc,bhwc->bhwo", matrix, latents) + 0.5).clamp(0, 1)
+    assert torch.allclose(mapped, expected, atol=1e-6)
 
 
 def test_bad_settings_are_refused_with_the_fix():

@@ -9,7 +9,13 @@ import torch
 from torch import nn
 
 from nfsd_core.nerf import NerfRepresentation, make_cameras
-from nfsd_core.nerf.acceleration import BACKEND_MODULE, batched_nerfacc_available, render_weights, weights_from_density
+from nfsd_core.nerf.acceleration import (
+    BACKEND_MODULE,
+    batched_nerfacc_available,
+    nerfacc_extension_available,
+    render_weights,
+    weights_from_density,
+)
 from nfsd_core.nerf.field import FieldSamples
 from nfsd_core.nerf.rays import camera_rays, ray_box_intersection
 from nfsd_core.nerf.rendering import render_rays
@@ -55,6 +61,31 @@ def test_nerfacc_batched_rendering_runs_on_cpu_without_its_cuda_backend():
     render_weights(t_starts, t_ends, density.requires_grad_())[0].sum().backward()
     assert density.grad is not None and density.grad.abs().sum() > 0
     assert BACKEND_MODULE not in sys.modules, "a CPU render must never load nerfacc's CUDA backend"
+
+
+@pytest.fixture
+def fresh_probe():
+    batched_nerfacc_available.cache_clear()
+    yield
+    batched_nerfacc_available.cache_clear()
+
+
+def test_a_nerfacc_whose_batched_path_needs_kernels_fails_the_probe_without_loading_them(monkeypatch, fresh_probe):
+    import nerfacc
+
+    def needs_kernels(t_starts, t_ends, sigmas):
+        return nerfacc.cuda.exclusive_sum(sigmas)  # a lazy CUDA kernel, as git nerfacc's batched path calls
+
+    monkeypatch.setattr(nerfacc, "render_weight_from_density", needs_kernels)
+    assert not batched_nerfacc_available()
+    assert BACKEND_MODULE not in sys.modules
+    t_starts, t_ends, density = slab()
+    assert torch.equal(render_weights(t_starts, t_ends, density), weights_from_density(t_starts, t_ends, density))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only answer")
+def test_without_cuda_the_packed_path_is_never_chosen():
+    assert not nerfacc_extension_available()
 
 
 def test_rays_through_a_constant_box_get_the_closed_form_opacity_colour_and_depth():

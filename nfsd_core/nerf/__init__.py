@@ -4,13 +4,12 @@
 - `background`, `cameras`, `rays`, `occupancy`, `rendering`, `acceleration`: how it is seen
   (nerfacc where it runs without compiling anything, plain torch elsewhere);
 - `regularizers`, `settings`, `representation`: the `Representation` that `optimize` drives;
-- `turntable`, `mesh`, `colour`: previews and mesh export.
+- `turntable`, `mesh`: previews and mesh export (latent colours to RGB: `nfsd_core.preview`).
 """
 
 from .acceleration import batched_nerfacc_available, nerfacc_extension_available
 from .background import BackgroundSettings
 from .cameras import CameraSettings, Cameras, make_cameras, orbit_cameras, sample_cameras, view_names
-from .colour import LatentToRGB
 from .field import ImplicitVolume, VolumeSettings
 from .hashgrid import HashGrid
 from .mesh import Mesh, export_mesh, extract_mesh
@@ -26,7 +25,6 @@ __all__ = [
     "Cameras",
     "HashGrid",
     "ImplicitVolume",
-    "LatentToRGB",
     "LearningRateScales",
     "Mesh",
     "NerfRepresentation",

@@ -3,9 +3,9 @@
 The density is sampled on a resolution^3 grid over the bounding box (chunked queries), the
 isosurface at `threshold` is extracted with scikit-image, components with less than
 `min_component` of the faces are dropped (floaters), and every vertex is coloured by the colour
-field (latent colours through a linear latent-to-RGB map). Vertices are converted from the
-NeRF's z-up frame to glTF's y-up frame (the front, +x in the NeRF, becomes +z) unless asked not
-to. Files are written by trimesh.
+field (latent colours through a linear map, `nfsd_core.preview.LatentToRGB`). Vertices are
+converted from the NeRF's z-up frame to glTF's y-up frame (the front, +x in the NeRF, becomes
++z) unless asked not to. Files are written by trimesh.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import trimesh
 from skimage.measure import marching_cubes
 from torch import Tensor
 
-from .colour import LatentToRGB
+from ..preview import LatentToRGB, fit_latent_to_rgb
 from .representation import NerfRepresentation
 
 # threestudio's isosurface threshold for NeRF densities, and its "auto" rule (mean of the density above this).
@@ -90,15 +90,20 @@ def keep_large_components(mesh: trimesh.Trimesh, min_component: float) -> trimes
 def vertex_colours(
     nerf: NerfRepresentation, vertices: Tensor, latent_rgb: LatentToRGB | None, chunk: int = QUERY_CHUNK
 ) -> Tensor:
-    """RGB [N, 3] in [0, 1] of the colour field at `vertices` [N, 3] (NeRF frame)."""
+    """RGB [N, 3] in [0, 1] of the colour field at `vertices` [N, 3] (NeRF frame).
+
+    Latent colours go through `latent_rgb`, else the NeRF's own map, else one fitted to its codec.
+    """
     if nerf.latent_colour:
         latent_rgb = latent_rgb or nerf.latent_rgb
-        if latent_rgb is None:
-            raise ValueError("a latent NeRF needs a latent_rgb map (ComfyUI's latent_rgb_factors) to colour a mesh")
+        if latent_rgb is None and nerf.codec is None:
+            raise ValueError("a latent NeRF needs a latent_rgb map (nfsd_core.preview) or a codec to colour a mesh")
+        latent_rgb = latent_rgb or fit_latent_to_rgb(nerf.codec)
     points = vertices.to(nerf.device)
     colour = torch.cat([nerf.field.colour(points[i : i + chunk]) for i in range(0, points.shape[0], chunk)])
-    colour = latent_rgb(colour) if nerf.latent_colour else colour.clamp(0.0, 1.0)
-    return colour.float().cpu()
+    if nerf.latent_colour:
+        return latent_rgb(colour[:, :, None, None])[:, :, 0, 0].float().cpu()  # each vertex as a 1x1 latent
+    return colour.clamp(0.0, 1.0).float().cpu()
 
 
 def extract_mesh(

@@ -19,10 +19,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..models.base import LatentCodec
+from ..preview import LatentToRGB
 from ..representations.base import GuidanceView, Representation
 from .background import Background
 from .cameras import Cameras, sample_cameras
-from .colour import LatentToRGB
 from .field import ImplicitVolume
 from .occupancy import OccupancyGrid
 from .rays import camera_rays
@@ -71,14 +71,16 @@ class NerfRepresentation(Representation):
         self.attach(codec, latent_rgb)
 
     def attach(self, codec: LatentCodec | None = None, latent_rgb: LatentToRGB | None = None) -> "NerfRepresentation":
-        """Set the codec and latent-to-RGB map (kept outside the module tree, see the module doc)."""
+        """Set the codec and/or the latent-to-RGB map given (kept outside the module tree, see the
+        module doc); returns the NeRF."""
         if codec is not None and self.latent_colour and codec.latent_channels != self.settings.latent_channels:
             raise ValueError(
                 f"the codec makes {codec.latent_channels}-channel latents but this NeRF renders "
                 f"{self.settings.latent_channels}; set NerfSettings(latent_channels={codec.latent_channels})"
             )
-        self.__dict__["codec"] = codec
-        self.__dict__["latent_rgb"] = latent_rgb
+        for name, tool in (("codec", codec), ("latent_rgb", latent_rgb)):
+            if tool is not None or name not in self.__dict__:
+                self.__dict__[name] = tool
         return self
 
     @classmethod
@@ -156,14 +158,15 @@ class NerfRepresentation(Representation):
 
     def to_rgb(self, colour: Tensor) -> Tensor:
         """RGB [B, H', W', 3] in [0, 1] of rendered colours [B, H, W, C] (latents: through
-        `latent_rgb`, else decoded by the codec at its resolution)."""
+        `latent_rgb`, else decoded by the codec, at its resolution)."""
         if not self.latent_colour:
             return colour.clamp(0.0, 1.0)
+        latents = colour.permute(0, 3, 1, 2)
         if self.latent_rgb is not None:
-            return self.latent_rgb(colour)
+            return self.latent_rgb(latents).permute(0, 2, 3, 1)
         if self.codec is not None:
-            return self.codec.decode(colour.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).clamp(0.0, 1.0)
-        raise ValueError("latent renders need a latent_rgb map or a codec to become RGB; attach one")
+            return self.codec.decode(latents).permute(0, 2, 3, 1).clamp(0.0, 1.0)
+        raise ValueError("latent renders need a latent_rgb map (nfsd_core.preview) or a codec to become RGB; attach one")
 
     def latents_for_guidance(self, colour: Tensor) -> Tensor:
         """Score-model latents [B, C, h, w] of rendered colours [B, H, W, C], differentiably."""
