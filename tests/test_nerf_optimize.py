@@ -5,7 +5,7 @@ import torch
 
 from nfsd_core import OptimizerSettings, Prompts, ScoreDistillation, optimize
 from nfsd_core.checkpoint import load_checkpoint
-from nfsd_core.nerf import NerfRepresentation, NerfSettings, make_cameras
+from nfsd_core.nerf import BackgroundSettings, NerfRepresentation, NerfSettings, make_cameras
 from nfsd_core.preview import LatentToRGB
 from nfsd_core.optimize import REPRESENTATION_RANDOMNESS
 from nfsd_core.timesteps import NoiseStream
@@ -81,7 +81,8 @@ def test_parameter_groups_use_threestudio_learning_rates():
 
 
 def test_a_guidance_view_holds_encoded_latents_views_and_regularisers():
-    nerf = NerfRepresentation(tiny_settings(batch_size=3), codec=PoolingCodec())
+    background = BackgroundSettings(kind="environment", random_probability=0.0)  # the map gets every gradient
+    nerf = NerfRepresentation(tiny_settings(batch_size=3, background=background), codec=PoolingCodec())
     generator = NoiseStream(0).generator(5, REPRESENTATION_RANDOMNESS)
     view = nerf.render_for_guidance(5, 10, generator)  # the orientation loss ramps up from step 0
     assert view.latents.shape == (3, 4, 8, 8)  # 12 px renders, resized to 32 px, 4x pooled
@@ -121,6 +122,6 @@ def test_bad_settings_are_refused_with_the_fix():
     with pytest.raises(ValueError, match="milestone"):
         NerfSettings(render_sizes=(64, 128), size_milestones=())
     with pytest.raises(ValueError, match="environment"):
-        NerfRepresentation(tiny_settings(colour="latent", background=tiny_settings().background.__class__(kind="random")))
+        NerfRepresentation(tiny_settings(colour="latent", background=BackgroundSettings(kind="random")))
     with pytest.raises(ValueError, match="codec"):
         NerfRepresentation(tiny_settings()).render_for_guidance(0, 2, torch.Generator())

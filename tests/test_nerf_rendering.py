@@ -116,3 +116,52 @@ def test_an_empty_scene_is_transparent_and_shows_only_the_background():
     assert render.opacity.max() < 1e-9
     _, directions = camera_rays(cameras, 8, 8)
     assert torch.allclose(render.colour, nerf.background(directions), atol=1e-6)
+
+
+def test_the_packed_path_composites_exactly_like_the_batched_one(monkeypatch):
+    """The CUDA path's plumbing, on CPU: nerfacc's kernels (grid marching, packed weights) are
+    replaced by plain-torch equivalents that return the batched path's own samples, flattened."""
+    import nerfacc
+
+    from nfsd_core.nerf import rendering
+    from nfsd_core.nerf.rays import stratified_samples
+
+    nerf = NerfRepresentation(tiny_settings())
+    origins, directions = (t.reshape(-1, 3) for t in camera_rays(make_cameras([20.0], [40.0], [1.5], [60.0]), 6, 6))
+    rays, samples = origins.shape[0], 16
+    batched = render_rays(nerf.field, origins, directions, samples, normals=True, orientation=True)
+
+    near, far = ray_box_intersection(origins, directions, nerf.settings.radius)
+    t_starts, t_ends, _ = stratified_samples(near, far, samples, None)
+
+    def grid_marching(rays_o, rays_d, **options):
+        return torch.arange(rays).repeat_interleave(samples), t_starts.flatten(), t_ends.flatten()
+
+    def packed_weights(t_starts, t_ends, sigmas, ray_indices, n_rays):
+        shape = (n_rays, -1)
+        return weights_from_density(t_starts.view(shape), t_ends.view(shape), sigmas.view(shape)).flatten(), None, None
+
+    monkeypatch.setattr(rendering, "use_packed_rendering", lambda device: True)
+    monkeypatch.setattr(nerf.occupancy.estimator, "sampling", grid_marching)
+    monkeypatch.setattr(nerfacc, "render_weight_from_density", packed_weights)
+    packed = render_rays(nerf.field, origins, directions, samples, occupancy=nerf.occupancy, normals=True,
+                         orientation=True)
+    for name in ("colour", "opacity", "depth", "normal", "orientation"):
+        assert torch.allclose(getattr(packed, name), getattr(batched, name), atol=1e-6), name
+
+
+def test_random_backgrounds_are_one_solid_colour_per_image_drawn_from_the_generator():
+    from nfsd_core.nerf import BackgroundSettings
+    from nfsd_core.nerf.background import Background
+
+    directions = torch.nn.functional.normalize(torch.randn(6, 4, 5, 3, generator=torch.Generator().manual_seed(0)), dim=-1)
+    solid = Background(BackgroundSettings(kind="random"), 3, latent_colour=False)
+    drawn = solid(directions, torch.Generator().manual_seed(1))
+    assert torch.equal(drawn, solid(directions, torch.Generator().manual_seed(1)))
+    assert torch.equal(drawn, drawn[:, :1, :1].expand_as(drawn)) and drawn[0, 0, 0].ne(drawn[1, 0, 0]).any()
+    assert torch.equal(solid(directions), torch.ones(6, 4, 5, 3))  # evaluation: the eval colour
+    environment = Background(BackgroundSettings(kind="environment", random_probability=0.5), 3, latent_colour=False)
+    mixed = environment(directions, torch.Generator().manual_seed(2))
+    flat = [bool(torch.equal(image, image[:1, :1].expand_as(image))) for image in mixed]
+    assert any(flat) and not all(flat)  # some images replaced by a solid colour, the rest from the map
+    assert not any(bool(torch.equal(image, image[:1, :1].expand_as(image))) for image in environment(directions))

@@ -62,18 +62,22 @@ class Background(nn.Module):
 
         With a `generator` (training) random solid colours are drawn from it, one per image.
         """
-        batch, shape = directions.shape[0], directions.shape[:-1]
-        view = (batch,) + (1,) * (len(shape) - 1) + (self.channels,)
+        batch, shape = directions.shape[0], directions.shape[:-1] + (self.channels,)
+        per_image = (batch,) + (1,) * (directions.dim() - 1)  # broadcasts one value per image
         if self.net is None:
             if generator is None:
-                return torch.tensor(self.settings.eval_colour, device=directions.device).view(view[1:]).expand(shape + (self.channels,))
-            return torch.rand(batch, self.channels, generator=generator).to(directions.device).view(view).expand(shape + (self.channels,))
+                return torch.tensor(self.settings.eval_colour, device=directions.device).expand(shape)
+            return self._solid(batch, generator, directions.device).view(per_image[:-1] + (-1,)).expand(shape)
         colour = self.net(encode_direction(directions))
-        if not self.latent_colour:
-            colour = torch.sigmoid(colour)
-        if generator is not None and not self.latent_colour and self.settings.random_probability > 0:
-            draws = torch.rand(batch, 1 + self.channels, generator=generator).to(directions.device)
-            solid = draws[:, 1:].view(view).expand_as(colour)
-            replace = (draws[:, 0] < self.settings.random_probability).view(view[:-1] + (1,))
-            colour = torch.where(replace, solid, colour)
-        return colour
+        if self.latent_colour:
+            return colour
+        colour = torch.sigmoid(colour)
+        if generator is None or self.settings.random_probability == 0:
+            return colour
+        replace = torch.rand(batch, generator=generator).to(directions.device) < self.settings.random_probability
+        solid = self._solid(batch, generator, directions.device).view(per_image[:-1] + (-1,))
+        return torch.where(replace.view(per_image), solid.expand(shape), colour)
+
+    def _solid(self, batch: int, generator: torch.Generator, device: torch.device) -> Tensor:
+        """Random RGB colours [B, 3] from `generator`."""
+        return torch.rand(batch, self.channels, generator=generator).to(device)

@@ -107,7 +107,7 @@ def packed_samples(
         middle = (t_starts + t_ends).unsqueeze(-1) / 2
         return field.density(origins[ray_indices] + directions[ray_indices] * middle)
 
-    with torch.random.fork_rng(devices=[origins.device]):
+    with torch.random.fork_rng(devices=[origins.device] if origins.is_cuda else []):
         if generator is not None:
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
         ray_indices, t_starts, t_ends = occupancy.estimator.sampling(
