@@ -86,6 +86,7 @@ class PhaseTimer:
     def __init__(self, nerf, guidance, synchronize):
         self.synchronize = synchronize
         self.times: dict[str, float] = {}
+        self.wrapped: list[tuple[object, str]] = []
         self._wrap(nerf, "render", "render")
         self._wrap(nerf, "latents_for_guidance", "encode")
         self._wrap(guidance.model, "predict_noise", "denoiser")
@@ -102,6 +103,12 @@ class PhaseTimer:
             return output
 
         setattr(owner, method, timed)
+        self.wrapped.append((owner, method))
+
+    def restore(self) -> None:
+        """Put the wrapped methods back (they are instance attributes shadowing the class's)."""
+        for owner, method in self.wrapped:
+            delattr(owner, method)
 
     def step(self, nerf, guidance, optimizer, step: int, steps: int) -> dict[str, float]:
         """Phase times of one step; "backward" is the rest: backward, AdamW, noise, regularisers."""
@@ -160,7 +167,8 @@ def gpu_benchmark(args) -> None:
         verdict = "" if first_step else f" (target < {GPU_MEMORY_TARGET_GB:g} GB: " + (
             "OK)" if peak < GPU_MEMORY_TARGET_GB else "ABOVE TARGET)")
         print(f"  {stage}: {1 / sum(median.values()):.2f} steps/s  peak {peak:.2f} GB{verdict}  [{line}]")
-        del nerf, guidance, optimizer
+        timer.restore()
+        del nerf, guidance, optimizer, timer
         torch.cuda.empty_cache()
 
 
