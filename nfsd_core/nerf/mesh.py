@@ -22,8 +22,7 @@ from torch import Tensor
 from ..preview import LatentToRGB, fit_latent_to_rgb
 from .representation import NerfRepresentation
 
-# threestudio's isosurface threshold for NeRF densities, and its "auto" rule (mean of the density above this).
-DEFAULT_THRESHOLD = 25.0
+# threestudio's "auto" isosurface threshold: the mean of the density where it exceeds this.
 AUTO_MIN_DENSITY = 1e-5
 MESH_FORMATS = ("glb", "obj", "ply")
 QUERY_CHUNK = 65536
@@ -109,13 +108,16 @@ def vertex_colours(
 def extract_mesh(
     nerf: NerfRepresentation,
     resolution: int = 128,
-    threshold: float | str = DEFAULT_THRESHOLD,
+    threshold: float | str = "auto",
     min_component: float = 0.01,
     latent_rgb: LatentToRGB | None = None,
     y_up: bool = True,
     chunk: int = QUERY_CHUNK,
 ) -> Mesh:
-    """The isosurface density == `threshold` (or "auto") of `nerf` on a `resolution`^3 grid."""
+    """The isosurface density == `threshold` of `nerf` on a `resolution`^3 grid.
+
+    "auto" (the default) adapts to the run; threestudio's fixed default for NeRFs is 25.
+    """
     if resolution < 8:
         raise ValueError(f"mesh resolution must be at least 8, got {resolution}")
     density = density_grid(nerf, resolution, chunk)
