@@ -79,16 +79,3 @@ def save_tiny_sd(directory: Path, prediction_type: str = "epsilon", seed: int = 
 def tiny_sd_dir(tmp_path_factory) -> Path:
     """A tiny epsilon-prediction SD directory shared by the whole session (treat it as read-only)."""
     return save_tiny_sd(tmp_path_factory.mktemp("tiny-sd"))
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Run a module's tiny models on one thread (autouse where imported), then restore the setting.
-
-    Tiny models gain nothing from a second thread, and on a busy shared CPU two threads can
-    wait on each other for seconds per call.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from diffusers_helpers import one_thread, tiny_sd_dir  # noqa: F401
+from diffusers_helpers import tiny_sd_dir  # noqa: F401
 from nfsd_core import cli
 from torchvision_stub import torchvision_is_a_stub
 from nfsd_core.image_files import load_image

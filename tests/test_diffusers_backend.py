@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from diffusers_helpers import diffusers, one_thread, save_tiny_sd, tiny_scheduler, tiny_sd_dir  # noqa: F401
+from diffusers_helpers import diffusers, save_tiny_sd, tiny_scheduler, tiny_sd_dir  # noqa: F401
 from nfsd_core.models import NoiseRequest, noise_from_v
 from nfsd_core.models.diffusers import DiffusersLatentCodec, load_diffusers, vae_downscale_factor
 
