@@ -3,9 +3,9 @@
 Set COMFYUI_PATH to a ComfyUI checkout and run pytest with a Python that has ComfyUI's
 requirements (see README, Development); without it these tests skip. `comfy_runtime()` starts
 ComfyUI once per process under a temporary base directory of its own: custom_nodes holds a link
-to this pack and the test-only `tiny_sd_register` pack, models/checkpoints two micro checkpoints
-(eps and v-prediction) that stock CheckpointLoaderSimple loads, and output/input/temp/user stay
-inside it. Nothing under COMFYUI_PATH is written.
+to this pack and the test-only `tiny_sd_register` pack, models/ two micro checkpoints (eps and
+v-prediction) that stock CheckpointLoaderSimple loads and a tiny ControlNet, and output/input/
+temp/user stay inside it. Nothing under COMFYUI_PATH is written (not even bytecode caches).
 """
 
 from __future__ import annotations
@@ -222,6 +222,7 @@ def comfy_runtime() -> ComfyRuntime:
     os.symlink(REPO, base / "custom_nodes" / PACK_FOLDER)
     os.symlink(TEST_PACKS / "tiny_sd_register", base / "custom_nodes" / "tiny_sd_register")
     forget_pack_root_package()
+    sys.dont_write_bytecode = True  # no __pycache__ folders inside the ComfyUI checkout
     sys.path.insert(0, os.path.abspath(COMFYUI_PATH))
 
     from comfy.cli_args import args  # must be configured before the rest of ComfyUI is imported
