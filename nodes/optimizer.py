@@ -66,7 +66,7 @@ class Optimizer(io.ComfyNode):
         return io.Schema(
             node_id="NFSD_Optimizer",
             display_name="NFSD Optimizer",
-            category=CATEGORY,
+            category=f"{CATEGORY}/optimization",
             description="Optimises a representation (e.g. a latent canvas) with score-distillation guidance, "
                         "showing previews as it goes. Deterministic for a given seed.",
             inputs=[

@@ -14,7 +14,7 @@ class Renderer(io.ComfyNode):
         return io.Schema(
             node_id="NFSD_Renderer",
             display_name="NFSD Renderer",
-            category=CATEGORY,
+            category=f"{CATEGORY}/rendering",
             description="Renders an optimised representation to images with the VAE.",
             inputs=[
                 Representation.Input("representation", tooltip="An optimised representation (NFSD Optimizer)."),

@@ -19,7 +19,7 @@ def test_every_node_is_listed_with_its_schema(comfyui):
         assert node_id in info, f"{node_id} not registered (import error? see the ComfyUI log)"
         node = info[node_id]
         assert node["display_name"] == display_name
-        assert node["category"].startswith("NFSD")
+        assert node["category"].startswith("NFSD/")
         assert node["python_module"] == f"custom_nodes.{PACK_FOLDER}"
         inputs = {**node["input"]["required"], **node["input"].get("optional", {})}
         assert inputs, node_id
