@@ -81,6 +81,9 @@ def nerf_settings(colour: str, render_size: int, high_res_size: int, high_res_at
                   elevation_max: float, distance_min: float, distance_max: float, sparsity: float, opaque: float,
                   orientation: float, seed: int, advanced: str = "") -> NerfSettings:
     """NerfSettings from the node's widgets; `advanced` (JSON) overrides any setting last."""
+    for name, low, high in (("elevation", elevation_min, elevation_max), ("distance", distance_min, distance_max)):
+        if low > high:
+            raise ValueError(f"{name}_min ({low:g}) is above {name}_max ({high:g}): swap them")
     config = DEFAULTS.to_config()
     two_sizes = high_res_size > 0 and high_res_size != render_size
     config.update(colour=colour, guidance_size=guidance_size, samples_per_ray=samples_per_ray,
