@@ -91,7 +91,8 @@ def nerf_settings(colour: str, render_size: int, high_res_size: int, high_res_at
                   render_sizes=[render_size, high_res_size] if two_sizes else [render_size],
                   size_milestones=[high_res_at] if two_sizes else [])
     config["background"]["kind"] = background
-    config["cameras"].update(elevation_range=[elevation_min, elevation_max], distance_range=[distance_min, distance_max])
+    config["cameras"].update(elevation_range=[elevation_min, elevation_max],
+                             distance_range=[distance_min, distance_max])
     regularizers = config["regularizers"]
     regularizers["sparsity"].update(start=sparsity, end=sparsity)
     regularizers["opaque"].update(end=opaque)  # keeps the default ramp: 0 until 40 % of the run

@@ -121,7 +121,7 @@ class Optimizer(io.ComfyNode):
                                 f"folder), every {CHECKPOINT_EVERY} steps and when interrupted; the same settings "
                                 "resume from it, also after a restart. Empty: NeRF runs keep their state in ComfyUI's "
                                 "temp folder (emptied when ComfyUI starts), so an interrupted NeRF resumes when "
-                                "queued again; canvases are not saved."),
+                                "queued again with the same inputs (seeds 'fixed'); canvases are not saved."),
                 io.Vae.Input("vae", optional=True,
                              tooltip="The checkpoint's VAE. Needed by RGB NeRFs, whose renders it encodes (a private "
                              "copy of its encoder carries the gradients); canvases and latent NeRFs ignore it."),

@@ -104,7 +104,8 @@ def test_an_interrupted_nerf_resumes_from_the_temp_folder_to_the_uninterrupted_r
     import nodes
 
     settings = dict(steps=4, seed=5)
-    uninterrupted = run(comfyui, checkpoint_dir=str(tmp_path / "straight"), **settings)
+    # previews render between steps without drawing from the run's randomness
+    uninterrupted = run(comfyui, checkpoint_dir=str(tmp_path / "straight"), preview_every=1, **settings)
     temp = comfyui.base / "temp" / "nfsd"
     before = set(temp.glob("*")) if temp.exists() else set()
 
@@ -170,6 +171,12 @@ def view_prompts_on_a_canvas(prompt):
     return canvas
 
 
+def rendering_a_canvas_without_vae(prompt):
+    canvas = text_to_image_prompt()
+    del canvas["7"]["inputs"]["vae"]  # optional now that NeRFs render without it
+    return canvas
+
+
 @pytest.mark.parametrize("break_graph,expected", [
     (without_vae, ["wire the checkpoint's VAE into NFSD Optimizer's 'vae' input", "'latent'"]),
     (lambda p: text_to_nerf_prompt(colour="latent", background="random"), ["'random' background", "'environment'"]),
@@ -179,8 +186,10 @@ def view_prompts_on_a_canvas(prompt):
     (rendering_a_canvas, ["use NFSD Renderer for it"]),
     (rendering_before_optimising, ["connect it through NFSD Optimizer first"]),
     (view_prompts_on_a_canvas, ["one prompt per camera view", "CLIP Text Encode"]),
+    (rendering_a_canvas_without_vae, ["wire the checkpoint's VAE into NFSD Renderer's 'vae' input"]),
 ], ids=["rgb_nerf_without_vae", "latent_nerf_random_background", "unknown_setting", "advanced_not_json",
-        "elevation_range_upside_down", "turntable_of_a_canvas", "turntable_before_optimizing", "view_prompts_canvas"])
+        "elevation_range_upside_down", "turntable_of_a_canvas", "turntable_before_optimizing", "view_prompts_canvas",
+        "canvas_renderer_without_vae"])
 def test_bad_nerf_graphs_fail_with_the_fix(comfyui, break_graph, expected):
     message = failure(comfyui, break_graph(text_to_nerf_prompt()))
     assert all(text in message for text in expected), message
