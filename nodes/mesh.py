@@ -2,8 +2,8 @@
 
 The mesh node outputs the core MESH (vertices [1, N, 3], faces [1, M, 3]), so core Save GLB and
 other 3D nodes take it. Its vertex colours ride on the same object as `vertex_colors` [1, N, 3]
-in [0, 1]: newer ComfyUI's MESH has that field (and its savers write it); this snapshot's
-MESH does not, and its Save GLB ignores the extra attribute. NFSD Save Mesh writes any core
+in [0, 1]: newer ComfyUI's MESH has that field (and its savers write it); the MESH of ComfyUI
+0.3.6x does not, and its Save GLB ignores the extra attribute. NFSD Save Mesh writes any core
 MESH, with its vertex colours when it has them, as GLB, OBJ or PLY under ComfyUI's output folder
 and returns the path relative to it: the `model_file` that core Preview 3D takes.
 """
@@ -20,7 +20,7 @@ from comfy_api.latest import io
 
 from ..nfsd_core.nerf import Mesh, export_mesh, extract_mesh
 from ..nfsd_core.nerf.mesh import MESH_FORMATS
-from .turntable import check_nerf
+from .nerf import check_nerf
 from .types import CATEGORY, Representation
 
 try:  # newer ComfyUI: the MESH type of the V3 API, with optional vertex colours

@@ -201,6 +201,14 @@ class NerfState(NodeRepresentation):
             raise ValueError("this NeRF has not been optimised yet: connect it through NFSD Optimizer first")
 
 
+def check_nerf(representation) -> NerfState:
+    """`representation` if it is a NeRF, else a ValueError for a node's `nerf` input."""
+    if not isinstance(representation, NerfState):
+        raise ValueError("nerf must come from NFSD NeRF Representation through NFSD Optimizer (a latent canvas has no "
+                         "views: use NFSD Renderer for it)")
+    return representation
+
+
 class NeRFRepresentation(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from comfy_api.latest import io
 from torch import Tensor
 
-from .nerf import DEFAULTS, NerfState
+from .nerf import DEFAULTS, check_nerf
 from .types import CATEGORY, Representation
 
 FOREGROUND = 0.5  # opacity above which a pixel counts as the object when the depth range is measured
@@ -41,13 +41,6 @@ def depth_image(depth: Tensor, opacity: Tensor) -> Tensor:
 def normal_image(normal: Tensor, opacity: Tensor) -> Tensor:
     """IMAGE [B, H, W, 3] of renders' opacity-weighted world normals [B, H, W, 3]: (n + 1) / 2, black where empty."""
     return ((F.normalize(normal, dim=-1) + 1.0) / 2.0 * opacity).clamp(0.0, 1.0)
-
-
-def check_nerf(representation) -> NerfState:
-    if not isinstance(representation, NerfState):
-        raise ValueError("nerf must come from NFSD NeRF Representation through NFSD Optimizer (a latent canvas has no "
-                         "views: use NFSD Renderer for it)")
-    return representation
 
 
 class NeRFTurntable(io.ComfyNode):
