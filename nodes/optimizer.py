@@ -28,7 +28,7 @@ from ..nfsd_core import OptimizerSettings, RunResult, ScoreDistillation, StepRec
 from ..nfsd_core.optimize import guidance_signature
 from .autograd import autograd_enabled
 from .backend import ComfyScoreModel, condition_names
-from .fingerprint import fingerprint
+from .fingerprint import fingerprint, model_fingerprint
 from .representation import NodeRepresentation
 from .types import CATEGORY, Guidance, Representation
 
@@ -156,9 +156,9 @@ class Optimizer(io.ComfyNode):
             return False
 
         conditions = condition_names(guidance.prompts)
-        # A checkpoint resumes only the run that wrote it: same prompts, start and learning rate too.
-        identity = {"prompts": fingerprint(conditions), "representation": representation.identity(),
-                    "learning_rate": learning_rate}
+        # A checkpoint resumes only the run that wrote it: same model, prompts, start and learning rate too.
+        identity = {"model": model_fingerprint(model.patcher), "prompts": fingerprint(conditions),
+                    "representation": representation.identity(), "learning_rate": learning_rate}
         directory, save_every = run_checkpoint(
             checkpoint_dir, representation, {"guidance": guidance_signature(run_guidance), "steps": steps, **identity})
 
