@@ -7,15 +7,22 @@ The pieces, each in its own module:
 - `timesteps`: timestep schedules and the seeded per-step noise;
 - `distillation`: one distillation step, latents in, gradient out;
 - `representations`: what is optimised (the latent canvas; the NeRF lives in `nerf`);
-- `optimize` and `checkpoint`: the loop, with hooks, previews and resumable state.
+- `optimize` and `checkpoint`: the loop, with hooks, previews and resumable state;
+- `models.diffusers`: Stable Diffusion from a local diffusers directory (optional extra);
+- `preview`: a fitted linear latent -> RGB map for fast previews;
+- `decomposition`: the NFSD paper's score decomposition view (delta_C, delta_D, noise);
+- `cli` (`python -m nfsd_core`): generate and decompose from the command line.
 This package never imports ComfyUI.
 """
 
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from .decomposition import ScoreDecomposition, decompose_score, decomposition_images
 from .distillation import DistillationStep, Prompts, ScoreDistillation, distillation_loss
 from .guidance import DEFAULT_NEGATIVE_PROMPT, RULES, WEIGHTINGS, GuidanceRule, make_rule
 from .models import CallableScoreModel, LatentCodec, NoiseRequest, ScoreModel
+from .models.diffusers import DiffusersLatentCodec, DiffusersScoreModel, load_diffusers
 from .optimize import OptimizerSettings, RunResult, StepRecord, optimize
+from .preview import LatentToRGB, fit_latent_to_rgb
 from .representations import GuidanceView, LatentCanvas, Representation
 from .schedule import NoiseSchedule
 from .timesteps import NoiseStream, TimestepSchedule
@@ -25,11 +32,14 @@ __all__ = [
     "RULES",
     "WEIGHTINGS",
     "CallableScoreModel",
+    "DiffusersLatentCodec",
+    "DiffusersScoreModel",
     "DistillationStep",
     "GuidanceRule",
     "GuidanceView",
     "LatentCanvas",
     "LatentCodec",
+    "LatentToRGB",
     "NoiseRequest",
     "NoiseSchedule",
     "NoiseStream",
@@ -37,13 +47,18 @@ __all__ = [
     "Prompts",
     "Representation",
     "RunResult",
+    "ScoreDecomposition",
     "ScoreDistillation",
     "ScoreModel",
     "StepRecord",
     "TimestepSchedule",
+    "decompose_score",
+    "decomposition_images",
     "distillation_loss",
+    "fit_latent_to_rgb",
     "has_checkpoint",
     "load_checkpoint",
+    "load_diffusers",
     "make_rule",
     "optimize",
     "save_checkpoint",

@@ -9,6 +9,7 @@ differentiable renderer through loss = 0.5 ||z - stopgrad(z - grad)||^2.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -129,6 +130,12 @@ class ScoreDistillation:
         self.weighting = weighting
         self.grad_clip = grad_clip
         self.noise_stream = NoiseStream(seed)
+
+    def with_seed(self, seed: int) -> "ScoreDistillation":
+        """A copy that draws its timesteps and noise from `seed`; model, prompts and settings are shared."""
+        duplicate = copy.copy(self)
+        duplicate.noise_stream = NoiseStream(seed)
+        return duplicate
 
     def draw(self, step: int, steps: int, shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
         """The (t [B], noise) of step `step`: the same for every rule under one seed."""

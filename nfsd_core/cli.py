@@ -1,0 +1,287 @@
+"""`python -m nfsd_core`: score distillation from the command line, on a local diffusers model.
+
+Subcommands:
+    generate   optimise a latent canvas with one or more rules (same seed) and save PNGs + statistics
+    decompose  save the NFSD score decomposition (delta_C, delta_D, noise residual) of an image
+
+Every subcommand checks its input before any model loads and exits with status 2 and a message
+naming the bad input. To add a subcommand, write `add_<name>(subparsers)` that builds its parser
+and sets `handler=run_<name>` (a function of the parsed arguments returning an exit status),
+then list it in SUBCOMMANDS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .checkpoint import has_checkpoint
+from .decomposition import COMPONENTS, decompose_score, decomposition_images
+from .distillation import Prompts, ScoreDistillation
+from .guidance import DEFAULT_NEGATIVE_PROMPT, RULES, WEIGHTINGS, GuidanceRule, make_rule
+from .image_files import image_size, load_image, save_grid
+from .models.diffusers import DTYPES, check_layout, load_diffusers, vae_downscale_factor
+from .optimize import OptimizerSettings, StepRecord, optimize
+from .preview import LatentToRGB, fit_latent_to_rgb
+from .representations.canvas import LatentCanvas
+from .timesteps import SCHEDULE_KINDS, TimestepSchedule
+
+
+class UsageError(Exception):
+    """Bad command-line input; the message names the argument and the fix."""
+
+
+def checked(argument: str, make: Callable[[], Any]) -> Any:
+    """`make()`, with a ValueError or FileNotFoundError turned into a UsageError naming `argument`."""
+    try:
+        return make()
+    except (ValueError, FileNotFoundError) as error:
+        raise UsageError(f"{argument}: {error}") from error
+
+
+def check_model_and_size(model: str, sizes: dict[str, int]) -> int:
+    """Check the model directory's layout and that each pixel size fits its VAE; returns the factor."""
+    checked("--model", lambda: check_layout(model))
+    factor = vae_downscale_factor(model)
+    for argument, pixels in sizes.items():
+        if pixels < factor or pixels % factor:
+            nearest = max(factor, round(pixels / factor) * factor)
+            raise UsageError(f"{argument} {pixels} must be a positive multiple of the model's VAE factor {factor} "
+                             f"(from {model}/vae/config.json); try {nearest}")
+    return factor
+
+
+def positive(argument: str, value: float) -> None:
+    if not value > 0:
+        raise UsageError(f"{argument} must be positive, got {value}")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments every model-based subcommand shares."""
+    parser.add_argument("--model", required=True, help="local diffusers Stable Diffusion directory")
+    parser.add_argument("--prompt", required=True)
+    parser.add_argument("--negative-prompt", default=DEFAULT_NEGATIVE_PROMPT, help="default: the paper's")
+    parser.add_argument("--nfsd-threshold", type=int, default=200, help="NFSD uses e_u alone below this t")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="network precision")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def add_generate(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("generate", help="optimise an image on a latent canvas",
+                                   description="Optimise a latent canvas with score distillation. Several "
+                                   "--rule values run a same-seed comparison and save the images side by side.")
+    add_model_arguments(parser)
+    parser.add_argument("--rule", nargs="+", default=["nfsd"], help=f"one or more of {', '.join(RULES)}")
+    parser.add_argument("--width", type=int, default=512, help="pixels (a multiple of the VAE factor)")
+    parser.add_argument("--height", type=int, default=512, help="pixels (a multiple of the VAE factor)")
+    parser.add_argument("--batch", type=int, default=1, help="images per rule")
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--lr", type=float, default=OptimizerSettings.lr, help="AdamW learning rate")
+    parser.add_argument("--scale", type=float, default=None, help="guidance scale (default: each rule's own)")
+    parser.add_argument("--t-min", type=float, default=TimestepSchedule.t_min, help="fraction of T")
+    parser.add_argument("--t-max", type=float, default=TimestepSchedule.t_max, help="fraction of T")
+    parser.add_argument("--t-schedule", choices=SCHEDULE_KINDS, default="uniform")
+    parser.add_argument("--weighting", choices=WEIGHTINGS, default="sds")
+    parser.add_argument("--grad-clip", type=float, default=None, help="clamp the gradient to +-this")
+    parser.add_argument("--output", default="outputs/generate", help="directory for PNGs and run.json")
+    parser.add_argument("--preview-every", type=int, default=0, help="write a fast preview PNG every N steps")
+    parser.add_argument("--checkpoint-dir", default=None, help="save state here and resume from it")
+    parser.add_argument("--checkpoint-every", type=int, default=50)
+    parser.set_defaults(handler=run_generate)
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerateSetup:
+    """What `generate` checked before loading anything."""
+
+    rules: list[GuidanceRule]
+    timesteps: TimestepSchedule
+    settings: OptimizerSettings
+    factor: int
+
+
+def check_generate(args: argparse.Namespace) -> GenerateSetup:
+    rules = [checked("--rule", lambda name=name: make_rule(name, args.nfsd_threshold)) for name in args.rule]
+    names = [rule.name for rule in rules]
+    if len(set(names)) < len(names):
+        raise UsageError(f"--rule: each rule may appear once, got {' '.join(args.rule)}")
+    for argument in ("steps", "batch"):
+        positive(f"--{argument}", getattr(args, argument))
+    if args.grad_clip is not None:
+        positive("--grad-clip", args.grad_clip)
+    if args.preview_every < 0 or args.checkpoint_every < 0:
+        raise UsageError("--preview-every and --checkpoint-every must be >= 0 (0 turns them off)")
+    timesteps = checked("--t-min/--t-max", lambda: TimestepSchedule(args.t_min, args.t_max, args.t_schedule))
+    settings = checked("--lr", lambda: OptimizerSettings(lr=args.lr))
+    factor = check_model_and_size(args.model, {"--width": args.width, "--height": args.height})
+    return GenerateSetup(rules, timesteps, settings, factor)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    setup = check_generate(args)
+    model, codec = load_diffusers(args.model, args.dtype, args.device)
+    prompts = Prompts.from_text(model, args.prompt, args.negative_prompt)
+    latent_rgb = fit_latent_to_rgb(codec) if args.preview_every else None
+    output = Path(args.output)
+    report: dict[str, Any] = {"settings": vars_for_json(args), "runs": {}}
+    finals = []
+    for rule in setup.rules:
+        guidance = ScoreDistillation(model, prompts, rule, args.scale, setup.timesteps, args.weighting,
+                                     args.grad_clip, args.seed)
+        canvas, report["runs"][rule.name] = optimize_canvas(args, setup, guidance, latent_rgb, output)
+        with torch.no_grad():
+            finals.append(codec.decode(canvas.latents.detach()))
+        save_grid(finals[-1].unsqueeze(0), output / f"{rule.name}.png")
+        write_json(output / "run.json", report)
+    names = [rule.name for rule in setup.rules]
+    if len(names) > 1:
+        save_grid(torch.stack(finals, dim=1), output / "comparison.png", column_labels=names)
+    print(f"wrote {output}/", ", ".join([f"{n}.png" for n in names] + ["comparison.png"] * (len(names) > 1)
+                                        + ["run.json"]))
+    return 0
+
+
+def optimize_canvas(
+    args: argparse.Namespace,
+    setup: GenerateSetup,
+    guidance: ScoreDistillation,
+    latent_rgb: LatentToRGB | None,
+    output: Path,
+) -> tuple[LatentCanvas, dict[str, Any]]:
+    """Run (or resume) one rule on a fresh canvas; returns the canvas and the rule's summary for run.json."""
+    name, factor = guidance.rule.name, setup.factor
+    canvas = LatentCanvas.random(args.batch, guidance.model.latent_channels, args.height // factor,
+                                 args.width // factor, seed=args.seed).to(guidance.model.device)
+
+    def save_preview(step: int, representation: LatentCanvas) -> None:
+        images = latent_rgb(representation.latents, upscale=factor)
+        save_grid(images.unsqueeze(0), output / "previews" / f"{name}_{step:05d}.png")
+
+    checkpoint_dir = Path(args.checkpoint_dir) / name if args.checkpoint_dir else None
+    resuming = checkpoint_dir is not None and has_checkpoint(checkpoint_dir)
+    started = time.perf_counter()
+    with progress_bar(args.steps, name) as on_step:
+        try:
+            result = optimize(
+                canvas, guidance, args.steps, setup.settings, on_step=on_step,
+                on_preview=save_preview if latent_rgb is not None else None, preview_every=args.preview_every,
+                checkpoint_dir=checkpoint_dir, checkpoint_every=args.checkpoint_every,
+                metadata={"prompt": args.prompt, "negative_prompt": args.negative_prompt, "model": args.model},
+            )
+        except ValueError as error:
+            if not resuming:
+                raise
+            raise UsageError(f"--checkpoint-dir: {error}") from error  # a checkpoint of other settings
+    history = result.history
+    return canvas, {
+        "scale": guidance.scale,
+        "steps_done": result.steps_done,
+        "seconds_this_session": time.perf_counter() - started,
+        "evaluations": sum(record.evaluations for record in history),
+        "history": [dataclasses.asdict(record) for record in history],
+    }
+
+
+class progress_bar:
+    """A tqdm bar over a rule's steps; entering gives the `on_step` hook (resumed runs start further on)."""
+
+    def __init__(self, steps: int, name: str):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=steps, desc=name, unit="step", dynamic_ncols=True)
+
+    def __enter__(self) -> Callable[[StepRecord], None]:
+        def on_step(record: StepRecord) -> None:
+            self.bar.update(record.step + 1 - self.bar.n)
+            self.bar.set_postfix(t=record.t[0], grad=f"{record.grad_norm:.3g}", refresh=False)
+
+        return on_step
+
+    def __exit__(self, *exc_info) -> None:
+        self.bar.close()
+
+
+def add_decompose(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("decompose", help="save the score decomposition of an image",
+                                   description="Encode an image and save delta_C, delta_D, the noise residual "
+                                   "(e_u - eps) and delta_N at several timesteps (NFSD paper, figures 2 to 4).")
+    add_model_arguments(parser)
+    parser.add_argument("--image", required=True, help="image file to encode")
+    parser.add_argument("--t", type=int, nargs="+", default=[100, 300, 500, 700, 900], help="DDPM timesteps")
+    parser.add_argument("--width", type=int, default=None, help="resize to this many pixels (default: as is)")
+    parser.add_argument("--height", type=int, default=None, help="resize to this many pixels (default: as is)")
+    parser.add_argument("--render", choices=("vae", "linear"), default="vae",
+                        help="show maps through the VAE decoder or the fitted linear latent->RGB map")
+    parser.add_argument("--output", default="outputs/decompose", help="directory for the PNG and JSON")
+    parser.set_defaults(handler=run_decompose)
+
+
+def run_decompose(args: argparse.Namespace) -> int:
+    if not Path(args.image).is_file():
+        raise UsageError(f"--image: {args.image!r} is not a file")
+    width, height = checked("--image", lambda: image_size(args.image))
+    width, height = args.width or width, args.height or height
+    factor = check_model_and_size(args.model, {"--width (or the image width)": width,
+                                               "--height (or the image height)": height})
+    model, codec = load_diffusers(args.model, args.dtype, args.device)
+    for t in args.t:
+        if not 0 <= t < model.schedule.num_timesteps:
+            raise UsageError(f"--t {t} is outside the model's timesteps 0..{model.schedule.num_timesteps - 1}")
+
+    prompts = Prompts.from_text(model, args.prompt, args.negative_prompt)
+    latents = codec.encode(load_image(args.image, (width, height)).to(model.device))
+    decomposition = decompose_score(model, prompts, latents, args.t, seed=args.seed,
+                                    nfsd_threshold=args.nfsd_threshold)
+    render = codec.decode if args.render == "vae" else partial(fit_latent_to_rgb(codec), upscale=factor)
+    images = decomposition_images(decomposition, render)
+    rows = torch.stack([images[name][:, 0] for name in COMPONENTS])
+    output = Path(args.output)
+    save_grid(rows, output / "decomposition.png", column_labels=[f"t={t}" for t in args.t], row_labels=COMPONENTS)
+    norms = {name: [float(m.norm()) for m in decomposition.maps[name][:, 0]] for name in COMPONENTS}
+    write_json(output / "decomposition.json", {"settings": vars_for_json(args), "t": args.t, "norms": norms,
+                                               "rows": list(COMPONENTS)})
+    print(f"wrote {output}/decomposition.png and decomposition.json")
+    return 0
+
+
+def vars_for_json(args: argparse.Namespace) -> dict[str, Any]:
+    return {key: value for key, value in vars(args).items() if key != "handler"}
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1))
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_generate, add_decompose]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m nfsd_core", description="Noise-Free Score Distillation "
+                                     "and related rules on a local diffusers Stable Diffusion model.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except UsageError as error:
+        print(f"{parser.prog} {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; with --checkpoint-dir, the same command resumes where this run stopped", file=sys.stderr)
+        return 130

@@ -1,0 +1,46 @@
+"""Text to NeRF: an implicit volume in plain PyTorch, rendered for score distillation.
+
+- `hashgrid`, `field`: the multiresolution hash grid and the density/colour field;
+- `background`, `cameras`, `rays`, `occupancy`, `rendering`, `acceleration`: how it is seen
+  (nerfacc where it runs without compiling anything, plain torch elsewhere);
+- `regularizers`, `settings`, `representation`: the `Representation` that `optimize` drives;
+- `turntable`, `mesh`: previews and mesh export (latent colours to RGB: `nfsd_core.preview`).
+"""
+
+from .acceleration import batched_nerfacc_available, nerfacc_extension_available
+from .background import BackgroundSettings
+from .cameras import CameraSettings, Cameras, make_cameras, orbit_cameras, sample_cameras, view_names
+from .field import ImplicitVolume, VolumeSettings
+from .hashgrid import HashGrid
+from .mesh import Mesh, export_mesh, extract_mesh
+from .occupancy import OccupancySettings
+from .regularizers import Ramp, RegularizerSettings
+from .representation import NerfRepresentation, Render
+from .settings import LearningRateScales, NerfSettings
+from .turntable import render_turntable
+
+__all__ = [
+    "BackgroundSettings",
+    "CameraSettings",
+    "Cameras",
+    "HashGrid",
+    "ImplicitVolume",
+    "LearningRateScales",
+    "Mesh",
+    "NerfRepresentation",
+    "NerfSettings",
+    "OccupancySettings",
+    "Ramp",
+    "RegularizerSettings",
+    "Render",
+    "VolumeSettings",
+    "batched_nerfacc_available",
+    "export_mesh",
+    "extract_mesh",
+    "make_cameras",
+    "nerfacc_extension_available",
+    "orbit_cameras",
+    "render_turntable",
+    "sample_cameras",
+    "view_names",
+]

@@ -1,0 +1,200 @@
+"""The NeRF as a `Representation` for `nfsd_core.optimize.optimize`.
+
+Each step: refresh the occupancy grid, draw random cameras (and background colours, and sample
+jitter) from the step's generator, render at the step's size, and hand the score model latents:
+the codec's encoding of the render (RGB mode, with gradient) or the rendered latents themselves
+(latent mode). Every row names its view (front/side/back/overhead) for view-dependent prompts.
+
+The codec (VAE) and the latent-to-RGB map are tools, not state: they are kept out of the module
+tree, so they are neither optimised, moved by `.to()`, nor written into checkpoints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..models.base import LatentCodec
+from ..preview import LatentToRGB
+from ..representations.base import GuidanceView, Representation
+from .background import Background
+from .cameras import Cameras, sample_cameras
+from .field import ImplicitVolume
+from .occupancy import OccupancyGrid
+from .rays import camera_rays
+from .regularizers import orientation_active, regularization
+from .rendering import concatenate, render_rays, render_step_size
+from .settings import NerfSettings
+
+CONFIG_TYPE = "nerf"
+
+
+@dataclass
+class Render:
+    """B rendered images: `colour` [B, H, W, C] over the background, `opacity` and `depth`
+    [B, H, W, 1], `normal` [B, H, W, 3] (opacity-weighted) or None, and the per-pixel
+    orientation penalty [B, H, W, 1] or None."""
+
+    colour: Tensor
+    opacity: Tensor
+    depth: Tensor
+    normal: Tensor | None = None
+    orientation: Tensor | None = None
+
+
+class NerfRepresentation(Representation):
+    """A NeRF in [-radius, radius]^3, z up, optimised through renders from random cameras.
+
+    `codec` is needed to guide in RGB mode (and decodes latent renders for previews when no
+    `latent_rgb` is given); `latent_rgb` maps latent colours to RGB for previews and meshes.
+    """
+
+    def __init__(
+        self,
+        settings: NerfSettings = NerfSettings(),
+        codec: LatentCodec | None = None,
+        latent_rgb: LatentToRGB | None = None,
+    ):
+        super().__init__()
+        self.settings = settings
+        latent = settings.colour == "latent"
+        channels = settings.latent_channels if latent else 3
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(settings.seed)
+            self.field = ImplicitVolume(settings.volume, channels, latent, settings.radius)
+            self.background = Background(settings.background, channels, latent)
+        self.occupancy = OccupancyGrid(settings.occupancy, settings.radius) if settings.occupancy.enabled else None
+        self.attach(codec, latent_rgb)
+
+    def attach(self, codec: LatentCodec | None = None, latent_rgb: LatentToRGB | None = None) -> "NerfRepresentation":
+        """Set the codec and/or the latent-to-RGB map given (kept outside the module tree, see the
+        module doc); returns the NeRF."""
+        if codec is not None and self.latent_colour and codec.latent_channels != self.settings.latent_channels:
+            raise ValueError(
+                f"the codec makes {codec.latent_channels}-channel latents but this NeRF renders "
+                f"{self.settings.latent_channels}; set NerfSettings(latent_channels={codec.latent_channels})"
+            )
+        for name, tool in (("codec", codec), ("latent_rgb", latent_rgb)):
+            if tool is not None or name not in self.__dict__:
+                self.__dict__[name] = tool
+        return self
+
+    @classmethod
+    def from_config(
+        cls, config: dict[str, Any], codec: LatentCodec | None = None, latent_rgb: LatentToRGB | None = None
+    ) -> "NerfRepresentation":
+        """The representation a checkpoint's `config()` describes (weights still to be loaded)."""
+        if config.get("type") != CONFIG_TYPE:
+            raise ValueError(f"not a NeRF configuration (type {config.get('type')!r})")
+        return cls(NerfSettings.from_config(config["settings"]), codec, latent_rgb)
+
+    @property
+    def latent_colour(self) -> bool:
+        return self.settings.colour == "latent"
+
+    @property
+    def device(self) -> torch.device:
+        return self.field.encoding.tables[0].device
+
+    def config(self) -> dict[str, Any]:
+        return {"type": CONFIG_TYPE, "settings": self.settings.to_config()}
+
+    def parameter_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Hash grid, MLPs and background at their own multiples of `lr` (empty groups left out)."""
+        scales = self.settings.learning_rates
+        groups = [
+            ("encoding", list(self.field.encoding.parameters()), scales.encoding),
+            ("networks", list(self.field.density_net.parameters()) + list(self.field.colour_net.parameters()),
+             scales.networks),
+            ("background", list(self.background.parameters()), scales.background),
+        ]
+        return [{"params": params, "lr": lr * scale, "name": name} for name, params, scale in groups if params]
+
+    def render(
+        self,
+        cameras: Cameras,
+        height: int,
+        width: int,
+        generator: torch.Generator | None = None,
+        normals: bool = False,
+        orientation: bool = False,
+        chunk: int | None = None,
+    ) -> Render:
+        """Render `cameras` at height x width pixels.
+
+        With a `generator` (training) the samples are jittered and backgrounds drawn from it;
+        without one the render is deterministic (evaluation). `chunk` bounds the rays rendered at
+        once (for evaluation without gradients).
+        """
+        origins, directions = camera_rays(cameras.to(self.device), height, width)
+        flat_origins, flat_directions = origins.reshape(-1, 3), directions.reshape(-1, 3)
+        chunk = chunk or flat_origins.shape[0]
+        outputs = [
+            render_rays(
+                self.field,
+                flat_origins[start : start + chunk],
+                flat_directions[start : start + chunk],
+                self.settings.samples_per_ray,
+                self.occupancy,
+                generator,
+                normals=normals,
+                orientation=orientation,
+            )
+            for start in range(0, flat_origins.shape[0], chunk)
+        ]
+        rays = concatenate(outputs)
+        shape = origins.shape[:-1]
+
+        def image(values: Tensor | None) -> Tensor | None:
+            return None if values is None else values.reshape(shape + values.shape[-1:])
+
+        opacity = image(rays.opacity)
+        colour = image(rays.colour) + (1.0 - opacity) * self.background(directions, generator)
+        return Render(colour, opacity, image(rays.depth), image(rays.normal), image(rays.orientation))
+
+    def to_rgb(self, colour: Tensor) -> Tensor:
+        """RGB [B, H', W', 3] in [0, 1] of rendered colours [B, H, W, C] (latents: through
+        `latent_rgb`, else decoded by the codec, at its resolution)."""
+        if not self.latent_colour:
+            return colour.clamp(0.0, 1.0)
+        latents = colour.permute(0, 3, 1, 2)
+        if self.latent_rgb is not None:
+            return self.latent_rgb(latents).permute(0, 2, 3, 1)
+        if self.codec is not None:
+            return self.codec.decode(latents).permute(0, 2, 3, 1).clamp(0.0, 1.0)
+        raise ValueError("latent renders need a latent_rgb map (nfsd_core.preview) or a codec to become RGB; attach one")
+
+    def latents_for_guidance(self, colour: Tensor) -> Tensor:
+        """Score-model latents [B, C, h, w] of rendered colours [B, H, W, C], differentiably."""
+        images = colour.permute(0, 3, 1, 2)
+        if self.latent_colour:
+            return _resize(images, self.settings.guidance_size // self.settings.latent_downscale)
+        if self.codec is None:
+            raise ValueError("an RGB NeRF needs a codec (the VAE) to reach the score model's latents; attach one")
+        return self.codec.encode(_resize(images, self.settings.guidance_size))
+
+    def render_for_guidance(self, step: int, steps: int, generator: torch.Generator) -> GuidanceView:
+        self.train()
+        settings = self.settings
+        if self.occupancy is not None:
+            step_size = render_step_size(settings.radius, settings.samples_per_ray)
+            self.occupancy.update(step, self.field.density, step_size, generator)
+        cameras = sample_cameras(settings.cameras, settings.batch_size, generator)
+        size = settings.render_size(step, steps)
+        orientation = orientation_active(settings.regularizers, step, steps)
+        render = self.render(cameras, size, size, generator, orientation=orientation)
+        latents = self.latents_for_guidance(render.colour)
+        penalty, stats = regularization(settings.regularizers, step, steps, render.opacity, render.orientation)
+        stats.update(opacity=float(render.opacity.detach().mean()), render_size=float(size))
+        return GuidanceView(latents, views=cameras.views, regularization=penalty, stats=stats)
+
+
+def _resize(images: Tensor, size: int) -> Tensor:
+    """Bilinear resize of [B, C, H, W] to size x size (threestudio's interpolation), if needed."""
+    if images.shape[-2:] == (size, size):
+        return images
+    return F.interpolate(images, (size, size), mode="bilinear", align_corners=False)

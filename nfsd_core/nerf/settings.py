@@ -1,0 +1,113 @@
+"""All settings of a NeRF run in one JSON-serialisable tree of frozen dataclasses.
+
+The defaults follow threestudio's ProlificDreamer stage 1 (the natural host for NFSD's CFG 7.5):
+renders of 64 px, then a larger size from a fraction of the run on; random cameras; learning
+rates of hash grid : MLPs : background = 1 : 0.1 : 0.1 (0.01 / 0.001 / 0.001 at base lr 0.01).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from .background import BackgroundSettings
+from .cameras import CameraSettings
+from .field import VolumeSettings
+from .occupancy import OccupancySettings
+from .regularizers import RegularizerSettings
+
+COLOUR_SPACES = ("rgb", "latent")
+
+
+@dataclass(frozen=True)
+class LearningRateScales:
+    """Learning rates of the parameter groups, relative to the optimiser's base lr."""
+
+    encoding: float = 1.0
+    networks: float = 0.1
+    background: float = 0.1
+
+
+@dataclass(frozen=True)
+class NerfSettings:
+    """How the NeRF is built, rendered and regularised.
+
+    - `colour`: "rgb" renders images that the codec (VAE) encodes, with gradient, after resizing
+      to `guidance_size` pixels; "latent" renders `latent_channels` latents directly (Latent-NeRF),
+      resized to guidance_size / latent_downscale.
+    - `render_sizes` [k + 1] and `size_milestones` [k] (increasing fractions of the run): the
+      render is render_sizes[i] pixels square once i milestones have passed.
+    - `samples_per_ray`: stratified samples per ray (batched renderer), and the marching step
+      sqrt(3) 2 radius / samples_per_ray of the packed one.
+    - `seed` fixes the initial weights.
+    """
+
+    colour: str = "rgb"
+    latent_channels: int = 4
+    latent_downscale: int = 8
+    radius: float = 1.0
+    samples_per_ray: int = 64
+    render_sizes: tuple[int, ...] = (64, 256)
+    size_milestones: tuple[float, ...] = (0.5,)
+    guidance_size: int = 512
+    batch_size: int = 1
+    seed: int = 0
+    volume: VolumeSettings = field(default_factory=VolumeSettings)
+    background: BackgroundSettings = field(default_factory=BackgroundSettings)
+    cameras: CameraSettings = field(default_factory=CameraSettings)
+    occupancy: OccupancySettings = field(default_factory=OccupancySettings)
+    regularizers: RegularizerSettings = field(default_factory=RegularizerSettings)
+    learning_rates: LearningRateScales = field(default_factory=LearningRateScales)
+
+    def __post_init__(self):
+        if self.colour not in COLOUR_SPACES:
+            raise ValueError(f"unknown colour space {self.colour!r}; choose one of {', '.join(COLOUR_SPACES)}")
+        if self.radius <= 0 or self.samples_per_ray < 1 or self.batch_size < 1 or self.latent_channels < 1:
+            raise ValueError("radius, samples_per_ray, batch_size and latent_channels must be positive")
+        if not self.render_sizes or min(self.render_sizes) < 1:
+            raise ValueError(f"render_sizes must be positive pixel sizes, got {self.render_sizes}")
+        milestones = list(self.size_milestones)
+        if len(milestones) != len(self.render_sizes) - 1:
+            raise ValueError(
+                f"give one size milestone per size change: {len(self.render_sizes)} render sizes need "
+                f"{len(self.render_sizes) - 1} milestones, got {len(milestones)}"
+            )
+        if milestones != sorted(milestones) or any(not 0.0 < m < 1.0 for m in milestones):
+            raise ValueError(f"size_milestones must be increasing fractions of the run in (0, 1), got {milestones}")
+        if self.colour == "latent" and self.guidance_size % self.latent_downscale:
+            raise ValueError(
+                f"guidance_size {self.guidance_size} must be a multiple of latent_downscale {self.latent_downscale}"
+            )
+
+    def render_size(self, step: int, steps: int) -> int:
+        """The render size at `step` of `steps`."""
+        passed = sum(step >= milestone * steps for milestone in self.size_milestones)
+        return self.render_sizes[passed]
+
+    def to_config(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples as lists, as they come back from JSON)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "NerfSettings":
+        return _from_dict(cls, config)
+
+
+def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuild dataclass `cls` from `dataclasses.asdict` output (after a JSON round trip)."""
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} setting(s) {unknown}")
+    values = {}
+    for name, value in data.items():
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            value = _from_dict(kind, value)
+        elif typing.get_origin(kind) is tuple:
+            value = tuple(value)
+        values[name] = value
+    return cls(**values)

@@ -1,0 +1,74 @@
+"""NFSD Score Decomposition: what the model's noise predictions are made of (paper figures 2 to 4)."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..nfsd_core import decompose_score, decomposition_images
+from ..nfsd_core.decomposition import COMPONENTS
+from ..nfsd_core.guidance import NFSD
+from .backend import ComfyScoreModel
+from .codec import ComfyLatentCodec
+from .guidance import optional_prompt_inputs, prompt_conditioning
+from .types import CATEGORY
+
+DESCRIPTIONS = {
+    "delta_C": "delta_C = e_c - e_u: the prompt's direction (shared by NFSD and SDS).",
+    "delta_D": "delta_D = e_u (t < threshold) or e_u - e_n: NFSD's domain direction.",
+    "noise_residual": "e_u - eps: the term SDS adds, mostly the noise it subtracts.",
+    "delta_N": "noise_residual - delta_D: the noise NFSD leaves out.",
+}
+
+
+def parse_timesteps(text: str, num_timesteps: int) -> list[int]:
+    """"200, 500, 800" -> [200, 500, 800], each in 0..num_timesteps-1."""
+    try:
+        timesteps = [int(part) for part in text.replace(";", ",").split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"timesteps must be whole numbers separated by commas, e.g. '200, 500, 800'; got {text!r}")
+    if not timesteps or not all(0 <= t < num_timesteps for t in timesteps):
+        raise ValueError(f"timesteps must list one or more values in 0..{num_timesteps - 1}; got {text!r}")
+    return timesteps
+
+
+class ScoreDecomposition(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="NFSD_ScoreDecomposition",
+            display_name="NFSD Score Decomposition",
+            category=f"{CATEGORY}/analysis",
+            description="Noises a latent at several timesteps and shows the parts of the model's score: the "
+                        "condition term delta_C, NFSD's domain term delta_D and SDS's noise residual (NFSD paper, "
+                        "figures 2 to 4). Each output holds one image per timestep.",
+            inputs=[
+                io.Model.Input("model", tooltip="The diffusion model (eps or v-prediction SD 1.x, 2.x or SDXL)."),
+                io.Conditioning.Input("positive", tooltip="The prompt (CLIPTextEncode)."),
+                io.Latent.Input("latent", tooltip="The image to analyse, as a LATENT (e.g. VAE Encode or a sampler)."),
+                io.Vae.Input("vae", tooltip="Decodes the maps to images."),
+                io.String.Input("timesteps", default="200, 500, 800",
+                                tooltip="Timesteps (0..999, comma separated) to noise the latent at: one image per "
+                                "timestep in every output."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Seed of the noise; the same noise is used at every timestep."),
+                io.Int.Input("nfsd_threshold", default=200, min=0, max=1000,
+                             tooltip="Below this timestep delta_D is the empty prompt's prediction alone."),
+                io.Boolean.Input("normalize", default=True,
+                                 tooltip="Scale every map to unit standard deviation before decoding, so small "
+                                 "components show their structure."),
+                *optional_prompt_inputs(),
+            ],
+            outputs=[io.Image.Output(display_name=name, tooltip=DESCRIPTIONS[name]) for name in COMPONENTS],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, latent, vae, timesteps, seed, nfsd_threshold, normalize, negative=None,
+                unconditional=None, clip=None) -> io.NodeOutput:
+        score_model = ComfyScoreModel(model)
+        steps = parse_timesteps(timesteps, score_model.schedule.num_timesteps)
+        prompts = prompt_conditioning("NFSD", NFSD(nfsd_threshold), positive, negative, unconditional, clip)
+        codec = ComfyLatentCodec(vae, score_model.latent_format)
+        latents = score_model.latent_format.process_in(latent["samples"].float()).to(score_model.device)
+        decomposition = decompose_score(score_model, prompts, latents, steps, seed=seed, nfsd_threshold=nfsd_threshold)
+        images = decomposition_images(decomposition, codec.decode, normalize=normalize)
+        return io.NodeOutput(*(images[name].flatten(0, 1).movedim(1, -1).cpu() for name in COMPONENTS))

@@ -1,0 +1,136 @@
+"""NFSD Optimizer: runs nfsd_core's optimisation loop on a representation, inside ComfyUI.
+
+The loop runs in one ComfyScoreModel session (the model loaded and the conditioning processed
+once, as for a sampler), with autograd enabled only around it. Progress and previews go to
+ComfyUI's progress bar; an interrupt stops the run before the next step, after the core has
+saved its state when a checkpoint directory is set, so queueing the prompt again resumes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import comfy.model_management
+import comfy.utils
+import folder_paths
+import latent_preview
+from comfy_api.latest import io
+
+from ..nfsd_core import OptimizerSettings, RunResult, ScoreDistillation, StepRecord, optimize
+from .autograd import autograd_enabled
+from .backend import ComfyScoreModel, condition_names
+from .fingerprint import fingerprint
+from .representation import NodeRepresentation
+from .types import CATEGORY, Guidance, Representation
+
+
+def checkpoint_path(directory: str) -> str | None:
+    """None for "", else the directory, relative paths taken under ComfyUI's output directory."""
+    directory = directory.strip()
+    if not directory:
+        return None
+    return directory if os.path.isabs(directory) else os.path.join(folder_paths.get_output_directory(), directory)
+
+
+def run_statistics(result: RunResult, guidance: ScoreDistillation) -> dict:
+    """The run's settings and its per-step history as columns (JSON-serialisable)."""
+    history = result.history
+    columns = {"t": [r.t for r in history], "loss": [r.loss for r in history],
+               "grad_norm": [r.grad_norm for r in history]}
+    for name in sorted({name for r in history for name in r.components}):
+        columns[name] = [r.components.get(name) for r in history]
+    return {
+        "rule": guidance.rule.name,
+        "scale": guidance.scale,
+        "weighting": guidance.weighting,
+        "seed": guidance.noise_stream.seed,
+        "steps_done": result.steps_done,
+        "evaluations": sum(r.evaluations for r in history),
+        "seconds": round(sum(r.seconds for r in history), 3),
+        "history": columns,
+    }
+
+
+def check_inputs(guidance, representation) -> ComfyScoreModel:
+    if not isinstance(guidance, ScoreDistillation) or not isinstance(guidance.model, ComfyScoreModel):
+        raise ValueError("guidance must come from NFSD Score Distillation Guidance")
+    if not isinstance(representation, NodeRepresentation):
+        raise ValueError("representation must come from an NFSD representation node (e.g. NFSD Latent Canvas)")
+    return guidance.model
+
+
+class Optimizer(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="NFSD_Optimizer",
+            display_name="NFSD Optimizer",
+            category=f"{CATEGORY}/optimization",
+            description="Optimises a representation (e.g. a latent canvas) with score-distillation guidance, "
+                        "showing previews as it goes. Deterministic for a given seed.",
+            inputs=[
+                Guidance.Input("guidance", tooltip="From NFSD Score Distillation Guidance."),
+                Representation.Input("representation", tooltip="What to optimise, e.g. NFSD Latent Canvas."),
+                io.Int.Input("steps", default=500, min=1, max=100000,
+                             tooltip="Optimisation steps; each costs 2 (SDS, CSD) or 2 to 3 (NFSD) model evaluations "
+                             "per image."),
+                io.Float.Input("learning_rate", default=0.01, min=0.0001, max=10.0, step=0.001,
+                               tooltip="AdamW learning rate (betas 0.9/0.99, eps 1e-15, as in SDS-Bridge's 2D setup)."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Seed of the timesteps and noise of every step: the same seed gives the same "
+                             "result, and two rules under one seed see the same draws."),
+                io.Int.Input("preview_every", default=10, min=0, max=10000,
+                             tooltip="Show a preview on the node every N steps (0: progress only)."),
+                io.String.Input("checkpoint_dir", default="", optional=True,
+                                tooltip="Save the run's state here (relative paths are under ComfyUI's output "
+                                "folder), every 100 steps and when interrupted; the same settings resume from it. "
+                                "Empty: no checkpoints."),
+            ],
+            outputs=[
+                Representation.Output(display_name="representation", tooltip="The optimised representation."),
+                io.Latent.Output(display_name="latent", tooltip="The optimised latents, for VAE Decode."),
+                io.String.Output(display_name="statistics", tooltip="Settings and per-step history as JSON."),
+            ],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, guidance, representation, steps, learning_rate, seed, preview_every,
+                checkpoint_dir="") -> io.NodeOutput:
+        model = check_inputs(guidance, representation)
+        run_guidance = guidance.with_seed(seed)
+        latent_format = model.latent_format
+        progress = comfy.utils.ProgressBar(steps, node_id=cls.hidden.unique_id)
+        previewer = None if latent_format.latent_rgb_factors is None else latent_preview.Latent2RGBPreviewer(
+            latent_format.latent_rgb_factors, latent_format.latent_rgb_factors_bias)
+
+        def on_step(record: StepRecord) -> None:
+            progress.update_absolute(record.step + 1, steps)
+
+        def on_preview(done: int, trained) -> None:
+            if previewer is not None:
+                image = previewer.decode_latent_to_preview_image("JPEG", representation.preview_latents(trained))
+                progress.update_absolute(done, steps, image)
+
+        def should_stop() -> bool:
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            return False
+
+        conditions = condition_names(guidance.prompts)
+        # A checkpoint resumes only the run that wrote it: same prompts, start and learning rate too.
+        identity = {"prompts": fingerprint(conditions), "representation": representation.identity(),
+                    "learning_rate": learning_rate}
+
+        def run() -> RunResult:
+            with autograd_enabled():
+                trained = representation.build(latent_format, model.device)
+                return optimize(trained, run_guidance, steps, OptimizerSettings(lr=learning_rate), on_step=on_step,
+                                on_preview=on_preview, preview_every=preview_every, should_stop=should_stop,
+                                checkpoint_dir=checkpoint_path(checkpoint_dir), checkpoint_every=100,
+                                metadata=identity)
+
+        result = model.session(conditions, representation.latent_shape, run, seed=seed)
+        optimised = representation.with_result(result.representation, latent_format)
+        statistics = json.dumps(run_statistics(result, run_guidance))
+        return io.NodeOutput(optimised, optimised.latent(), statistics)

@@ -1,0 +1,33 @@
+"""NFSD Renderer: a representation's images, plus its LATENT for core nodes (VAE Decode, Save Image)."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from .representation import NodeRepresentation
+from .types import CATEGORY, Representation
+
+
+class Renderer(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="NFSD_Renderer",
+            display_name="NFSD Renderer",
+            category=f"{CATEGORY}/rendering",
+            description="Renders an optimised representation to images with the VAE.",
+            inputs=[
+                Representation.Input("representation", tooltip="An optimised representation (NFSD Optimizer)."),
+                io.Vae.Input("vae", tooltip="The VAE of the checkpoint the representation was optimised with."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="image", tooltip="The rendered images."),
+                io.Latent.Output(display_name="latent", tooltip="The representation's latents (VAE units)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, representation, vae) -> io.NodeOutput:
+        if not isinstance(representation, NodeRepresentation):
+            raise ValueError("representation must come from an NFSD node (NFSD Latent Canvas or NFSD Optimizer)")
+        return io.NodeOutput(representation.render(vae), representation.latent())

@@ -1,0 +1,258 @@
+"""A real ComfyUI, headless and in-process, for the pack's integration tests.
+
+Set COMFYUI_PATH to a ComfyUI checkout and run pytest with a Python that has ComfyUI's
+requirements (see README, Development); without it these tests skip. `comfy_runtime()` starts
+ComfyUI once per process under a temporary base directory of its own: custom_nodes holds a link
+to this pack and the test-only `tiny_sd_register` pack, models/ two micro checkpoints (eps and
+v-prediction) that stock CheckpointLoaderSimple loads and a tiny ControlNet, and output/input/
+temp/user stay inside it. Nothing under COMFYUI_PATH is written (not even bytecode caches).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import importlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+COMFYUI_PATH = os.environ.get("COMFYUI_PATH", "")
+REPO = Path(__file__).resolve().parents[1]
+TEST_PACKS = Path(__file__).resolve().parent / "comfyui_packs"
+PACK_FOLDER = "nfsd"
+CHECKPOINTS = {"tiny_sd_eps.safetensors": (False, 0), "tiny_sd_v.safetensors": (True, 1)}  # v-prediction, seed
+
+requires_comfyui = pytest.mark.skipif(
+    not COMFYUI_PATH, reason="COMFYUI_PATH is not set: the ComfyUI integration suite needs a ComfyUI checkout"
+)
+
+
+class HeadlessServer:
+    """The parts of PromptServer that PromptExecutor and the progress handlers touch."""
+
+    def __init__(self):
+        self.client_id = None
+        self.last_node_id = None
+        self.last_prompt_id = None
+        self.sockets_metadata = {}
+        self.messages: list[tuple[str, Any]] = []
+
+    def send_sync(self, event, data, sid=None):
+        self.messages.append((event, data))
+
+    def queue_updated(self):
+        pass
+
+
+@dataclass
+class Execution:
+    """The outcome of one prompt: validation, status events, UI outputs and node output values."""
+
+    valid: bool
+    success: bool = False
+    error: Any = None
+    node_errors: dict = field(default_factory=dict)
+    events: list[tuple[str, dict]] = field(default_factory=list)
+    ui: dict = field(default_factory=dict)
+    values: dict = field(default_factory=dict)  # node id -> list of output values (first item of each slot)
+
+    def event(self, name: str) -> dict | None:
+        return next((data for event, data in self.events if event == name), None)
+
+    @property
+    def error_message(self) -> str:
+        failure = self.event("execution_error")
+        if failure is not None:
+            return failure["exception_message"]
+        return json.dumps({"error": self.error, "node_errors": self.node_errors}, default=str)
+
+
+class ComfyRuntime:
+    """ComfyUI loaded in this process, with the pack and the tiny models installed."""
+
+    def __init__(self, base: Path):
+        self.base = base
+        self.checkpoints = base / "models" / "checkpoints"
+        import execution
+        import nodes
+
+        self._execution, self._nodes = execution, nodes
+        pack_module = str(base / "custom_nodes" / PACK_FOLDER).replace(".", "_x_")
+        self.pack = sys.modules[pack_module]
+        self.tiny = sys.modules[str(base / "custom_nodes" / "tiny_sd_register").replace(".", "_x_")]
+
+    def module(self, name: str):
+        """A module of the pack as ComfyUI loaded it, e.g. module("nodes.backend")."""
+        return importlib.import_module(f"{self.pack.__name__}.{name}")
+
+    @property
+    def node_classes(self) -> dict[str, Any]:
+        return self._nodes.NODE_CLASS_MAPPINGS
+
+    def object_info(self) -> dict[str, Any]:
+        """What GET /object_info answers, from the server's own handler."""
+        return self.get("/object_info")
+
+    def get(self, path: str) -> Any:
+        """The JSON a GET of `path` answers, from ComfyUI's own route handlers (no HTTP)."""
+        import server
+        from aiohttp import web
+
+        async def fetch():
+            instance = getattr(server.PromptServer, "instance", None) or server.PromptServer(asyncio.get_running_loop())
+            routes = web.RouteTableDef()  # what PromptServer.add_routes adds for custom nodes
+            instance.custom_node_manager.add_routes(routes, web.Application(), self._nodes.LOADED_MODULE_DIRS.items())
+            handler = next(r.handler for r in [*instance.routes, *routes] if r.method == "GET" and r.path == path)
+            return json.loads((await handler(None)).body)
+
+        return asyncio.run(fetch())
+
+    def load_checkpoint(self, name: str = "tiny_sd_eps.safetensors"):
+        """(MODEL, CLIP, VAE) through the stock CheckpointLoaderSimple, as a prompt would get them."""
+        import torch
+
+        with torch.inference_mode():
+            return self._nodes.CheckpointLoaderSimple().load_checkpoint(name)[:3]
+
+    def run_node(self, node_id: str, **inputs) -> tuple:
+        """Call one node (V1 or V3) directly, in inference mode as the executor does; its output values."""
+        import torch
+
+        node_class = self.node_classes[node_id]
+        with torch.inference_mode():
+            if hasattr(node_class, "PREPARE_CLASS_CLONE"):  # V3
+                return tuple(node_class.PREPARE_CLASS_CLONE({}).execute(**inputs).args)
+            return tuple(getattr(node_class(), node_class.FUNCTION)(**inputs))
+
+    def execute(self, prompt: dict, server: HeadlessServer | None = None) -> Execution:
+        """Validate and run an API-format prompt with a fresh executor (no cached outputs)."""
+        prompt_id = str(uuid.uuid4())
+        valid, error, outputs, node_errors = asyncio.run(self._execution.validate_prompt(prompt_id, prompt, None))
+        if not valid:
+            return Execution(valid=False, error=error, node_errors=node_errors)
+        executor = self._execution.PromptExecutor(server or HeadlessServer(),
+                                                  cache_type=self._execution.CacheType.CLASSIC)
+        executor.execute(prompt, prompt_id, {}, outputs)
+        values = {}
+        for node_id in prompt:
+            cached = executor.caches.outputs.get(node_id)
+            if cached is not None:
+                values[node_id] = [slot[0] if slot else None for slot in cached]
+        return Execution(valid=True, success=executor.success, events=list(executor.status_messages),
+                         ui=executor.history_result["outputs"], values=values)
+
+
+GUIDANCE_DEFAULTS = {"rule": "NFSD", "scale": 0.0, "t_min": 0.02, "t_max": 0.98, "timestep_schedule": "uniform",
+                     "t_max_end": 0.0, "anneal_at": 0.5, "weighting": "sds", "grad_clip": 0.0, "nfsd_threshold": 200}
+
+
+def text_to_image_prompt(checkpoint: str = "tiny_sd_eps.safetensors", size: int = 64, batch: int = 1,
+                         steps: int = 3, seed: int = 0, checkpoint_dir: str = "", preview_every: int = 0,
+                         **guidance) -> dict:
+    """An API-format NFSD prompt on a tiny checkpoint: "6" is the Optimizer, "7" the Renderer."""
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a red apple"}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "blurry, dull"}},
+        "4": {"class_type": "NFSD_ScoreDistillationGuidance",
+              "inputs": {"model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "clip": ["1", 1],
+                         **GUIDANCE_DEFAULTS, **guidance}},
+        "5": {"class_type": "NFSD_LatentCanvas",
+              "inputs": {"width": size, "height": size, "batch_size": batch, "seed": 0}},
+        "6": {"class_type": "NFSD_Optimizer",
+              "inputs": {"guidance": ["4", 0], "representation": ["5", 0], "steps": steps, "learning_rate": 0.05,
+                         "seed": seed, "preview_every": preview_every, "checkpoint_dir": checkpoint_dir}},
+        "7": {"class_type": "NFSD_Renderer", "inputs": {"representation": ["6", 0], "vae": ["1", 2]}},
+        "8": {"class_type": "PreviewImage", "inputs": {"images": ["7", 0]}},
+        "9": {"class_type": "PreviewAny", "inputs": {"source": ["6", 2]}},
+    }
+
+
+@contextmanager
+def progress_hook(callback):
+    """Install `callback(value, total, preview, node_id)` as ComfyUI's global progress hook for the block."""
+    import comfy.utils
+
+    previous = comfy.utils.PROGRESS_BAR_HOOK
+    comfy.utils.set_progress_bar_global_hook(
+        lambda value, total, preview, prompt_id=None, node_id=None: callback(value, total, preview, node_id))
+    try:
+        yield
+    finally:
+        comfy.utils.set_progress_bar_global_hook(previous)
+
+
+def forget_pack_root_package() -> None:
+    """Drop the pack's root package from sys.modules before ComfyUI is imported.
+
+    pytest imports the repository's root `__init__.py` (the pack entry point) as a package named
+    after the checkout folder; in a checkout called `nodes` or `main` that entry would shadow
+    ComfyUI's module of the same name. ComfyUI loads the pack again under its own name.
+    """
+    entry_point = str(REPO / "__init__.py")
+    for name, module in list(sys.modules.items()):
+        if getattr(module, "__file__", None) == entry_point:
+            del sys.modules[name]
+
+
+_runtime: ComfyRuntime | None = None
+
+
+def comfy_runtime() -> ComfyRuntime:
+    """Start ComfyUI once per process (about 10 s) and return it."""
+    global _runtime
+    if _runtime is not None:
+        return _runtime
+    if not COMFYUI_PATH:
+        pytest.skip("COMFYUI_PATH is not set")
+    base = Path(tempfile.mkdtemp(prefix="nfsd-comfyui-"))
+    atexit.register(shutil.rmtree, base, True)
+    (base / "custom_nodes").mkdir()
+    (base / "models" / "checkpoints").mkdir(parents=True)
+    os.symlink(REPO, base / "custom_nodes" / PACK_FOLDER)
+    os.symlink(TEST_PACKS / "tiny_sd_register", base / "custom_nodes" / "tiny_sd_register")
+    forget_pack_root_package()
+    sys.dont_write_bytecode = True  # no __pycache__ folders inside the ComfyUI checkout
+    sys.path.insert(0, os.path.abspath(COMFYUI_PATH))
+
+    from comfy.cli_args import args  # must be configured before the rest of ComfyUI is imported
+
+    args.cpu = True
+    args.base_directory = str(base)
+    args.use_pytorch_cross_attention = True  # 3-4x faster than the CPU default (sub-quadratic)
+    args.disable_api_nodes = True
+    import utils.extra_config  # noqa: F401  (before `nodes`, which puts comfy/ first on sys.path)
+    import nodes
+
+    asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
+    _runtime = ComfyRuntime(base)
+    for name, (v_prediction, seed) in CHECKPOINTS.items():
+        _runtime.tiny.write_micro_checkpoint(str(_runtime.checkpoints / name), v_prediction=v_prediction, seed=seed)
+    (base / "models" / "controlnet").mkdir()
+    _runtime.tiny.write_tiny_controlnet(str(base / "models" / "controlnet" / "tiny_controlnet.safetensors"))
+    return _runtime
+
+
+@pytest.fixture
+def comfyui() -> ComfyRuntime:
+    """The ComfyUI runtime, with torch on one thread for the test: the tiny models gain nothing from
+    more, and on a busy machine OpenMP threads waiting for each other made them 10-50x slower."""
+    import torch
+
+    runtime = comfy_runtime()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield runtime
+    finally:
+        torch.set_num_threads(threads)

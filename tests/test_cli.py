@@ -1,0 +1,157 @@
+"""`python -m nfsd_core generate / decompose` on a tiny local SD directory."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from diffusers_helpers import tiny_sd_dir  # noqa: F401
+from nfsd_core import cli
+from torchvision_stub import torchvision_is_a_stub
+from nfsd_core.image_files import load_image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def generate_args(model, output, *extra):
+    return ["generate", "--model", str(model), "--prompt", "a cat", "--width", "64", "--height", "48",
+            "--output", str(output), *extra]
+
+
+@pytest.mark.skipif(torchvision_is_a_stub(), reason="an import-only torchvision (ComfyUI's CPU test venv) breaks "
+                    "transformers in the CLI subprocess")
+def test_generate_writes_pngs_and_step_statistics(tiny_sd_dir, tmp_path):
+    command = [sys.executable, "-m", "nfsd_core", *generate_args(tiny_sd_dir, tmp_path), "--rule", "nfsd", "sds",
+               "--batch", "2", "--steps", "3", "--preview-every", "2"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert "nfsd" in done.stderr and "3/3" in done.stderr  # the progress bars
+    assert Image.open(tmp_path / "nfsd.png").size == (2 * 64 + 2, 48)  # the batch side by side
+    assert Image.open(tmp_path / "comparison.png").size == (2 * 64 + 2, 14 + 2 * 48 + 2)
+    assert (tmp_path / "previews" / "sds_00002.png").is_file()
+    report = json.loads((tmp_path / "run.json").read_text())
+    assert report["settings"]["rule"] == ["nfsd", "sds"] and report["settings"]["steps"] == 3
+    assert report["runs"]["nfsd"]["scale"] == 7.5 and report["runs"]["sds"]["scale"] == 100
+    for rule, history in ((rule, run["history"]) for rule, run in report["runs"].items()):
+        assert [record["step"] for record in history] == [0, 1, 2]
+        for record in history:
+            assert len(record["t"]) == 2 and record["grad_norm"] > 0
+            # SDS: e_c and e_u per row; NFSD adds e_n for the rows with t >= 200.
+            assert record["evaluations"] == 4 + (rule == "nfsd") * sum(t >= 200 for t in record["t"])
+    assert set(report["runs"]["nfsd"]["history"][0]["components"]) == {"delta_C", "delta_D"}
+
+
+class interrupt_at_step_two:
+    """Stands in for cli.progress_bar: its on_step hook interrupts the run like a Ctrl-C."""
+
+    def __init__(self, steps, name):
+        pass
+
+    def __enter__(self):
+        def on_step(record):
+            if record.step == 1:
+                raise KeyboardInterrupt
+
+        return on_step
+
+    def __exit__(self, *exc_info):
+        pass
+
+
+def test_interrupted_generate_resumes_to_the_uninterrupted_result(tiny_sd_dir, tmp_path, monkeypatch, capsys):
+    assert cli.main(generate_args(tiny_sd_dir, tmp_path / "straight", "--steps", "4")) == 0
+    resumable = generate_args(tiny_sd_dir, tmp_path / "resumed", "--steps", "4",
+                              "--checkpoint-dir", str(tmp_path / "checkpoints"))
+    with monkeypatch.context() as patch:
+        patch.setattr(cli, "progress_bar", interrupt_at_step_two)
+        assert cli.main(resumable) == 130
+    assert "resumes" in capsys.readouterr().err
+    assert json.loads((tmp_path / "checkpoints" / "nfsd" / "state.json").read_text())["step"] == 2
+    assert cli.main(resumable) == 0
+    torch.testing.assert_close(load_image(tmp_path / "resumed" / "nfsd.png"),
+                               load_image(tmp_path / "straight" / "nfsd.png"))
+    straight, resumed = (json.loads((tmp_path / run / "run.json").read_text())["runs"]["nfsd"]["history"]
+                         for run in ("straight", "resumed"))
+    assert [r["t"] for r in resumed] == [r["t"] for r in straight]
+    assert [r["loss"] for r in resumed] == pytest.approx([r["loss"] for r in straight], rel=1e-4)
+    other_settings = resumable[:-4] + ["--steps", "5"] + resumable[-2:]
+    assert cli.main(other_settings) == 2
+    assert "--checkpoint-dir" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def configs_only(tiny_sd_dir, tmp_path_factory):
+    """The tiny model's configs without any weights: a CLI that loaded weights here would crash."""
+    root = tmp_path_factory.mktemp("configs")
+    shutil.copytree(tiny_sd_dir, root / "model", ignore=shutil.ignore_patterns("*.safetensors"))
+    shutil.copytree(tiny_sd_dir, root / "no-unet", ignore=shutil.ignore_patterns("*.safetensors", "unet"))
+    Image.new("RGB", (60, 64)).save(root / "odd.png")
+    return root
+
+
+BAD_GENERATE = [
+    (["--width", "500"], "--width 500 must be a positive multiple of the model's VAE factor 8"),
+    (["--height", "0"], "--height 0"),
+    (["--rule", "nfsd", "dds"], "--rule: unknown guidance rule 'dds'"),
+    (["--rule", "nfsd", "NFSD"], "--rule: each rule may appear once"),
+    (["--t-min", "0.6", "--t-max", "0.5"], "--t-min/--t-max: need 0 <= t_min < t_max"),
+    (["--steps", "0"], "--steps must be positive"),
+    (["--batch", "-1"], "--batch must be positive"),
+    (["--lr", "0"], "--lr: learning rate must be positive"),
+    (["--grad-clip", "0"], "--grad-clip must be positive"),
+]
+
+
+@pytest.mark.parametrize("extra, message", BAD_GENERATE, ids=[" ".join(e[0]) for e in BAD_GENERATE])
+def test_generate_refuses_bad_input_before_loading(configs_only, tmp_path, monkeypatch, capsys, extra, message):
+    monkeypatch.setattr(cli, "load_diffusers", lambda *a: pytest.fail("the model loaded before the check"))
+    assert cli.main(generate_args(configs_only / "model", tmp_path) + extra) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model, message", [("missing", "--model: model directory"),
+                                            ("no-unet", "--model: .* unet/config.json is missing"),
+                                            ("odd.png", "--model: model .* is a file")])
+def test_commands_refuse_a_bad_model_directory(configs_only, tmp_path, monkeypatch, capsys, model, message):
+    monkeypatch.setattr(cli, "load_diffusers", lambda *a: pytest.fail("the model loaded before the check"))
+    for command in (generate_args(configs_only / model, tmp_path),
+                    ["decompose", "--model", str(configs_only / model), "--prompt", "x",
+                     "--image", str(configs_only / "odd.png"), "--width", "64"]):
+        assert cli.main(command) == 2
+        assert re.search(message, capsys.readouterr().err)
+
+
+def test_decompose_refuses_a_missing_image_and_odd_sizes(configs_only, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "load_diffusers", lambda *a: pytest.fail("the model loaded before the check"))
+    base = ["decompose", "--model", str(configs_only / "model"), "--prompt", "x", "--output", str(tmp_path)]
+    assert cli.main(base + ["--image", str(tmp_path / "none.png")]) == 2
+    assert "--image" in capsys.readouterr().err
+    assert cli.main(base + ["--image", str(configs_only / "odd.png")]) == 2
+    assert "--width (or the image width) 60 must be a positive multiple" in capsys.readouterr().err
+
+
+def test_argparse_refuses_unknown_choices(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["generate", "--model", "m", "--prompt", "p", "--dtype", "fp8"])
+    assert exit_info.value.code == 2 and "--dtype" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("render", ["vae", "linear"])
+def test_decompose_writes_the_component_grid(tiny_sd_dir, tmp_path, render):
+    Image.new("RGB", (64, 64), (200, 80, 40)).save(tmp_path / "input.png")
+    command = ["decompose", "--model", str(tiny_sd_dir), "--prompt", "a cat", "--image", str(tmp_path / "input.png"),
+               "--t", "100", "600", "--render", render, "--output", str(tmp_path / "out")]
+    assert cli.main(command) == 0
+    width, height = Image.open(tmp_path / "out" / "decomposition.png").size
+    assert height == 14 + 4 * 64 + 3 * 2 and width > 2 * 64 + 2
+    report = json.loads((tmp_path / "out" / "decomposition.json").read_text())
+    assert report["rows"] == ["delta_C", "delta_D", "noise_residual", "delta_N"] and report["t"] == [100, 600]
+    assert all(len(norms) == 2 and all(n > 0 for n in norms) for norms in report["norms"].values())

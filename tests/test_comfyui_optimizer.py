@@ -1,0 +1,125 @@
+"""NFSD Optimizer inside ComfyUI: determinism, previews, interrupts and resuming, and no side effects."""
+
+import json
+
+import torch
+
+from comfyui_helpers import (  # noqa: F401
+    GUIDANCE_DEFAULTS,
+    comfyui,
+    progress_hook,
+    requires_comfyui,
+    text_to_image_prompt,
+)
+
+pytestmark = requires_comfyui
+OPTIMIZER = "6"
+
+
+def run(comfyui, **settings):
+    result = comfyui.execute(text_to_image_prompt(**settings))
+    assert result.valid and result.success, result.error_message
+    representation, latent, statistics = result.values[OPTIMIZER]
+    return latent["samples"], json.loads(statistics)
+
+
+def test_same_seed_same_result_and_rules_share_the_draws(comfyui):
+    first, stats = run(comfyui, seed=3)
+    again, _ = run(comfyui, seed=3)
+    other_seed, _ = run(comfyui, seed=4)
+    sds, sds_stats = run(comfyui, seed=3, rule="SDS")
+    assert torch.equal(first, again)
+    assert not torch.allclose(first, other_seed)
+    assert stats["history"]["t"] == sds_stats["history"]["t"]  # same seed, same timesteps for both rules
+    assert (stats["rule"], stats["scale"], sds_stats["rule"], sds_stats["scale"]) == ("nfsd", 7.5, "sds", 100.0)
+    assert not torch.allclose(first, sds)
+    assert first.shape == (1, 4, 8, 8)
+
+
+def test_progress_every_step_and_previews_every_n_steps(comfyui):
+    updates = []
+    with progress_hook(lambda value, total, preview, node_id: updates.append((node_id, value, total, preview))):
+        run(comfyui, steps=4, preview_every=2)
+    ours = [u for u in updates if u[0] == OPTIMIZER]
+    assert [(value, total) for _, value, total, preview in ours if preview is None] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    previews = [(value, preview) for _, value, _, preview in ours if preview is not None]
+    assert [value for value, _ in previews] == [2, 4]
+    for _, (kind, image, max_size) in previews:
+        assert kind == "JPEG" and image.size == (8, 8)
+
+
+def test_interrupt_stops_within_one_step_and_the_run_resumes(comfyui, tmp_path):
+    import nodes
+
+    directory = str(tmp_path / "run")
+
+    def interrupt_after_two_steps(value, total, preview, node_id):
+        if node_id == OPTIMIZER and value == 2 and preview is None:
+            nodes.interrupt_processing()
+
+    with progress_hook(interrupt_after_two_steps):
+        interrupted = comfyui.execute(text_to_image_prompt(steps=5, checkpoint_dir=directory))
+    assert not interrupted.success
+    assert interrupted.event("execution_interrupted")["node_id"] == OPTIMIZER
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["step"] == 2  # stopped before step 3
+
+    resumed, resumed_stats = run(comfyui, steps=5, checkpoint_dir=directory)  # the next prompt runs normally
+    uninterrupted, stats = run(comfyui, steps=5)
+    assert torch.equal(resumed, uninterrupted)
+    assert resumed_stats["history"] == stats["history"]
+
+
+def test_nodes_leave_no_global_state_behind(comfyui):
+    import comfy.model_management as model_management
+    import nodes
+
+    model, clip, vae = comfyui.load_checkpoint()
+    weights = {name: tensor.clone() for name, tensor in model.model.state_dict().items()}
+    vae_weights = {name: tensor.clone() for name, tensor in vae.first_stage_model.state_dict().items()}
+    options_before = repr(model.model_options)
+    positive = comfyui.run_node("CLIPTextEncode", clip=clip, text="a red apple")[0]
+    reference = sample(comfyui, model, positive)
+
+    (guidance,) = comfyui.run_node("NFSD_ScoreDistillationGuidance", model=model, positive=positive, clip=clip,
+                                 **GUIDANCE_DEFAULTS)
+    (canvas,) = comfyui.run_node("NFSD_LatentCanvas", width=64, height=64, batch_size=1, seed=0)
+    with torch.inference_mode():
+        for fails in (False, True):
+            nodes.interrupt_processing(fails)  # an interrupt makes the Optimizer fail at its first step
+            try:
+                optimised = call_optimizer(comfyui, guidance, canvas)
+                comfyui.run_node("NFSD_Renderer", representation=optimised, vae=vae)
+            except model_management.InterruptProcessingException:
+                assert fails
+            assert torch.is_inference_mode_enabled() and not torch.is_grad_enabled()
+    assert not torch.is_inference_mode_enabled() and torch.is_grad_enabled()
+    for name, tensor in model.model.state_dict().items():
+        assert tensor.is_inference() and torch.equal(tensor, weights[name]), name
+    for name, tensor in vae.first_stage_model.state_dict().items():
+        assert torch.equal(tensor, vae_weights[name]), name
+    assert repr(model.model_options) == options_before
+    assert getattr(model.model, "current_patcher", None) is None
+    assert torch.equal(sample(comfyui, model, positive), reference)  # the shared model still samples the same
+
+
+def call_optimizer(comfyui, guidance, canvas):
+    return comfyui.run_node("NFSD_Optimizer", guidance=guidance, representation=canvas, steps=2,
+                          learning_rate=0.05, seed=0, preview_every=1)[0]
+
+
+def sample(comfyui, model, positive):
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    return comfyui.run_node("KSampler", model=model, seed=1, steps=2, cfg=5.0, sampler_name="euler",
+                          scheduler="normal", positive=positive, negative=positive, latent_image=latent)[0]["samples"]
+
+
+def test_a_checkpoint_resumes_only_its_own_run(comfyui, tmp_path):
+    directory = str(tmp_path / "run")
+    run(comfyui, steps=2, checkpoint_dir=directory)
+    other_prompt = text_to_image_prompt(steps=2, checkpoint_dir=directory)
+    other_prompt["2"]["inputs"]["text"] = "a blue car"
+    for prompt in (other_prompt, text_to_image_prompt(steps=2, checkpoint_dir=directory, rule="SDS")):
+        result = comfyui.execute(prompt)
+        assert not result.success and "belongs to another run" in result.error_message
+    again, _ = run(comfyui, steps=2, checkpoint_dir=directory)  # the same run: restored, nothing recomputed
+    assert torch.equal(again, run(comfyui, steps=2)[0])

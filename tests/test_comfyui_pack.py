@@ -1,0 +1,57 @@
+"""ComfyUI's own loader loads the pack: every node registered, with its schema, and the workflows found."""
+
+from comfyui_helpers import PACK_FOLDER, REPO, comfyui, requires_comfyui  # noqa: F401
+
+pytestmark = requires_comfyui
+
+NODE_IDS = {
+    "NFSD_ScoreDistillationGuidance": "NFSD Score Distillation Guidance",
+    "NFSD_LatentCanvas": "NFSD Latent Canvas",
+    "NFSD_Optimizer": "NFSD Optimizer",
+    "NFSD_Renderer": "NFSD Renderer",
+    "NFSD_ScoreDecomposition": "NFSD Score Decomposition",
+}
+
+
+def test_every_node_is_listed_with_its_schema(comfyui):
+    info = comfyui.object_info()
+    for node_id, display_name in NODE_IDS.items():
+        assert node_id in info, f"{node_id} not registered (import error? see the ComfyUI log)"
+        node = info[node_id]
+        assert node["display_name"] == display_name
+        assert node["category"].startswith("NFSD/")
+        assert node["python_module"] == f"custom_nodes.{PACK_FOLDER}"
+        inputs = {**node["input"]["required"], **node["input"].get("optional", {})}
+        assert inputs, node_id
+        for name, (kind, options) in inputs.items():
+            assert options.get("tooltip"), f"{node_id}.{name} has no tooltip"
+    assert info["NFSD_Optimizer"]["output"] == ["NFSD_REPRESENTATION", "LATENT", "STRING"]
+    assert info["NFSD_ScoreDistillationGuidance"]["output"] == ["NFSD_GUIDANCE"]
+
+
+def test_pack_types_do_not_clash_with_other_packs(comfyui):
+    info = comfyui.object_info()
+    ours = {t for node_id in NODE_IDS for t in info[node_id]["output"] if t.startswith("NFSD_")}
+    theirs = {t for node_id, node in info.items() if node_id not in NODE_IDS for t in node["output"]
+              if isinstance(t, str)}
+    assert ours == {"NFSD_GUIDANCE", "NFSD_REPRESENTATION"}
+    assert not ours & theirs
+
+
+def test_workflows_are_listed_as_the_packs_templates(comfyui):
+    templates = comfyui.get("/workflow_templates")
+    assert sorted(templates[PACK_FOLDER]) == sorted(path.stem for path in (REPO / "workflows").glob("*.json"))
+
+
+def test_pyproject_passes_comfyuis_config_parser(comfyui):
+    from comfy_config import config_parser
+
+    config = config_parser.extract_node_configuration(str(REPO))
+    assert config.project.name == "noise-free-score-distillation" and "comfyui" not in config.project.name.lower()
+    assert config.project.version.count(".") == 2
+    assert config.project.urls.repository.startswith("https://github.com/")
+    assert config.project.supported_os == ["OS Independent"]
+    assert config.tool_comfy.publisher_id and config.tool_comfy.display_name
+    assert config.project.supported_comfyui_version.startswith(">=")
+    assert not any(dep.split(">")[0].split("=")[0].strip() in ("torch", "torchvision", "torchaudio")
+                   for dep in config.project.dependencies)

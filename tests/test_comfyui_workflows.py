@@ -1,0 +1,55 @@
+"""Every shipped workflow, converted from UI to API format, runs headless on the tiny model."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from comfyui_helpers import REPO, comfyui, requires_comfyui  # noqa: F401
+from comfyui_workflow import ui_to_api
+
+pytestmark = requires_comfyui
+
+WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+# What a CPU test changes in a shipped workflow: the checkpoint, and sizes and step counts.
+TEST_SETTINGS = {
+    "CheckpointLoaderSimple": {"ckpt_name": "tiny_sd_eps.safetensors"},
+    "NFSD_LatentCanvas": {"width": 64, "height": 64},
+    "NFSD_Optimizer": {"steps": 3, "preview_every": 1},
+    "EmptyLatentImage": {"width": 64, "height": 64},
+    "KSampler": {"steps": 2},
+}
+
+
+def shrink(prompt: dict) -> dict:
+    for node in prompt.values():
+        node["inputs"].update(TEST_SETTINGS.get(node["class_type"], {}))
+    return prompt
+
+
+def test_workflows_are_shipped():
+    assert {path.name for path in WORKFLOWS} >= {"nfsd_text_to_image.json", "sds_vs_nfsd_same_seed.json",
+                                                 "score_decomposition.json"}
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[path.stem for path in WORKFLOWS])
+def test_workflow_runs_as_shipped(comfyui, path: Path):
+    workflow = json.loads(path.read_text())
+    prompt = ui_to_api(workflow, comfyui.object_info())
+    for node in prompt.values():  # every widget of every node found its value
+        spec = comfyui.object_info()[node["class_type"]]["input"]["required"]
+        assert set(spec) <= set(node["inputs"]), (path.name, node["class_type"])
+    result = comfyui.execute(shrink(prompt))
+    assert result.valid, result.error_message
+    assert result.success, result.error_message
+    saved = [image for output in result.ui.values() for image in output.get("images", [])]
+    assert saved, "the workflow saved no image"
+    for image in saved:
+        assert (comfyui.base / image["type"] / image["subfolder"] / image["filename"]).is_file()
+    for node_id, node in prompt.items():
+        if node["class_type"] == "NFSD_Optimizer":
+            statistics = json.loads(result.values[node_id][2])
+            assert statistics["steps_done"] == 3 and len(statistics["history"]["loss"]) == 3
+        if node["class_type"] == "NFSD_ScoreDecomposition":
+            timesteps = node["inputs"]["timesteps"].count(",") + 1
+            assert [image.shape[0] for image in result.values[node_id]] == [timesteps] * 4

@@ -1,0 +1,74 @@
+"""Camera conventions: threestudio's spherical placement, OpenGL frames, pixel-centre rays."""
+
+import math
+
+import pytest
+import torch
+
+from nfsd_core.nerf import CameraSettings, make_cameras, orbit_cameras, sample_cameras, view_names
+from nfsd_core.nerf.rays import camera_rays, project_points
+
+
+def test_the_origin_projects_to_the_image_centre_from_any_camera():
+    cameras = sample_cameras(CameraSettings(), 16, torch.Generator().manual_seed(0))
+    pixels = project_points(cameras, torch.zeros(1, 3), 48, 64)
+    assert torch.allclose(pixels, torch.tensor([32.0, 24.0]).expand(16, 1, 2), atol=1e-4)
+
+
+def test_azimuth_zero_is_the_front_camera_on_plus_x_with_y_right_and_z_up():
+    camera = make_cameras([0.0], [0.0], [2.0], [60.0])
+    assert torch.allclose(camera.c2w[0, :3, 3], torch.tensor([2.0, 0.0, 0.0]), atol=1e-6)
+    assert camera.views == ["front"]
+    centre = torch.tensor([16.0, 16.0])
+    right, up = project_points(camera, torch.tensor([[0.0, 0.3, 0.0], [0.0, 0.0, 0.3]]), 32, 32)[0]
+    assert right[0] > centre[0] and torch.isclose(right[1], centre[1])
+    assert up[1] < centre[1] and torch.isclose(up[0], centre[0])
+
+
+def test_rays_leave_the_camera_through_their_pixel_centres():
+    cameras = sample_cameras(CameraSettings(), 3, torch.Generator().manual_seed(1))
+    origins, directions = camera_rays(cameras, 6, 8)
+    assert origins.shape == directions.shape == (3, 6, 8, 3)
+    assert torch.allclose(directions.norm(dim=-1), torch.ones(3, 6, 8), atol=1e-6)
+    for b in range(3):
+        points = (origins[b] + 0.7 * directions[b]).reshape(-1, 3)
+        pixels = project_points(cameras.select(b), points, 6, 8)[0]
+        rows, columns = torch.meshgrid(torch.arange(6) + 0.5, torch.arange(8) + 0.5, indexing="ij")
+        assert torch.allclose(pixels, torch.stack([columns, rows], -1).reshape(-1, 2), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "elevation, azimuth, view",
+    [(0, 0, "front"), (30, 44, "front"), (0, 46, "side"), (10, -90, "side"), (0, 180, "back"),
+     (0, -150, "back"), (20, 500, "back"), (61, 0, "overhead"), (89, 180, "overhead")],
+)
+def test_view_names_follow_threestudio(elevation, azimuth, view):
+    assert view_names(torch.tensor([float(elevation)]), torch.tensor([float(azimuth)])) == [view]
+
+
+def test_random_cameras_stay_in_their_ranges_and_repeat_under_a_seed():
+    settings = CameraSettings(elevation_range=(-10, 45), distance_range=(1.0, 1.5), fovy_range=(40, 70))
+    cameras = sample_cameras(settings, 64, torch.Generator().manual_seed(3))
+    again = sample_cameras(settings, 64, torch.Generator().manual_seed(3))
+    assert torch.equal(cameras.c2w, again.c2w)
+    assert cameras.elevation.min() >= -10 - 1e-4 and cameras.elevation.max() <= 45 + 1e-4
+    assert cameras.distance.min() >= 1.0 and cameras.distance.max() <= 1.5
+    assert torch.allclose(cameras.c2w[:, :3, 3].norm(dim=-1), cameras.distance, atol=1e-5)
+    # batch_uniform_azimuth: one camera in each of the 64 azimuth slices
+    slices = ((cameras.azimuth + 180) / (360 / 64)).floor()
+    assert sorted(slices.long().tolist()) == list(range(64))
+
+
+def test_an_orbit_turns_once_at_one_elevation_starting_at_the_front():
+    orbit = orbit_cameras(8, elevation=15.0, distance=1.5, fovy=70.0)
+    assert orbit.views[0] == "front" and orbit.views[4] == "back"
+    heights = orbit.c2w[:, 2, 3]
+    assert torch.allclose(heights, torch.full((8,), 1.5 * math.sin(math.radians(15))), atol=1e-5)
+    assert torch.allclose(orbit.azimuth.diff().remainder(360), torch.full((7,), 45.0))
+
+
+def test_bad_camera_ranges_are_refused():
+    with pytest.raises(ValueError, match="elevation_range"):
+        CameraSettings(elevation_range=(30, 10))
+    with pytest.raises(ValueError, match="distances"):
+        CameraSettings(distance_range=(0.0, 1.0))
