@@ -93,8 +93,8 @@ def group_norm_operations(groups: int):
 
 def unet_config(config: dict) -> dict:
     """ComfyUI UNetModel arguments for a diffusers UNet2DConditionModel config of SD 1.x/2.x layout."""
-    channels, layers, depth = config["block_out_channels"], config["layers_per_block"], \
-        config["transformer_layers_per_block"]
+    channels, layers = config["block_out_channels"], config["layers_per_block"]
+    depth = config["transformer_layers_per_block"]
     if not isinstance(layers, int) or not isinstance(depth, int):
         raise ValueError("per-block layers_per_block / transformer_layers_per_block lists are not supported")
     attends_down = ["CrossAttn" in kind for kind in config["down_block_types"]]
@@ -234,10 +234,10 @@ def build_vae(directory: Path, config: dict) -> comfy.sd.VAE:
                 "in_channels": config["in_channels"], "out_ch": config["out_channels"], "ch": channels[0],
                 "ch_mult": [width // channels[0] for width in channels], "num_res_blocks": config["layers_per_block"],
                 "attn_resolutions": [], "dropout": 0.0}
+    params = {"ddconfig": ddconfig, "embed_dim": config["latent_channels"]}
     weights = vae_weights(load_weights(directory, "vae"), len(channels))
     with vae_block_layers(group_norm_operations(config["norm_num_groups"])):
-        vae = comfy.sd.VAE(sd=weights, config={"params": {"ddconfig": ddconfig, "embed_dim": config["latent_channels"]}},
-                           dtype=torch.float32)
+        vae = comfy.sd.VAE(sd=weights, config={"params": params}, dtype=torch.float32)
     check_same_keys("VAE", weights, vae.first_stage_model.state_dict())
     vae.downscale_ratio = vae.upscale_ratio = vae_downscale_factor(directory)
     vae.latent_channels = config["latent_channels"]
