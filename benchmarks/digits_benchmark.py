@@ -149,10 +149,16 @@ def run_sweep(args: argparse.Namespace, prompt_set: PromptSet) -> None:
     record = {"baseline": baseline, "prompt_set": asdict(prompt_set), "seed": args.seed, "runs": records,
               "drift": drift}
     (args.output / "sweep.json").write_text(json.dumps(record, indent=1))
+    best = [min((r for r in records if r["method"] == label), key=frechet_sum) for label in SWEEP_RULES]
     (args.output / "sweep.md").write_text(
-        "### From noise\n\n" + sweep_table(records, baseline)
+        "### Best setting per rule (lowest fine + coarse Frechet distance)\n\n" + sweep_table(best, baseline)
+        + "\n### From noise\n\n" + sweep_table(records, baseline)
         + "\n### From real digits (lr 0.01): does the rule leave the data alone?\n\n" + sweep_table(drift, baseline))
     print((args.output / "sweep.md").read_text())
+
+
+def frechet_sum(record: dict) -> float:
+    return record["metrics"]["fine"]["frechet"] + record["metrics"]["coarse"]["frechet"]
 
 
 def sweep_table(records: list[dict], baseline: dict) -> str:
