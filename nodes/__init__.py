@@ -7,10 +7,15 @@ from comfy_api.latest import ComfyExtension, io
 from .canvas import LatentCanvas
 from .decomposition import ScoreDecomposition
 from .guidance import ScoreDistillationGuidance
+from .mesh import ExtractMesh, SaveMesh
+from .nerf import NeRFRepresentation
 from .optimizer import Optimizer
 from .renderer import Renderer
+from .turntable import NeRFTurntable
+from .view_prompts import ViewPrompts
 
-NODES: list[type[io.ComfyNode]] = [ScoreDistillationGuidance, LatentCanvas, Optimizer, Renderer, ScoreDecomposition]
+NODES: list[type[io.ComfyNode]] = [ScoreDistillationGuidance, ViewPrompts, LatentCanvas, NeRFRepresentation, Optimizer,
+                                   Renderer, NeRFTurntable, ExtractMesh, SaveMesh, ScoreDecomposition]
 
 
 class NFSDExtension(ComfyExtension):

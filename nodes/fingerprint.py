@@ -35,3 +35,41 @@ def fingerprint(value: Any) -> str:
 
     feed(value)
     return digest.hexdigest()[:16]
+
+
+def sampled(tensor: torch.Tensor, count: int = 64) -> torch.Tensor:
+    """`count` values spread evenly over `tensor`: a cheap stand-in for hashing a large weight."""
+    flat = tensor.detach().flatten()
+    return flat[:: max(1, flat.numel() // count)][:count]
+
+
+def _patch_digest_input(data: Any) -> Any:
+    """Weight-patch data with its tensors sampled; weight adapters (LoRA, LoHa, ...) keep theirs in `.weights`."""
+    data = getattr(data, "weights", data)
+    if isinstance(data, torch.Tensor):
+        return sampled(data)
+    if isinstance(data, (list, tuple)):
+        return [_patch_digest_input(item) for item in data]
+    return data
+
+
+def model_fingerprint(patcher) -> str:
+    """A digest of what a MODEL (ModelPatcher) predicts with, stable across ComfyUI sessions.
+
+    It covers the model class, a sample of every diffusion-model weight (fine-tunes change them
+    all), every weight patch with its strengths (LoRAs, merges) and the object patches (a swapped
+    model_sampling, say). ComfyUI's own `patches_uuid` is random per session, so it cannot serve.
+    """
+    patches = {
+        key: [(strength_patch, type(getattr(data, "weights", data)).__name__, _patch_digest_input(data),
+               strength_model, offset, getattr(function, "__name__", function))
+              for strength_patch, data, strength_model, offset, function in entries]
+        for key, entries in patcher.patches.items()
+    }
+    return fingerprint({
+        "model": type(patcher.model).__name__,
+        "weights": [sampled(weight) for weight in patcher.model.diffusion_model.state_dict().values()],
+        "patches": patches,
+        "object_patches": {name: type(value).__name__ for name, value in patcher.object_patches.items()},
+        "sigmas": sampled(patcher.get_model_object("model_sampling").sigmas),
+    })

@@ -17,6 +17,7 @@ from ..nfsd_core.timesteps import SCHEDULE_KINDS
 from .backend import ComfyScoreModel
 from .types import CATEGORY, Guidance
 
+VIEW_KEY = "nfsd_view"  # the CONDITIONING option naming an entry's camera view (NFSD View Prompts)
 RULE_NAMES = {"NFSD": "nfsd", "SDS": "sds", "CSD": "csd", "SDS with negative prompt": "sds_negative"}
 RULE_DEFAULTS = ", ".join(f"{label} {RULES[key].default_scale:g}" for label, key in RULE_NAMES.items())
 
@@ -24,6 +25,16 @@ RULE_DEFAULTS = ", ".join(f"{label} {RULES[key].default_scale:g}" for label, key
 def encode_text(clip, text: str):
     """CONDITIONING for `text`, as CLIPTextEncode makes it."""
     return clip.encode_from_tokens_scheduled(clip.tokenize(text))
+
+
+def split_views(positive: list) -> list | dict[str, list]:
+    """`positive` itself if no entry names a view, else {view: its entries + the untagged ones}."""
+    views = [options[VIEW_KEY] for _, options in positive if VIEW_KEY in options]
+    if not views:
+        return positive
+    shared = [entry for entry in positive if VIEW_KEY not in entry[1]]
+    return {view: [entry for entry in positive if entry[1].get(VIEW_KEY) == view] + shared
+            for view in dict.fromkeys(views)}
 
 
 def prompt_conditioning(rule_label: str, rule, positive, negative, unconditional, clip) -> Prompts:
@@ -72,7 +83,8 @@ class ScoreDistillationGuidance(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model that scores the images: an eps- or v-prediction "
                                "SD 1.x, 2.x or SDXL checkpoint (flow-matching models are not supported)."),
-                io.Conditioning.Input("positive", tooltip="The prompt to distil (CLIPTextEncode)."),
+                io.Conditioning.Input("positive", tooltip="The prompt to distil (CLIPTextEncode), or one prompt per "
+                                      "camera view for a NeRF (NFSD View Prompts)."),
                 io.Combo.Input("rule", options=list(RULE_NAMES), default="NFSD",
                                tooltip="NFSD: noise-free score distillation (Katzir et al. 2024). SDS: DreamFusion's "
                                "score distillation. CSD: classifier score distillation. SDS with negative prompt: SDS "
@@ -111,7 +123,7 @@ class ScoreDistillationGuidance(io.ComfyNode):
                 grad_clip, nfsd_threshold, negative=None, unconditional=None, clip=None) -> io.NodeOutput:
         score_model = ComfyScoreModel(model)
         guidance_rule = make_rule(RULE_NAMES[rule], nfsd_threshold)
-        prompts = prompt_conditioning(rule, guidance_rule, positive, negative, unconditional, clip)
+        prompts = prompt_conditioning(rule, guidance_rule, split_views(positive), negative, unconditional, clip)
         timesteps = TimestepSchedule(t_min=t_min, t_max=t_max, kind=timestep_schedule,
                                      t_max_end=t_max_end or None, anneal_at=anneal_at)
         guidance = ScoreDistillation(score_model, prompts, guidance_rule, scale=scale if scale > 0 else None,

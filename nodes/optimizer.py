@@ -4,12 +4,19 @@ The loop runs in one ComfyScoreModel session (the model loaded and the condition
 once, as for a sampler), with autograd enabled only around it. Progress and previews go to
 ComfyUI's progress bar; an interrupt stops the run before the next step, after the core has
 saved its state when a checkpoint directory is set, so queueing the prompt again resumes it.
+
+Representations that ask for it (NeRFs) checkpoint without a directory too: into ComfyUI's temp
+folder, under a digest of everything that determines the run (settings, prompts, seed, steps).
+The same inputs always give the same result, so a run found there is the run being asked for:
+queued again after an interrupt it resumes, and after ComfyUI dropped the node's cached output
+it is restored without recomputing. ComfyUI empties the temp folder when it starts.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from typing import Mapping
 
 import comfy.model_management
 import comfy.utils
@@ -18,11 +25,14 @@ import latent_preview
 from comfy_api.latest import io
 
 from ..nfsd_core import OptimizerSettings, RunResult, ScoreDistillation, StepRecord, optimize
+from ..nfsd_core.optimize import guidance_signature
 from .autograd import autograd_enabled
 from .backend import ComfyScoreModel, condition_names
-from .fingerprint import fingerprint
+from .fingerprint import fingerprint, model_fingerprint
 from .representation import NodeRepresentation
 from .types import CATEGORY, Guidance, Representation
+
+CHECKPOINT_EVERY = 100  # steps between saves into a checkpoint directory the user chose
 
 
 def checkpoint_path(directory: str) -> str | None:
@@ -33,6 +43,19 @@ def checkpoint_path(directory: str) -> str | None:
     return directory if os.path.isabs(directory) else os.path.join(folder_paths.get_output_directory(), directory)
 
 
+def run_checkpoint(directory: str, representation: NodeRepresentation, signature: dict) -> tuple[str | None, int]:
+    """(checkpoint directory, save every N steps) of a run: the user's directory, saved every
+    CHECKPOINT_EVERY steps; else for representations that checkpoint by default a directory in
+    ComfyUI's temp folder named by the run's `signature`, saved when the run stops (the temp folder
+    does not outlive ComfyUI, so saves in between would protect nothing); else none."""
+    chosen = checkpoint_path(directory)
+    if chosen is not None:
+        return chosen, CHECKPOINT_EVERY
+    if representation.checkpoint_by_default:
+        return os.path.join(folder_paths.get_temp_directory(), "nfsd", fingerprint(signature)), 0
+    return None, 0
+
+
 def run_statistics(result: RunResult, guidance: ScoreDistillation) -> dict:
     """The run's settings and its per-step history as columns (JSON-serialisable)."""
     history = result.history
@@ -40,6 +63,8 @@ def run_statistics(result: RunResult, guidance: ScoreDistillation) -> dict:
                "grad_norm": [r.grad_norm for r in history]}
     for name in sorted({name for r in history for name in r.components}):
         columns[name] = [r.components.get(name) for r in history]
+    for name in sorted({name for r in history for name in r.stats}):  # the representation's own, e.g. opacity
+        columns[name] = [r.stats.get(name) for r in history]
     return {
         "rule": guidance.rule.name,
         "scale": guidance.scale,
@@ -52,11 +77,18 @@ def run_statistics(result: RunResult, guidance: ScoreDistillation) -> dict:
     }
 
 
-def check_inputs(guidance, representation) -> ComfyScoreModel:
+def check_inputs(guidance, representation, vae) -> ComfyScoreModel:
     if not isinstance(guidance, ScoreDistillation) or not isinstance(guidance.model, ComfyScoreModel):
         raise ValueError("guidance must come from NFSD Score Distillation Guidance")
     if not isinstance(representation, NodeRepresentation):
         raise ValueError("representation must come from an NFSD representation node (e.g. NFSD Latent Canvas)")
+    if representation.needs_vae and vae is None:
+        raise ValueError("this representation renders pixels (an RGB NeRF), which reach the model only through the "
+                         "VAE: wire the checkpoint's VAE into NFSD Optimizer's 'vae' input, or set the NeRF's colour "
+                         "to 'latent'")
+    if isinstance(guidance.prompts.positive, Mapping) and not representation.has_views:
+        raise ValueError("the guidance has one prompt per camera view (NFSD View Prompts), but this representation "
+                         "has no cameras (a latent canvas): wire a CLIP Text Encode into the Guidance's positive")
     return guidance.model
 
 
@@ -67,29 +99,37 @@ class Optimizer(io.ComfyNode):
             node_id="NFSD_Optimizer",
             display_name="NFSD Optimizer",
             category=f"{CATEGORY}/optimization",
-            description="Optimises a representation (e.g. a latent canvas) with score-distillation guidance, "
+            description="Optimises a representation (a latent canvas or a NeRF) with score-distillation guidance, "
                         "showing previews as it goes. Deterministic for a given seed.",
             inputs=[
                 Guidance.Input("guidance", tooltip="From NFSD Score Distillation Guidance."),
-                Representation.Input("representation", tooltip="What to optimise, e.g. NFSD Latent Canvas."),
+                Representation.Input("representation", tooltip="What to optimise: NFSD Latent Canvas or NFSD NeRF "
+                                     "Representation."),
                 io.Int.Input("steps", default=500, min=1, max=100000,
                              tooltip="Optimisation steps; each costs 2 (SDS, CSD) or 2 to 3 (NFSD) model evaluations "
-                             "per image."),
+                             "per image. A canvas needs hundreds, a NeRF thousands (threestudio: 10000)."),
                 io.Float.Input("learning_rate", default=0.01, min=0.0001, max=10.0, step=0.001,
                                tooltip="AdamW learning rate (betas 0.9/0.99, eps 1e-15, as in SDS-Bridge's 2D setup)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the timesteps and noise of every step: the same seed gives the same "
                              "result, and two rules under one seed see the same draws."),
                 io.Int.Input("preview_every", default=10, min=0, max=10000,
-                             tooltip="Show a preview on the node every N steps (0: progress only)."),
+                             tooltip="Show a preview on the node every N steps (0: progress only). NeRFs show their "
+                             "evaluation view from a camera that circles the object once over the run."),
                 io.String.Input("checkpoint_dir", default="", optional=True,
-                                tooltip="Save the run's state here (relative paths are under ComfyUI's output "
-                                "folder), every 100 steps and when interrupted; the same settings resume from it. "
-                                "Empty: no checkpoints."),
+                                tooltip=f"Save the run's state here (relative paths are under ComfyUI's output "
+                                f"folder), every {CHECKPOINT_EVERY} steps and when interrupted; the same settings "
+                                "resume from it, also after a restart. Empty: NeRF runs keep their state in ComfyUI's "
+                                "temp folder (emptied when ComfyUI starts), so an interrupted NeRF resumes when "
+                                "queued again with the same inputs (seeds 'fixed'); canvases are not saved."),
+                io.Vae.Input("vae", optional=True,
+                             tooltip="The checkpoint's VAE. Needed by RGB NeRFs, whose renders it encodes (a private "
+                             "copy of its encoder carries the gradients); canvases and latent NeRFs ignore it."),
             ],
             outputs=[
                 Representation.Output(display_name="representation", tooltip="The optimised representation."),
-                io.Latent.Output(display_name="latent", tooltip="The optimised latents, for VAE Decode."),
+                io.Latent.Output(display_name="latent", tooltip="The optimised latents, for VAE Decode (a NeRF: its "
+                                 "front view as the model sees it)."),
                 io.String.Output(display_name="statistics", tooltip="Settings and per-step history as JSON."),
             ],
             hidden=[io.Hidden.unique_id],
@@ -97,38 +137,37 @@ class Optimizer(io.ComfyNode):
 
     @classmethod
     def execute(cls, guidance, representation, steps, learning_rate, seed, preview_every,
-                checkpoint_dir="") -> io.NodeOutput:
-        model = check_inputs(guidance, representation)
+                checkpoint_dir="", vae=None) -> io.NodeOutput:
+        model = check_inputs(guidance, representation, vae)
         run_guidance = guidance.with_seed(seed)
         latent_format = model.latent_format
         progress = comfy.utils.ProgressBar(steps, node_id=cls.hidden.unique_id)
-        previewer = None if latent_format.latent_rgb_factors is None else latent_preview.Latent2RGBPreviewer(
-            latent_format.latent_rgb_factors, latent_format.latent_rgb_factors_bias)
 
         def on_step(record: StepRecord) -> None:
             progress.update_absolute(record.step + 1, steps)
 
         def on_preview(done: int, trained) -> None:
-            if previewer is not None:
-                image = previewer.decode_latent_to_preview_image("JPEG", representation.preview_latents(trained))
-                progress.update_absolute(done, steps, image)
+            image = representation.preview(trained, done, steps, latent_format)
+            if image is not None:
+                progress.update_absolute(done, steps, ("JPEG", image, latent_preview.MAX_PREVIEW_RESOLUTION))
 
         def should_stop() -> bool:
             comfy.model_management.throw_exception_if_processing_interrupted()
             return False
 
         conditions = condition_names(guidance.prompts)
-        # A checkpoint resumes only the run that wrote it: same prompts, start and learning rate too.
-        identity = {"prompts": fingerprint(conditions), "representation": representation.identity(),
-                    "learning_rate": learning_rate}
+        # A checkpoint resumes only the run that wrote it: same model, prompts, start and learning rate too.
+        identity = {"model": model_fingerprint(model.patcher), "prompts": fingerprint(conditions),
+                    "representation": representation.identity(), "learning_rate": learning_rate}
+        directory, save_every = run_checkpoint(
+            checkpoint_dir, representation, {"guidance": guidance_signature(run_guidance), "steps": steps, **identity})
 
         def run() -> RunResult:
             with autograd_enabled():
-                trained = representation.build(latent_format, model.device)
+                trained = representation.build(latent_format, model.device, vae)
                 return optimize(trained, run_guidance, steps, OptimizerSettings(lr=learning_rate), on_step=on_step,
                                 on_preview=on_preview, preview_every=preview_every, should_stop=should_stop,
-                                checkpoint_dir=checkpoint_path(checkpoint_dir), checkpoint_every=100,
-                                metadata=identity)
+                                checkpoint_dir=directory, checkpoint_every=save_every, metadata=identity)
 
         result = model.session(conditions, representation.latent_shape, run, seed=seed)
         optimised = representation.with_result(result.representation, latent_format)

@@ -15,19 +15,23 @@ class Renderer(io.ComfyNode):
             node_id="NFSD_Renderer",
             display_name="NFSD Renderer",
             category=f"{CATEGORY}/rendering",
-            description="Renders an optimised representation to images with the VAE.",
+            description="Renders an optimised representation to images: a latent canvas through the VAE, a NeRF as "
+                        "a short turntable (NFSD NeRF Turntable gives every view and pass).",
             inputs=[
                 Representation.Input("representation", tooltip="An optimised representation (NFSD Optimizer)."),
-                io.Vae.Input("vae", tooltip="The VAE of the checkpoint the representation was optimised with."),
+                io.Vae.Input("vae", optional=True,
+                             tooltip="The VAE of the checkpoint the representation was optimised with; latent "
+                             "canvases need it, NeRFs render without it."),
             ],
             outputs=[
                 io.Image.Output(display_name="image", tooltip="The rendered images."),
-                io.Latent.Output(display_name="latent", tooltip="The representation's latents (VAE units)."),
+                io.Latent.Output(display_name="latent", tooltip="The representation's latents (VAE units); for a "
+                                 "NeRF its front view as the model sees it."),
             ],
         )
 
     @classmethod
-    def execute(cls, representation, vae) -> io.NodeOutput:
+    def execute(cls, representation, vae=None) -> io.NodeOutput:
         if not isinstance(representation, NodeRepresentation):
             raise ValueError("representation must come from an NFSD node (NFSD Latent Canvas or NFSD Optimizer)")
         return io.NodeOutput(representation.render(vae), representation.latent())

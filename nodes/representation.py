@@ -5,8 +5,8 @@ an Optimizer `build`s a fresh trainable nfsd_core representation from it and ret
 `with_result`. Latents cross the socket in ComfyUI's LATENT convention (the VAE's units); the
 Optimizer converts them with the MODEL's latent format, as KSampler does.
 
-To add a representation (a NeRF, say): subclass `NodeRepresentation`, return it from a node, and
-the Optimizer and Renderer nodes work with it unchanged.
+To add a representation: subclass `NodeRepresentation`, return it from a node, and the Optimizer
+and Renderer nodes work with it unchanged (the NeRF's is `NerfState`, in nerf.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import abc
 from dataclasses import dataclass
 from typing import Any
 
+import latent_preview
 import torch
+from PIL import Image
 from torch import Tensor
 
 from ..nfsd_core import LatentCanvas, Representation
@@ -24,7 +26,17 @@ from .fingerprint import fingerprint
 
 
 class NodeRepresentation(abc.ABC):
-    """An immutable description of something to optimise, as it flows between nodes."""
+    """An immutable description of something to optimise, as it flows between nodes.
+
+    `needs_vae`: it renders pixels, which reach the model only through the VAE's encoder.
+    `has_views`: its renders come from cameras with view names (for view-dependent prompts).
+    `checkpoint_by_default`: its runs are long enough to keep their state in ComfyUI's temp folder
+    when no checkpoint directory is given, so that an interrupted run resumes.
+    """
+
+    needs_vae: bool = False
+    has_views: bool = False
+    checkpoint_by_default: bool = False
 
     @property
     @abc.abstractmethod
@@ -32,8 +44,9 @@ class NodeRepresentation(abc.ABC):
         """[B, C, h, w] of the latents it renders for the score model."""
 
     @abc.abstractmethod
-    def build(self, latent_format, device: torch.device) -> Representation:
-        """A fresh, trainable nfsd_core representation (call with autograd enabled)."""
+    def build(self, latent_format, device: torch.device, vae=None) -> Representation:
+        """A fresh, trainable nfsd_core representation (call with autograd enabled); `vae` is
+        ComfyUI's VAE, given when `needs_vae`."""
 
     @abc.abstractmethod
     def with_result(self, trained: Representation, latent_format) -> "NodeRepresentation":
@@ -45,16 +58,25 @@ class NodeRepresentation(abc.ABC):
 
     @abc.abstractmethod
     def render(self, vae) -> Tensor:
-        """ComfyUI IMAGE [B, H, W, 3] in [0, 1]."""
+        """ComfyUI IMAGE [B, H, W, 3] in [0, 1]; `vae` is ComfyUI's VAE, or None when not wired."""
 
     @abc.abstractmethod
     def identity(self) -> dict[str, Any]:
         """What a checkpoint of a run on this representation must match (JSON values), beyond its shape."""
 
-    def preview_latents(self, trained: Representation) -> Tensor:
-        """Model-space latents [B, C, h, w] to preview while `trained` is optimised."""
+    def preview(self, trained: Representation, done: int, steps: int, latent_format) -> Image.Image | None:
+        """An image of `trained` after `done` of `steps` steps for the progress bar (None: none).
+
+        By default its first latent through the model's latent-to-RGB preview factors, as
+        ComfyUI's samplers show theirs.
+        """
+        if latent_format.latent_rgb_factors is None:
+            return None
+        previewer = latent_preview.Latent2RGBPreviewer(latent_format.latent_rgb_factors,
+                                                       latent_format.latent_rgb_factors_bias)
         with torch.no_grad():
-            return trained.render_for_guidance(0, 1, torch.Generator()).latents
+            latents = trained.render_for_guidance(0, 1, torch.Generator()).latents
+        return previewer.decode_latent_to_preview(latents)
 
 
 @dataclass(frozen=True, eq=False)  # compared by identity: it holds a tensor
@@ -77,7 +99,7 @@ class CanvasState(NodeRepresentation):
     def latent_shape(self) -> tuple[int, int, int, int]:
         return (self.batch, self.channels, self.height, self.width)
 
-    def build(self, latent_format, device: torch.device) -> LatentCanvas:
+    def build(self, latent_format, device: torch.device, vae=None) -> LatentCanvas:
         if self.channels != latent_format.latent_channels:
             raise ValueError(f"the canvas has {self.channels} latent channels but the MODEL works on "
                              f"{latent_format.latent_channels}; make the canvas for this model's latents")
@@ -98,7 +120,11 @@ class CanvasState(NodeRepresentation):
         return {"seed": self.seed, "samples": None if self.samples is None else fingerprint(self.samples)}
 
     def render(self, vae) -> Tensor:
-        return vae.decode(self._optimised_samples())
+        samples = self._optimised_samples()
+        if vae is None:
+            raise ValueError("a latent canvas becomes an image through the VAE: wire the checkpoint's VAE into NFSD "
+                             "Renderer's 'vae' input")
+        return vae.decode(samples)
 
     def _optimised_samples(self) -> Tensor:
         if self.samples is None:

@@ -178,6 +178,46 @@ def text_to_image_prompt(checkpoint: str = "tiny_sd_eps.safetensors", size: int 
     }
 
 
+# A NeRF small enough for a CPU test: 32 px renders of 16 samples per ray, seen by the model at 64 px
+# (8 x 8 latents), a 4-level hash grid of 2^10 rows; the occupancy grid refreshed every 2 steps.
+TINY_NERF = {
+    "render_size": 32, "high_res_size": 0, "high_res_at": 0.5, "guidance_size": 64, "samples_per_ray": 16,
+    "batch_size": 1, "background": "environment", "elevation_min": -10.0, "elevation_max": 45.0,
+    "distance_min": 1.0, "distance_max": 1.5, "sparsity": 10.0, "opaque": 1000.0, "orientation": 0.0, "seed": 0,
+    "advanced": json.dumps({
+        "volume": {"levels": 4, "log2_table_size": 10, "base_resolution": 8, "finest_resolution": 32,
+                   "hidden_width": 16},
+        "occupancy": {"resolution": 16, "update_every": 2, "warmup_steps": 3},
+    }),
+}
+
+
+def text_to_nerf_prompt(colour: str = "rgb", steps: int = 3, seed: int = 0, checkpoint_dir: str = "",
+                        preview_every: int = 0, views: int = 3, **nerf) -> dict:
+    """An API-format text-to-NeRF prompt on the tiny checkpoint, with view prompts: "6" is the Optimizer,
+    "7" the Turntable, "8" NeRF to Mesh, "9" Save Mesh, "10" Preview3D, "11" core SaveGLB."""
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sd_eps.safetensors"}},
+        "2": {"class_type": "NFSD_ViewPrompts", "inputs": {"clip": ["1", 1], "text": "a red apple"}},
+        "4": {"class_type": "NFSD_ScoreDistillationGuidance",
+              "inputs": {"model": ["1", 0], "positive": ["2", 0], "clip": ["1", 1], **GUIDANCE_DEFAULTS}},
+        "5": {"class_type": "NFSD_NeRFRepresentation", "inputs": {**TINY_NERF, "colour": colour, **nerf}},
+        "6": {"class_type": "NFSD_Optimizer",
+              "inputs": {"guidance": ["4", 0], "representation": ["5", 0], "steps": steps, "learning_rate": 0.01,
+                         "seed": seed, "preview_every": preview_every, "checkpoint_dir": checkpoint_dir,
+                         "vae": ["1", 2]}},
+        "7": {"class_type": "NFSD_NeRFTurntable",
+              "inputs": {"nerf": ["6", 0], "views": views, "size": 32, "elevation": 15.0, "distance": 1.5}},
+        "8": {"class_type": "NFSD_ExtractMesh",
+              "inputs": {"nerf": ["6", 0], "resolution": 32, "threshold": 0.0, "min_component": 0.01}},
+        "9": {"class_type": "NFSD_SaveMesh", "inputs": {"mesh": ["8", 0], "filename_prefix": "NFSD/apple",
+                                                        "format": "glb"}},
+        "10": {"class_type": "Preview3D", "inputs": {"model_file": ["9", 0]}},
+        "11": {"class_type": "SaveGLB", "inputs": {"mesh": ["8", 0], "filename_prefix": "mesh/apple"}},
+        "12": {"class_type": "PreviewImage", "inputs": {"images": ["7", 0]}},
+    }
+
+
 @contextmanager
 def progress_hook(callback):
     """Install `callback(value, total, preview, node_id)` as ComfyUI's global progress hook for the block."""

@@ -118,8 +118,30 @@ def test_a_checkpoint_resumes_only_its_own_run(comfyui, tmp_path):
     run(comfyui, steps=2, checkpoint_dir=directory)
     other_prompt = text_to_image_prompt(steps=2, checkpoint_dir=directory)
     other_prompt["2"]["inputs"]["text"] = "a blue car"
-    for prompt in (other_prompt, text_to_image_prompt(steps=2, checkpoint_dir=directory, rule="SDS")):
+    other_model = text_to_image_prompt(steps=2, checkpoint_dir=directory, checkpoint="tiny_sd_v.safetensors")
+    for prompt in (other_prompt, other_model, text_to_image_prompt(steps=2, checkpoint_dir=directory, rule="SDS")):
         result = comfyui.execute(prompt)
         assert not result.success and "belongs to another run" in result.error_message
     again, _ = run(comfyui, steps=2, checkpoint_dir=directory)  # the same run: restored, nothing recomputed
     assert torch.equal(again, run(comfyui, steps=2)[0])
+
+
+def test_the_model_fingerprint_sees_weights_and_patches_but_not_sessions(comfyui):
+    fingerprint = comfyui.module("nodes.fingerprint").model_fingerprint
+    model, _, _ = comfyui.load_checkpoint()
+    reloaded, _, _ = comfyui.load_checkpoint()
+    other, _, _ = comfyui.load_checkpoint("tiny_sd_v.safetensors")
+    key = next(iter(model.model.state_dict()))
+    weight = model.model.state_dict()[key]
+
+    def patched(strength: float, seed: int):
+        clone = model.clone()
+        diff = torch.randn(weight.shape, generator=torch.Generator().manual_seed(seed))
+        clone.add_patches({key: ("diff", (diff,))}, strength)
+        return clone
+
+    assert fingerprint(model) == fingerprint(reloaded) == fingerprint(model.clone())
+    assert fingerprint(model) != fingerprint(other)
+    assert fingerprint(patched(0.5, 0)) == fingerprint(patched(0.5, 0))
+    assert len({fingerprint(model), fingerprint(patched(0.5, 0)), fingerprint(patched(0.7, 0)),
+                fingerprint(patched(0.5, 1))}) == 4

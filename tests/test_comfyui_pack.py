@@ -10,6 +10,11 @@ NODE_IDS = {
     "NFSD_Optimizer": "NFSD Optimizer",
     "NFSD_Renderer": "NFSD Renderer",
     "NFSD_ScoreDecomposition": "NFSD Score Decomposition",
+    "NFSD_ViewPrompts": "NFSD View Prompts",
+    "NFSD_NeRFRepresentation": "NFSD NeRF Representation",
+    "NFSD_NeRFTurntable": "NFSD NeRF Turntable",
+    "NFSD_ExtractMesh": "NFSD NeRF to Mesh",
+    "NFSD_SaveMesh": "NFSD Save Mesh",
 }
 
 
@@ -27,6 +32,8 @@ def test_every_node_is_listed_with_its_schema(comfyui):
             assert options.get("tooltip"), f"{node_id}.{name} has no tooltip"
     assert info["NFSD_Optimizer"]["output"] == ["NFSD_REPRESENTATION", "LATENT", "STRING"]
     assert info["NFSD_ScoreDistillationGuidance"]["output"] == ["NFSD_GUIDANCE"]
+    assert info["NFSD_ExtractMesh"]["output"] == ["MESH"]  # core's type: Save GLB and other 3D nodes take it
+    assert info["NFSD_SaveMesh"]["output_node"] and info["NFSD_SaveMesh"]["output"] == ["STRING"]
 
 
 def test_pack_types_do_not_clash_with_other_packs(comfyui):

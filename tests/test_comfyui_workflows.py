@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from comfyui_helpers import REPO, comfyui, requires_comfyui  # noqa: F401
+import trimesh
+
+from comfyui_helpers import REPO, TINY_NERF, comfyui, requires_comfyui  # noqa: F401
 from comfyui_workflow import ui_to_api
 
 pytestmark = requires_comfyui
@@ -16,6 +18,9 @@ TEST_SETTINGS = {
     "CheckpointLoaderSimple": {"ckpt_name": "tiny_sd_eps.safetensors"},
     "NFSD_LatentCanvas": {"width": 64, "height": 64},
     "NFSD_Optimizer": {"steps": 3, "preview_every": 1},
+    "NFSD_NeRFRepresentation": TINY_NERF,
+    "NFSD_NeRFTurntable": {"views": 2, "size": 32},
+    "NFSD_ExtractMesh": {"resolution": 32},
     "EmptyLatentImage": {"width": 64, "height": 64},
     "KSampler": {"steps": 2},
 }
@@ -29,7 +34,9 @@ def shrink(prompt: dict) -> dict:
 
 def test_workflows_are_shipped():
     assert {path.name for path in WORKFLOWS} >= {"nfsd_text_to_image.json", "sds_vs_nfsd_same_seed.json",
-                                                 "score_decomposition.json"}
+                                                 "score_decomposition.json", "nfsd_text_to_nerf.json",
+                                                 "nfsd_text_to_nerf_resume.json"}
+    assert all(path.with_suffix(".jpg").is_file() for path in WORKFLOWS)  # the template browser's thumbnails
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[path.stem for path in WORKFLOWS])
@@ -46,6 +53,15 @@ def test_workflow_runs_as_shipped(comfyui, path: Path):
     assert saved, "the workflow saved no image"
     for image in saved:
         assert (comfyui.base / image["type"] / image["subfolder"] / image["filename"]).is_file()
+    for node_id, node in prompt.items():  # meshes: written, and Preview3D shown the one NFSD Save Mesh wrote
+        if node["class_type"] in ("SaveGLB", "NFSD_SaveMesh"):
+            for model in result.ui[node_id]["3d"]:
+                mesh = trimesh.load(comfyui.base / "output" / model["subfolder"] / model["filename"], force="mesh")
+                assert len(mesh.faces) > 0
+        if node["class_type"] == "Preview3D":
+            model_file = result.ui[node_id]["result"][0]
+            assert model_file == result.values[node["inputs"]["model_file"][0]][0]
+            assert (comfyui.base / "output" / model_file).is_file()
     for node_id, node in prompt.items():
         if node["class_type"] == "NFSD_Optimizer":
             statistics = json.loads(result.values[node_id][2])

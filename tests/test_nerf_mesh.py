@@ -8,7 +8,7 @@ import torch
 import trimesh
 from torch import nn
 
-from nfsd_core.nerf import NerfRepresentation, export_mesh, extract_mesh
+from nfsd_core.nerf import Mesh, NerfRepresentation, export_mesh, extract_mesh
 from nfsd_core.nerf.mesh import density_grid, isosurface_threshold, z_up_to_y_up
 
 from nfsd_core.preview import LatentToRGB
@@ -92,3 +92,10 @@ def test_latent_nerf_meshes_are_coloured_through_a_latent_to_rgb_map():
     assert torch.equal(extract_mesh(nerf, resolution=16, threshold=5.0, latent_rgb=white).colours.unique(), torch.ones(1))
     fitted = extract_mesh(nerf.attach(codec=PoolingCodec()), resolution=16, threshold=5.0)  # a map fitted to the codec
     assert fitted.colours.shape == fitted.vertices.shape and fitted.colours.std() > 0
+
+
+def test_a_mesh_without_colours_exports_without_vertex_colours(tmp_path, mesh):
+    uncoloured = Mesh(mesh.vertices, mesh.faces)
+    loaded = trimesh.load(export_mesh(uncoloured, tmp_path / "plain.ply"), force="mesh", process=False)
+    assert len(loaded.faces) == len(mesh.faces)
+    assert loaded.visual.kind is None  # no colours were written

@@ -31,14 +31,14 @@ QUERY_CHUNK = 65536
 @dataclass
 class Mesh:
     """A triangle mesh: `vertices` float32 [N, 3], `faces` int64 [M, 3] (counter-clockwise seen
-    from outside), `colours` float32 [N, 3] in [0, 1]; CPU tensors."""
+    from outside), `colours` float32 [N, 3] in [0, 1] or None (an uncoloured mesh); CPU tensors."""
 
     vertices: Tensor
     faces: Tensor
-    colours: Tensor
+    colours: Tensor | None = None
 
     def to_trimesh(self) -> trimesh.Trimesh:
-        colours = (self.colours.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+        colours = None if self.colours is None else (self.colours.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
         return trimesh.Trimesh(
             self.vertices.numpy(), self.faces.numpy(), vertex_colors=colours, process=False
         )

@@ -1,0 +1,123 @@
+"""NFSD NeRF to Mesh and NFSD Save Mesh: a NeRF's isosurface as ComfyUI's core MESH, saved with colours.
+
+The mesh node outputs the core MESH (vertices [1, N, 3], faces [1, M, 3]), so core Save GLB and
+other 3D nodes take it. Its vertex colours ride on the same object as `vertex_colors` [1, N, 3]
+in [0, 1]: newer ComfyUI's MESH has that field (and its savers write it); the MESH of ComfyUI
+0.3.6x does not, and its Save GLB ignores the extra attribute. NFSD Save Mesh writes any core
+MESH, with its vertex colours when it has them, as GLB, OBJ or PLY under ComfyUI's output folder
+and returns the path relative to it: the `model_file` that core Preview 3D takes.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+
+import comfy.model_management
+import folder_paths
+import torch
+from comfy_api.latest import io
+
+from ..nfsd_core.nerf import Mesh, export_mesh, extract_mesh
+from ..nfsd_core.nerf.mesh import MESH_FORMATS
+from .nerf import check_nerf
+from .types import CATEGORY, Representation
+
+try:  # newer ComfyUI: the MESH type of the V3 API, with optional vertex colours
+    from comfy_api.latest._util.geometry_types import MESH as CoreMesh
+except ImportError:  # ComfyUI up to 0.3.6x: vertices and faces only
+    from comfy_extras.nodes_hunyuan3d import MESH as CoreMesh
+
+
+def core_mesh(mesh: Mesh):
+    """ComfyUI's MESH of one nfsd_core Mesh: a batch of one, colours as `vertex_colors`."""
+    batch = CoreMesh(vertices=mesh.vertices[None], faces=mesh.faces[None])
+    batch.vertex_colors = None if mesh.colours is None else mesh.colours[None]
+    return batch
+
+
+def meshes_of(batch) -> list[Mesh]:
+    """The nfsd_core Meshes of a core MESH batch, coloured where it has `vertex_colors` [B, N, 3 or 4]."""
+    colours = getattr(batch, "vertex_colors", None)
+    meshes = []
+    for index in range(batch.vertices.shape[0]):
+        vertex_colours = None
+        if colours is not None:
+            vertex_colours = colours[index, :, :3].float().cpu()
+            if colours.dtype == torch.uint8:
+                vertex_colours = vertex_colours / 255.0
+        meshes.append(Mesh(batch.vertices[index].float().cpu(), batch.faces[index].long().cpu(), vertex_colours))
+    return meshes
+
+
+class ExtractMesh(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="NFSD_ExtractMesh",
+            display_name="NFSD NeRF to Mesh",
+            category=f"{CATEGORY}/3d",
+            description="Marching cubes on an optimised NeRF's density, coloured by its colour field, as ComfyUI's "
+                        "MESH (y up, front towards +z) for Save GLB, NFSD Save Mesh and other 3D nodes.",
+            inputs=[
+                Representation.Input("nerf", tooltip="An optimised NeRF (NFSD Optimizer)."),
+                io.Int.Input("resolution", default=128, min=16, max=1024, step=8,
+                             tooltip="Density samples per axis of the marching-cubes grid. Time and memory grow with "
+                             "its cube: 128 takes seconds on a CPU, 256 to 512 want a GPU."),
+                io.Float.Input("threshold", default=0.0, min=0.0, max=10000.0, step=0.5,
+                               tooltip="The density of the surface. 0: automatic (the mean density where there is "
+                               "any, threestudio's rule); threestudio's fixed value is 25."),
+                io.Float.Input("min_component", default=0.01, min=0.0, max=1.0, step=0.005,
+                               tooltip="Drop floating pieces with fewer than this fraction of all faces; 0 keeps "
+                               "every piece."),
+            ],
+            outputs=[io.Mesh.Output(display_name="mesh", tooltip="ComfyUI's MESH, with vertex colours for NFSD Save "
+                                    "Mesh (core Save GLB writes the shape only).")],
+        )
+
+    @classmethod
+    def execute(cls, nerf, resolution, threshold, min_component) -> io.NodeOutput:
+        restored = check_nerf(nerf).restore(comfy.model_management.get_torch_device())
+        mesh = extract_mesh(restored, resolution=resolution, threshold=threshold or "auto",
+                            min_component=min_component)
+        return io.NodeOutput(core_mesh(mesh))
+
+
+class SaveMesh(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="NFSD_SaveMesh",
+            display_name="NFSD Save Mesh",
+            category=f"{CATEGORY}/3d",
+            description="Saves a MESH with its vertex colours under ComfyUI's output folder and shows it; the path "
+                        "output goes to Preview 3D's model_file.",
+            inputs=[
+                io.Mesh.Input("mesh", tooltip="A MESH, e.g. from NFSD NeRF to Mesh; vertex colours are kept when it "
+                              "has them."),
+                io.String.Input("filename_prefix", default="NFSD/mesh",
+                                tooltip="File name prefix, with subfolders, under ComfyUI's output folder; a counter "
+                                "is appended as for saved images."),
+                io.Combo.Input("format", options=list(MESH_FORMATS), default="glb",
+                               tooltip="glb: glTF binary, which Preview 3D and most viewers open. obj and ply: for "
+                               "mesh editors."),
+            ],
+            outputs=[io.String.Output(display_name="model_file",
+                                      tooltip="The saved file's path relative to the output folder (the first one "
+                                      "for a batch), for Preview 3D.")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, mesh, filename_prefix, format) -> io.NodeOutput:
+        output = folder_paths.get_output_directory()
+        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, output)
+        subfolder = subfolder.replace("\\", "/")
+        saved = []
+        for index, item in enumerate(meshes_of(mesh)):
+            filename = f"{name}_{counter + index:05}_.{format}"
+            export_mesh(item, os.path.join(folder, filename), format)
+            saved.append({"filename": filename, "subfolder": subfolder, "type": "output"})
+        if not saved:
+            raise ValueError("the MESH holds no meshes (its batch is empty)")
+        return io.NodeOutput(posixpath.join(subfolder, saved[0]["filename"]), ui={"3d": saved})
