@@ -87,6 +87,14 @@ class DistillationStep:
     evaluations: int
 
 
+def scatter_rows(requests: Sequence[NoiseRequest], outputs: Sequence[Tensor], like: Tensor) -> Tensor:
+    """One tensor shaped like `like` [B, ...] holding each request's output in the rows it asked for."""
+    gathered = torch.empty_like(like)
+    for request, output in zip(requests, outputs):
+        gathered[slice(None) if request.rows is None else request.rows] = output.to(like.dtype)
+    return gathered
+
+
 def distillation_loss(latents: Tensor, gradient: Tensor) -> Tensor:
     """0.5 ||z - stopgrad(z - grad)||^2 / B, whose gradient with respect to z is grad / B."""
     target = (latents - gradient).detach()
@@ -148,9 +156,7 @@ class ScoreDistillation:
             requests.append(NoiseRequest(self.prompts.negative, negative_rows))
         outputs = self.model.predict_noise(x_t, t, requests)
 
-        conditional = torch.empty_like(latents)
-        for request, output in zip(positive, outputs):
-            conditional[slice(None) if request.rows is None else request.rows] = output.to(latents.dtype)
+        conditional = scatter_rows(positive, outputs, latents)
         unconditional = outputs[len(positive)].to(latents.dtype) if self.rule.needs_unconditional else None
         negative = None
         if self.rule.needs_negative_prompt:

@@ -1,0 +1,28 @@
+"""The shipped digits prior: a miniature Stable Diffusion directory inside the package.
+
+`load_digits_prior()` hands the directory to the diffusers backend like any SD model, so the
+prior runs wherever diffusers and transformers are installed (no scikit-learn, no download).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..models.diffusers import DiffusersLatentCodec, DiffusersScoreModel, load_diffusers
+from .evaluator import DigitEvaluator
+
+DIGITS_PRIOR_DIR = Path(__file__).resolve().parent.parent / "assets" / "digits_prior"
+
+
+def load_digits_prior(
+    device: str | torch.device = "cpu", dtype: str | torch.dtype = "fp32", directory: str | Path = DIGITS_PRIOR_DIR
+) -> tuple[DiffusersScoreModel, DiffusersLatentCodec]:
+    """The prior's score model and VAE codec (latents [B, 4, 8, 8] <-> images [B, 3, 32, 32])."""
+    return load_diffusers(directory, dtype, device)
+
+
+def load_digits_evaluator(directory: str | Path = DIGITS_PRIOR_DIR) -> DigitEvaluator:
+    """The classifier, feature space and reference digits the benchmark measures with."""
+    return DigitEvaluator.load(Path(directory) / "evaluator")
