@@ -11,12 +11,15 @@ The pieces, each in its own module:
 - `models.diffusers`: Stable Diffusion from a local diffusers directory (optional extra);
 - `preview`: a fitted linear latent -> RGB map for fast previews;
 - `decomposition`: the NFSD paper's score decomposition view (delta_C, delta_D, noise);
-- `cli` (`python -m nfsd_core`): generate and decompose from the command line.
+- `sampling`: DDIM sampling with classifier-free guidance (the reference for distillation);
+- `digits`: the bundled miniature Stable Diffusion on handwritten digits, and its benchmark;
+- `cli` (`python -m nfsd_core`): generate, decompose and the offline demo from the command line.
 This package never imports ComfyUI.
 """
 
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from .decomposition import ScoreDecomposition, decompose_score, decomposition_images
+from .digits import load_digits_prior
 from .distillation import DistillationStep, Prompts, ScoreDistillation, distillation_loss
 from .guidance import DEFAULT_NEGATIVE_PROMPT, RULES, WEIGHTINGS, GuidanceRule, make_rule
 from .models import CallableScoreModel, LatentCodec, NoiseRequest, ScoreModel
@@ -24,6 +27,7 @@ from .models.diffusers import DiffusersLatentCodec, DiffusersScoreModel, load_di
 from .optimize import OptimizerSettings, RunResult, StepRecord, optimize
 from .preview import LatentToRGB, fit_latent_to_rgb
 from .representations import GuidanceView, LatentCanvas, Representation
+from .sampling import ddim_sample
 from .schedule import NoiseSchedule
 from .timesteps import NoiseStream, TimestepSchedule
 
@@ -52,12 +56,14 @@ __all__ = [
     "ScoreModel",
     "StepRecord",
     "TimestepSchedule",
+    "ddim_sample",
     "decompose_score",
     "decomposition_images",
     "distillation_loss",
     "fit_latent_to_rgb",
     "has_checkpoint",
     "load_checkpoint",
+    "load_digits_prior",
     "load_diffusers",
     "make_rule",
     "optimize",

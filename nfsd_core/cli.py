@@ -3,6 +3,7 @@
 Subcommands:
     generate   optimise a latent canvas with one or more rules (same seed) and save PNGs + statistics
     decompose  save the NFSD score decomposition (delta_C, delta_D, noise residual) of an image
+    demo       same-seed SDS vs NFSD on the bundled digits prior (see nfsd_core.demo)
 
 Every subcommand checks its input before any model loads and exits with status 2 and a message
 naming the bad input. To add a subcommand, write `add_<name>(subparsers)` that builds its parser
@@ -24,6 +25,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .checkpoint import has_checkpoint
+from .demo import add_demo
 from .decomposition import COMPONENTS, decompose_score, decomposition_images
 from .distillation import Prompts, ScoreDistillation
 from .guidance import DEFAULT_NEGATIVE_PROMPT, RULES, WEIGHTINGS, GuidanceRule, make_rule
@@ -262,7 +264,7 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=1))
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_generate, add_decompose]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_generate, add_decompose, add_demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

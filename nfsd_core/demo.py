@@ -41,8 +41,10 @@ def run_demo(args: argparse.Namespace) -> int:
 
     from .digits.prior import load_digits_evaluator, load_digits_prior
 
+    from .cli import UsageError
+
     if args.steps < 1:
-        raise ValueError(f"--steps must be at least 1, got {args.steps}")
+        raise UsageError(f"--steps must be at least 1, got {args.steps}")
     steps = 60 if args.quick else args.steps
     prompt_set = PromptSet(per_fine=1, per_coarse=3) if args.quick else PromptSet(per_fine=3, per_coarse=10)
     methods = demo_methods(steps)
@@ -57,10 +59,3 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"\nwrote {output}/grid.png, results.md, results.json")
     return 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point until the demo is registered in the CLI's subcommands."""
-    parser = argparse.ArgumentParser(prog="python -m nfsd_core")
-    add_demo(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.handler(args)

@@ -26,9 +26,10 @@ from ..optimize import OptimizerSettings, StepRecord, optimize
 from ..representations.base import GuidanceView
 from ..representations.canvas import LatentCanvas, initial_latents
 from ..sampling import ddim_sample
+from ..timesteps import TimestepSchedule
 from .evaluator import DigitEvaluator
-from .metrics import measure, real_baseline
-from .prompts import COARSE_PROMPTS, fine_prompt
+from .metrics import measure, real_baseline, real_images
+from .prompts import COARSE_LABELS, COARSE_PROMPTS, fine_prompt
 
 Progress = Callable[[int], None]
 
@@ -90,21 +91,23 @@ def encode_prompts(model: ScoreModel, row_prompts: Sequence[str], negative: str 
 
 
 def run_method(
-    model: ScoreModel, prompts: Prompts, row_prompts: Sequence[str], method: Method, noise: Tensor, seed: int,
+    model: ScoreModel, prompts: Prompts, row_prompts: Sequence[str], method: Method, initial: Tensor, seed: int,
     progress: Progress | None = None, snapshots: Sequence[int] = (),
 ) -> tuple[Tensor, float, dict[int, Tensor]]:
-    """Final latents [B, 4, 8, 8], denoiser evaluations per step and image, and latents at `snapshots` steps."""
+    """Run `method` from `initial` latents [B, 4, 8, 8] (DDIM: x_T; rules: the canvas's start).
+
+    Returns the final latents, denoiser evaluations per step and image, and the latents after
+    each step count in `snapshots` (rules only).
+    """
     evaluations_before = model.evaluations
     kept: dict[int, Tensor] = {}
     if method.rule is None:
-        latents = ddim_sample(model, prompts, noise, method.ddim_steps, method.scale or 7.5, views=row_prompts,
+        latents = ddim_sample(model, prompts, initial, method.ddim_steps, method.scale or 7.5, views=row_prompts,
                               on_step=progress)
     else:
-        from ..timesteps import TimestepSchedule
-
         guidance = ScoreDistillation(model, prompts, method.rule, method.scale,
                                      TimestepSchedule(kind=method.t_schedule), seed=seed)
-        canvas = PromptCanvas(noise, row_prompts)
+        canvas = PromptCanvas(initial, row_prompts)
 
         def on_step(record: StepRecord) -> None:
             if record.step + 1 in snapshots:
@@ -120,7 +123,8 @@ def run_method(
 
 @dataclass
 class ComparisonResult:
-    """Metrics per method label and prompt group, the real-digit baseline, and the decoded images."""
+    """Metrics per method label and prompt group, the real-digit baseline, and the decoded images
+    (plus a draw of real digits with the same prompts, as the grid's last row)."""
 
     metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     baseline: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -166,16 +170,18 @@ def compare(
         result.methods[method.label] = {**asdict(method), "evaluations_per_step": per_step,
                                         "evaluations_per_image": per_step * method.step_count,
                                         "seconds": round(time.perf_counter() - started, 1)}
+    result.images["real digits"] = real_images(evaluator, rows, torch.Generator().manual_seed(seed))
     return result
 
 
 COLUMNS = (
     ("accuracy", "accuracy", "{:.0%}"),
     ("coverage", "coverage", "{:.0%}"),
-    ("frechet", "Frechet", "{:.1f}"),
+    ("frechet", "Frechet", "{:.2f}"),
     ("diversity", "diversity", "{:.2f}"),
     ("latent_rms", "latent RMS", "{:.2f}"),
     ("pixel_std", "pixel std", "{:.3f}"),
+    ("colour", "colour", "{:.3f}"),
 )
 
 
@@ -195,22 +201,23 @@ def markdown_table(result: ComparisonResult, group: str) -> str:
 
 
 def _has(result: ComparisonResult, group: str, key: str) -> bool:
-    value = result.baseline[group].get(key)
-    return value is not None and value == value  # NaN: not defined for this group (coverage of fine prompts)
+    return key in result.baseline[group]  # coverage is only defined for coarse prompts
 
 
 def _format(metrics: dict[str, float], key: str, fmt: str) -> str:
     return fmt.format(metrics[key])
 
 
-def grid_images(result: ComparisonResult, prompt_set: PromptSet, per_coarse_shown: int = 3) -> Tensor:
-    """[methods, columns, 3, 32, 32]: one sample per fine prompt, then a few per coarse prompt."""
-    columns = list(range(0, 10 * prompt_set.per_fine, prompt_set.per_fine))
+def grid_columns(prompt_set: PromptSet, per_coarse_shown: int = 3) -> tuple[list[int], list[str]]:
+    """Rows of the canvas shown in the grid, with their labels: one sample per fine prompt (its
+    digit), then the first few of each coarse prompt ("odd", "even", "any")."""
+    columns, labels = list(range(0, 10 * prompt_set.per_fine, prompt_set.per_fine)), [str(d) for d in range(10)]
     start = 10 * prompt_set.per_fine
-    for index in range(len(COARSE_PROMPTS)):
-        columns += list(range(start + index * prompt_set.per_coarse,
-                              start + index * prompt_set.per_coarse + min(per_coarse_shown, prompt_set.per_coarse)))
-    return torch.stack([images[columns] for images in result.images.values()])
+    for index, prompt in enumerate(COARSE_PROMPTS):
+        shown = min(per_coarse_shown, prompt_set.per_coarse)
+        columns += range(start + index * prompt_set.per_coarse, start + index * prompt_set.per_coarse + shown)
+        labels += [COARSE_LABELS[prompt]] * shown
+    return columns, labels
 
 
 def save_result(result: ComparisonResult, prompt_set: PromptSet, directory: str | Path, upscale: int = 2) -> Path:
@@ -223,12 +230,9 @@ def save_result(result: ComparisonResult, prompt_set: PromptSet, directory: str 
     (directory / "results.json").write_text(json.dumps(record, indent=1))
     tables = [f"### {group} prompts\n\n{markdown_table(result, group)}\n" for group in result.baseline]
     (directory / "results.md").write_text("\n".join(tables))
-    images = grid_images(result, prompt_set)
+    columns, column_labels = grid_columns(prompt_set)
+    images = torch.stack([images[columns] for images in result.images.values()])  # [methods, columns, 3, H, W]
     if upscale > 1:
-        rows, columns = images.shape[:2]
-        images = F.interpolate(images.flatten(0, 1), scale_factor=upscale, mode="nearest")
-        images = images.view(rows, columns, *images.shape[1:])
-    column_labels = [str(d) for d in range(10)] + [p.split()[1][:4] if p.startswith("an") else "any"
-                                                   for p in COARSE_PROMPTS for _ in range(min(3, prompt_set.per_coarse))]
+        images = F.interpolate(images.flatten(0, 1), scale_factor=upscale, mode="nearest").unflatten(0, images.shape[:2])
     save_grid(images, directory / "grid.png", column_labels=column_labels, row_labels=list(result.images))
     return directory

@@ -4,10 +4,11 @@ A sample set is images [N, 3, H, W] in [0, 1], their latents [N, 4, 8, 8], and t
 prompt of each row (see `prompts.prompt_digits`). `measure` gives:
 
 - accuracy: fraction the classifier puts in the prompt's digit set;
-- coverage: for coarse prompts, the fraction of the prompt's digits that appear at all;
+- coverage (only with coarse prompts): the fraction of their digits that appear at all;
 - frechet: Frechet distance to the held-out real digits of the prompts' digits, in PCA-20 space;
 - diversity: mean pairwise L2 distance between 8x8 digits of the same prompt;
-- latent_rms, pixel_mean, pixel_std: saturation statistics.
+- latent_rms, pixel_mean, pixel_std, colour: saturation statistics (the prior only ever saw
+  grey digits, so colour, the mean spread of R, G and B per pixel, is 0 on its data).
 `real_baseline` measures real training-split digits drawn with the same prompt composition:
 its `frechet` is the floor a perfect generator reaches at this sample size.
 """
@@ -69,15 +70,18 @@ def measure(evaluator: DigitEvaluator, images: Tensor, latents: Tensor, prompts:
                 for p, rows in coarse.items()]
     union = sorted(set().union(*allowed))
     held_out = evaluator.split.held_out_digits[torch.isin(evaluator.split.held_out_labels, torch.tensor(union))]
-    return {
+    metrics = {
         "accuracy": sum(correct) / len(correct),
-        "coverage": sum(coverage) / len(coverage) if coverage else float("nan"),
         "frechet": frechet_distance(evaluator.features(digits), evaluator.features(round_trip(held_out))),
         "diversity": sum(mean_pairwise_distance(digits[rows]) for rows in groups.values()) / len(groups),
         "latent_rms": float(latents.float().pow(2).mean().sqrt()),
         "pixel_mean": float(images.mean()),
         "pixel_std": float(images.std()),
+        "colour": float(images.std(dim=1).mean()),
     }
+    if coverage:
+        metrics["coverage"] = sum(coverage) / len(coverage)
+    return metrics
 
 
 def real_images(evaluator: DigitEvaluator, prompts: Sequence[str], generator: torch.Generator) -> Tensor:

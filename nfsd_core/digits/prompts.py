@@ -17,6 +17,7 @@ COARSE_PROMPTS = {
     "an even handwritten digit": (0, 2, 4, 6, 8),
     GENERIC_PROMPT: tuple(range(10)),
 }
+COARSE_LABELS = {"an odd handwritten digit": "odd", "an even handwritten digit": "even", GENERIC_PROMPT: "any"}
 # The paper's default negative prompt, phrase by phrase, plus synonyms that describe the same images.
 NEGATIVE_PHRASES = (
     "unrealistic", "blurry", "low quality", "out of focus", "ugly", "low contrast", "dull", "dark",

@@ -32,11 +32,11 @@ Log = Callable[[dict], None]
 @dataclass(frozen=True)
 class TrainingSettings:
     seed: int = 0
-    vae_steps: int = 800
+    vae_steps: int = 300
     vae_batch: int = 64
     vae_lr: float = 2e-3
     vae_kl_weight: float = 1e-5
-    denoiser_steps: int = 2000
+    denoiser_steps: int = 1500
     denoiser_batch: int = 128
     denoiser_lr: float = 2e-3
     warmup_steps: int = 100
@@ -194,7 +194,11 @@ def train_denoiser(
 
 
 def save_prior(directory: str | Path, vae: nn.Module, unet: nn.Module, text_encoder: nn.Module, tokenizer) -> Path:
-    """Write a standard diffusers Stable Diffusion directory (model_index.json, unet/, vae/, ...)."""
+    """Write a standard diffusers Stable Diffusion directory (model_index.json, unet/, vae/, ...).
+
+    Weights are stored in float16, as SD checkpoints usually are (half the size; loaders cast
+    them to the precision they run in).
+    """
     from diffusers import StableDiffusionPipeline
 
     directory = Path(directory)
@@ -202,7 +206,7 @@ def save_prior(directory: str | Path, vae: nn.Module, unet: nn.Module, text_enco
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=build_scheduler(),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
-    pipeline.save_pretrained(directory, safe_serialization=True)
+    pipeline.to(torch.float16).save_pretrained(directory, safe_serialization=True)
     save_tokenizer(tokenizer, directory / "tokenizer")
     return directory
 
@@ -240,3 +244,44 @@ def train_prior(
     }
     (Path(directory) / "training_log.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def check_samples(directory: str | Path, evaluator, seed: int = 0) -> dict:
+    """DDIM-50 samples of the saved prior, measured like the benchmark's reference row."""
+    from .comparison import Method, PromptSet, compare
+    from .prior import load_digits_prior
+
+    model, codec = load_digits_prior(directory=directory)
+    result = compare(model, codec, evaluator, [Method("DDIM 50", None, 7.5)], PromptSet(), seed)
+    return {"ddim_50_cfg_7.5": result.metrics["DDIM 50"], "real_digits": result.baseline}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from .evaluator import DigitEvaluator
+    from .prior import DIGITS_PRIOR_DIR
+
+    defaults = TrainingSettings()
+    parser = argparse.ArgumentParser(prog="python -m nfsd_core.digits.training",
+                                     description="Train the digits prior and its evaluator (needs scikit-learn).")
+    parser.add_argument("--output", type=Path, default=DIGITS_PRIOR_DIR, help="where to write the SD directory")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--vae-steps", type=int, default=defaults.vae_steps)
+    parser.add_argument("--denoiser-steps", type=int, default=defaults.denoiser_steps)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    settings = TrainingSettings(seed=args.seed, vae_steps=args.vae_steps, denoiser_steps=args.denoiser_steps)
+    split = load_digit_split()
+    record = train_prior(args.output, settings, split, log=lambda entry: print(json.dumps(entry), flush=True))
+    evaluator = DigitEvaluator.fit(split, seed=args.seed)
+    evaluator.save(args.output / "evaluator")
+    record.update(evaluator=evaluator.info, samples=check_samples(args.output, evaluator, args.seed))
+    (args.output / "training_log.json").write_text(json.dumps(record, indent=1))
+    print(json.dumps({key: record[key] for key in ("total_seconds", "evaluator", "samples")}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
