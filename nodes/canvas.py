@@ -4,24 +4,26 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from .representation import CanvasState
+from .representation import SD_DOWNSCALE, CanvasState
 from .types import CATEGORY, Representation
 
-DOWNSCALE = 8  # pixels per latent of the SD 1.x/2.x/SDXL VAE, as EmptyLatentImage assumes
-LATENT_CHANNELS = 4
+SD_LATENT_CHANNELS = 4
 
 
-def canvas_state(width: int, height: int, batch: int, seed: int, initial_latent: dict | None) -> CanvasState:
-    """A CanvasState of `width` x `height` pixels, optionally starting from a LATENT of that size."""
-    if width % DOWNSCALE or height % DOWNSCALE:
-        raise ValueError(f"width and height must be multiples of {DOWNSCALE} pixels, got {width}x{height}")
+def canvas_state(width: int, height: int, batch: int, seed: int, initial_latent: dict | None,
+                 downscale: int = SD_DOWNSCALE, channels: int = SD_LATENT_CHANNELS) -> CanvasState:
+    """A CanvasState of `width` x `height` pixels at `downscale` pixels per latent (the VAE's),
+    optionally starting from a LATENT of that size."""
+    if width % downscale or height % downscale:
+        raise ValueError(f"width and height must be multiples of {downscale} pixels (the VAE's pixels per latent), "
+                         f"got {width}x{height}")
     if initial_latent is None:
-        return CanvasState(batch, LATENT_CHANNELS, height // DOWNSCALE, width // DOWNSCALE, seed)
+        return CanvasState(batch, channels, height // downscale, width // downscale, seed, pixels_per_latent=downscale)
     samples = initial_latent["samples"]
     if samples.dim() != 4:
         raise ValueError(f"initial_latent must be an image LATENT [batch, channels, height, width], "
                          f"got shape {tuple(samples.shape)}")
-    size = (samples.shape[-2] * DOWNSCALE, samples.shape[-1] * DOWNSCALE)
+    size = (samples.shape[-2] * downscale, samples.shape[-1] * downscale)
     if size != (height, width):
         raise ValueError(f"initial_latent is {size[1]}x{size[0]} pixels but the canvas is {width}x{height}: set "
                          f"width and height to the latent's size, or resize the latent (Upscale Latent)")
@@ -29,7 +31,8 @@ def canvas_state(width: int, height: int, batch: int, seed: int, initial_latent:
         raise ValueError(f"initial_latent holds {samples.shape[0]} latents but batch is {batch}: use a batch of 1 "
                          f"(repeated) or {batch}")
     samples = samples.expand(batch, -1, -1, -1).float().cpu().clone()
-    return CanvasState(batch, samples.shape[1], height // DOWNSCALE, width // DOWNSCALE, seed, samples)
+    return CanvasState(batch, samples.shape[1], height // downscale, width // downscale, seed, samples,
+                       pixels_per_latent=downscale)
 
 
 class LatentCanvas(io.ComfyNode):
@@ -41,10 +44,11 @@ class LatentCanvas(io.ComfyNode):
             category=f"{CATEGORY}/representations",
             description="A latent image for NFSD Optimizer to optimise: random (seeded) or from a LATENT.",
             inputs=[
-                io.Int.Input("width", default=512, min=DOWNSCALE, max=8192, step=DOWNSCALE,
-                             tooltip="Image width in pixels (a multiple of 8)."),
-                io.Int.Input("height", default=512, min=DOWNSCALE, max=8192, step=DOWNSCALE,
-                             tooltip="Image height in pixels (a multiple of 8)."),
+                io.Int.Input("width", default=512, min=SD_DOWNSCALE, max=8192, step=SD_DOWNSCALE,
+                             tooltip="Image width in pixels (a multiple of the VAE's pixels per latent: 8 for SD "
+                             "checkpoints, 4 for NFSD Demo Model)."),
+                io.Int.Input("height", default=512, min=SD_DOWNSCALE, max=8192, step=SD_DOWNSCALE,
+                             tooltip="Image height in pixels (a multiple of the VAE's pixels per latent)."),
                 io.Int.Input("batch_size", default=1, min=1, max=64,
                              tooltip="Number of images optimised together (each gets its own timestep and noise)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
@@ -52,10 +56,18 @@ class LatentCanvas(io.ComfyNode):
                 io.Latent.Input("initial_latent", optional=True,
                                 tooltip="Start from this LATENT instead of noise (e.g. VAE Encode of an image); its "
                                 "size must match width and height."),
+                io.Vae.Input("vae", optional=True,
+                             tooltip="The checkpoint's VAE, whose pixels per latent and latent channels size the "
+                             "canvas (NFSD Demo Model's: 4 pixels per latent). Not wired: SD 1.x/2.x/SDXL's 8 pixels "
+                             "per latent and 4 channels."),
             ],
             outputs=[Representation.Output(display_name="canvas", tooltip="The canvas, for NFSD Optimizer.")],
         )
 
     @classmethod
-    def execute(cls, width, height, batch_size, seed, initial_latent=None) -> io.NodeOutput:
-        return io.NodeOutput(canvas_state(width, height, batch_size, seed, initial_latent))
+    def execute(cls, width, height, batch_size, seed, initial_latent=None, vae=None) -> io.NodeOutput:
+        if vae is None:
+            return io.NodeOutput(canvas_state(width, height, batch_size, seed, initial_latent))
+        vae.throw_exception_if_invalid()
+        return io.NodeOutput(canvas_state(width, height, batch_size, seed, initial_latent,
+                                          vae.spacial_compression_encode(), vae.latent_channels))

@@ -12,7 +12,7 @@ and Renderer nodes work with it unchanged (the NeRF's is `NerfState`, in nerf.py
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import latent_preview
@@ -23,6 +23,8 @@ from torch import Tensor
 from ..nfsd_core import LatentCanvas, Representation
 from ..nfsd_core.representations import initial_latents
 from .fingerprint import fingerprint
+
+SD_DOWNSCALE = 8  # pixels per latent of the SD 1.x/2.x/SDXL VAE, as EmptyLatentImage assumes
 
 
 class NodeRepresentation(abc.ABC):
@@ -81,7 +83,8 @@ class NodeRepresentation(abc.ABC):
 
 @dataclass(frozen=True, eq=False)  # compared by identity: it holds a tensor
 class CanvasState(NodeRepresentation):
-    """A latent canvas: `samples` [B, C, h, w] in VAE units, or None for a seeded random start.
+    """A latent canvas: `samples` [B, C, h, w] in VAE units, or None for a seeded random start;
+    `pixels_per_latent` is the downscale factor of the VAE it was sized for.
 
     The random start is standard normal in the score model's latent space, where distillation
     starts from; it has no VAE units until a model fixes the scale, so it can be optimised but not
@@ -94,6 +97,7 @@ class CanvasState(NodeRepresentation):
     width: int
     seed: int = 0
     samples: Tensor | None = None
+    pixels_per_latent: int = SD_DOWNSCALE
 
     @property
     def latent_shape(self) -> tuple[int, int, int, int]:
@@ -110,8 +114,7 @@ class CanvasState(NodeRepresentation):
         return LatentCanvas(latents).to(device)
 
     def with_result(self, trained: Representation, latent_format) -> "CanvasState":
-        samples = latent_format.process_out(trained.latents.detach().float()).cpu()
-        return CanvasState(self.batch, self.channels, self.height, self.width, self.seed, samples)
+        return replace(self, samples=latent_format.process_out(trained.latents.detach().float()).cpu())
 
     def latent(self) -> dict[str, Tensor]:
         return {"samples": self._optimised_samples()}
@@ -124,6 +127,10 @@ class CanvasState(NodeRepresentation):
         if vae is None:
             raise ValueError("a latent canvas becomes an image through the VAE: wire the checkpoint's VAE into NFSD "
                              "Renderer's 'vae' input")
+        if vae.spacial_compression_decode() != self.pixels_per_latent:
+            raise ValueError(f"this canvas was sized for {self.pixels_per_latent} pixels per latent but the VAE has "
+                             f"{vae.spacial_compression_decode()}: wire this VAE into NFSD Latent Canvas's 'vae' input "
+                             "too, so that its width and height are this VAE's pixels")
         return vae.decode(samples)
 
     def _optimised_samples(self) -> Tensor:
