@@ -148,7 +148,9 @@ class NerfState(NodeRepresentation):
             codec = ComfyLatentCodec(vae, latent_format)
             if codec.downscale_factor != settings.latent_downscale:
                 raise ValueError(f"the VAE shrinks images {codec.downscale_factor}x but the NeRF expects "
-                                 f"{settings.latent_downscale}x; use the VAE of an SD 1.x, 2.x or SDXL checkpoint")
+                                 f"{settings.latent_downscale}x; use the VAE of an SD 1.x, 2.x or SDXL checkpoint, "
+                                 f"or set NFSD NeRF Representation's advanced to "
+                                 f'{{"latent_downscale": {codec.downscale_factor}}} for this one')
         nerf = NerfRepresentation(settings, codec, latent_to_rgb(latent_format))
         if self.weights is not None:  # optimised before: go on from there
             nerf.load_state_dict(self.weights)

@@ -153,3 +153,15 @@ def test_canvas_takes_its_size_from_the_vae(comfyui):
                                 initial_latent={"samples": torch.zeros(1, 4, 4, 4)})[0]
     with pytest.raises(ValueError, match="sized for 8 pixels per latent but the VAE has 4"):
         comfyui.run_node("NFSD_Renderer", representation=sd_sized, vae=vae)
+
+
+def test_rgb_nerf_on_demo_model_names_the_factor_to_set(comfyui):
+    """The demo VAE shrinks 4x, SD's 8x: an RGB NeRF made for SD says which setting fits this VAE."""
+    from comfyui_helpers import text_to_nerf_prompt
+
+    prompt = text_to_nerf_prompt(steps=1)
+    prompt["1"] = {"class_type": "NFSD_DemoModel", "inputs": {}}
+    result = comfyui.execute(prompt)
+    assert not result.success
+    assert "shrinks images 4x but the NeRF expects 8x" in result.error_message
+    assert '{"latent_downscale": 4}' in result.error_message

@@ -90,3 +90,32 @@ def test_workflow_runs_as_shipped(comfyui, path: Path):
         if node["class_type"] == "NFSD_ScoreDecomposition":
             timesteps = node["inputs"]["timesteps"].count(",") + 1
             assert [image.shape[0] for image in result.values[node_id]] == [timesteps] * 4
+
+
+def on_demo_model(prompt: dict) -> dict:
+    """The graph with NFSD Demo Model in place of its checkpoint loader (the same MODEL, CLIP, VAE
+    outputs in the same order), that VAE wired into every canvas and its factor given to every NeRF,
+    as README tells a user to."""
+    loaders = [node_id for node_id, node in prompt.items() if node["class_type"] == "CheckpointLoaderSimple"]
+    assert len(loaders) == 1
+    prompt[loaders[0]] = {"class_type": "NFSD_DemoModel", "inputs": {}}
+    for node in prompt.values():
+        if node["class_type"] == "NFSD_LatentCanvas":
+            node["inputs"]["vae"] = [loaders[0], 2]
+        if node["class_type"] == "NFSD_NeRFRepresentation":
+            advanced = json.loads(node["inputs"]["advanced"] or "{}")
+            node["inputs"]["advanced"] = json.dumps({**advanced, "latent_downscale": 4})
+    return prompt
+
+
+@pytest.mark.parametrize("path", [path for path in WORKFLOWS if not path.name.startswith(DEMO_PREFIX)],
+                         ids=lambda path: path.stem)
+def test_sd_workflow_runs_on_demo_model(comfyui, path: Path):
+    """Every shipped workflow can run without a download: swap its loader for NFSD Demo Model."""
+    prompt = on_demo_model(shrink(ui_to_api(json.loads(path.read_text()), comfyui.object_info())))
+    result = comfyui.execute(prompt)
+    assert result.valid, result.error_message
+    assert result.success, result.error_message
+    for node_id, node in prompt.items():
+        if node["class_type"] == "NFSD_Renderer" and "canvas" in str(node["inputs"]):
+            assert result.values[node_id][0].shape[1:3] == (64, 64)  # the demo VAE's 4 pixels per latent
