@@ -49,6 +49,14 @@ def test_history_reports_every_step():
     assert all(r.loss == pytest.approx(0.5 * r.grad_norm**2) for r in run.history)
 
 
+def test_canvas_logs_the_rms_of_the_latents_each_step_sees():
+    canvas = LatentCanvas(torch.full((1, 4, 4, 4), 2.0))
+    seen = []
+    optimize(canvas, make_guidance("nfsd"), steps=2, on_step=seen.append)
+    assert seen[0].stats["latent_rms"] == pytest.approx(2.0)  # before the first update
+    assert seen[1].stats["latent_rms"] != pytest.approx(2.0)  # after it
+
+
 def test_previews_arrive_every_n_steps_and_at_the_end():
     shown = []
     optimize(LatentCanvas.random(1, 4, 4, 4), make_guidance(), steps=7, preview_every=3,

@@ -33,7 +33,10 @@ class LatentCanvas(Representation):
         return cls(initial_latents((batch, channels, height, width), seed))
 
     def render_for_guidance(self, step: int, steps: int, generator: torch.Generator) -> GuidanceView:
-        return GuidanceView(self.latents)
+        """The latents as they are, with their RMS logged: about 1 for real images in SD's scaled
+        latent space, and the first sign of a saturating run (see README, "Why NFSD saturates")."""
+        latent_rms = self.latents.detach().pow(2).mean().sqrt().item()
+        return GuidanceView(self.latents, stats={"latent_rms": latent_rms})
 
     def config(self) -> dict[str, Any]:
         return {"type": "latent_canvas", "shape": list(self.latents.shape)}
