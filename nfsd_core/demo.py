@@ -1,7 +1,8 @@
 """`python -m nfsd_core demo`: a same-seed SDS vs NFSD comparison on the shipped digits prior.
 
 Runs on a CPU in a few minutes with no download: DDIM sampling (the reference), SDS at scale
-100 and NFSD at 7.5, all from the same initial latents and per-step noise, on fine prompts
+100 and NFSD at 7.5 (500 steps, lr 0.01, t annealed from high to low noise: the setting the
+benchmark's sweep supports), all from the same initial latents and per-step noise, on fine prompts
 ("a handwritten digit seven") and coarse ones ("an odd handwritten digit"). Writes grid.png
 (rows = methods), results.md and results.json, and prints the tables.
 """
