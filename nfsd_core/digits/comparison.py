@@ -83,7 +83,9 @@ class PromptCanvas(LatentCanvas):
         self.row_prompts = list(row_prompts)
 
     def render_for_guidance(self, step: int, steps: int, generator: torch.Generator) -> GuidanceView:
-        return GuidanceView(self.latents, views=self.row_prompts)
+        view = super().render_for_guidance(step, steps, generator)
+        view.views = self.row_prompts
+        return view
 
 
 def encode_prompts(model: ScoreModel, row_prompts: Sequence[str], negative: str = DEFAULT_NEGATIVE_PROMPT) -> Prompts:
