@@ -78,7 +78,8 @@ def load_checkpoint(
         raise ValueError(f"checkpoint {directory} has format {meta.get('format')}, this version reads {FORMAT_VERSION}")
     if meta["representation"] != representation.config():
         raise ValueError(
-            f"checkpoint {directory} was saved for {meta['representation']}, not for {representation.config()}; "
+            f"checkpoint {directory} was saved for other representation settings "
+            f"({describe_differences(meta['representation'], representation.config())}); "
             "resume with the same representation settings or choose another checkpoint directory"
         )
     tensors = load_file(str(directory / STATE_FILE))
@@ -93,6 +94,19 @@ def load_checkpoint(
             state.setdefault(int(index), {})[name] = value if name == "step" else value.to(device)
     optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer_param_groups"]})
     return Checkpoint(step=meta["step"], metadata=meta["metadata"], history=meta["history"])
+
+
+def describe_differences(saved: Any, current: Any) -> str:
+    """The leaves where two JSON-like settings differ, as "a.b: saved X, now Y; ..." (for errors
+    that must say what to change, not print two whole configurations)."""
+    return "; ".join(_differences(saved, current, ""))
+
+
+def _differences(saved: Any, current: Any, name: str) -> list[str]:
+    if isinstance(saved, dict) and isinstance(current, dict):
+        return [line for key in sorted(saved.keys() | current.keys(), key=str)
+                for line in _differences(saved.get(key), current.get(key), f"{name}.{key}" if name else str(key))]
+    return [] if saved == current else [f"{name or 'value'}: saved {saved!r}, now {current!r}"]
 
 
 def _replace_atomically(path: Path, write) -> None:

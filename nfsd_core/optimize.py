@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import torch
 
-from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import describe_differences, has_checkpoint, load_checkpoint, save_checkpoint
 from .distillation import ScoreDistillation, distillation_loss
 from .representations.base import Representation
 
@@ -138,8 +138,9 @@ def optimize(
         checkpoint = load_checkpoint(checkpoint_dir, representation, optimizer)
         if checkpoint.metadata != signature:
             raise ValueError(
-                f"the checkpoint in {checkpoint_dir} belongs to another run ({checkpoint.metadata}); "
-                f"this run is {signature}. Use the same settings to resume, or another checkpoint directory."
+                f"the checkpoint in {checkpoint_dir} belongs to another run "
+                f"({describe_differences(checkpoint.metadata, signature)}). "
+                "Use the same settings to resume, or another checkpoint directory."
             )
         done = checkpoint.step
         history = [StepRecord(**record) for record in checkpoint.history]

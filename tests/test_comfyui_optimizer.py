@@ -119,9 +119,12 @@ def test_a_checkpoint_resumes_only_its_own_run(comfyui, tmp_path):
     other_prompt = text_to_image_prompt(steps=2, checkpoint_dir=directory)
     other_prompt["2"]["inputs"]["text"] = "a blue car"
     other_model = text_to_image_prompt(steps=2, checkpoint_dir=directory, checkpoint="tiny_sd_v.safetensors")
-    for prompt in (other_prompt, other_model, text_to_image_prompt(steps=2, checkpoint_dir=directory, rule="SDS")):
+    other_rule = text_to_image_prompt(steps=2, checkpoint_dir=directory, rule="SDS")
+    for prompt, difference in ((other_prompt, "prompts: saved"), (other_model, "model: saved"),
+                               (other_rule, "guidance.rule: saved 'nfsd', now 'sds'")):
         result = comfyui.execute(prompt)
         assert not result.success and "belongs to another run" in result.error_message
+        assert difference in result.error_message  # the message names what differs
     again, _ = run(comfyui, steps=2, checkpoint_dir=directory)  # the same run: restored, nothing recomputed
     assert torch.equal(again, run(comfyui, steps=2)[0])
 

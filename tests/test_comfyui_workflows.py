@@ -95,7 +95,7 @@ def test_workflow_runs_as_shipped(comfyui, path: Path):
 def on_demo_model(prompt: dict) -> dict:
     """The graph with NFSD Demo Model in place of its checkpoint loader (the same MODEL, CLIP, VAE
     outputs in the same order), that VAE wired into every canvas and its factor given to every NeRF,
-    as README tells a user to."""
+    as README tells a user to. A checkpoint folder gets a suffix: the SD run's state is not this one's."""
     loaders = [node_id for node_id, node in prompt.items() if node["class_type"] == "CheckpointLoaderSimple"]
     assert len(loaders) == 1
     prompt[loaders[0]] = {"class_type": "NFSD_DemoModel", "inputs": {}}
@@ -105,6 +105,8 @@ def on_demo_model(prompt: dict) -> dict:
         if node["class_type"] == "NFSD_NeRFRepresentation":
             advanced = json.loads(node["inputs"]["advanced"] or "{}")
             node["inputs"]["advanced"] = json.dumps({**advanced, "latent_downscale": 4})
+        if node["class_type"] == "NFSD_Optimizer" and node["inputs"].get("checkpoint_dir"):
+            node["inputs"]["checkpoint_dir"] += "_demo"
     return prompt
 
 

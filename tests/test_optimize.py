@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from nfsd_core import LatentCanvas, OptimizerSettings, Prompts, ScoreDistillation, optimize
-from nfsd_core.checkpoint import META_FILE, has_checkpoint
+from nfsd_core.checkpoint import META_FILE, describe_differences, has_checkpoint
 
 from core_helpers import gaussian_model
 
@@ -115,10 +115,19 @@ def test_periodic_checkpoints_survive_a_hard_stop(tmp_path):
 
 def test_a_checkpoint_of_another_run_is_refused(tmp_path):
     optimize(LatentCanvas.random(1, 4, 4, 4), make_guidance("nfsd"), steps=3, checkpoint_dir=tmp_path)
-    with pytest.raises(ValueError, match="belongs to another run"):
+    with pytest.raises(ValueError, match="belongs to another run") as refused:
         optimize(LatentCanvas.random(1, 4, 4, 4), make_guidance("sds"), steps=3, checkpoint_dir=tmp_path)
-    with pytest.raises(ValueError, match="was saved for"):
+    assert "guidance.rule: saved 'nfsd', now 'sds'" in str(refused.value)  # what differs, not two whole dicts
+    with pytest.raises(ValueError, match="was saved for") as refused:
         optimize(LatentCanvas.random(2, 4, 4, 4), make_guidance("nfsd"), steps=3, checkpoint_dir=tmp_path)
+    assert "shape: saved [1, 4, 4, 4], now [2, 4, 4, 4]" in str(refused.value)
+
+
+def test_describe_differences_names_each_differing_leaf():
+    saved = {"a": 1, "b": {"c": [1, 2], "d": "x"}, "gone": True}
+    current = {"a": 1, "b": {"c": [1, 3], "d": "x"}, "new": 0}
+    assert describe_differences(saved, current) == ("b.c: saved [1, 2], now [1, 3]; gone: saved True, now None; "
+                                                    "new: saved None, now 0")
 
 
 @pytest.mark.parametrize("steps", [0, -3])
