@@ -34,7 +34,7 @@ class LatentCanvas(Representation):
 
     def render_for_guidance(self, step: int, steps: int, generator: torch.Generator) -> GuidanceView:
         """The latents as they are, with their RMS logged: about 1 for real images in SD's scaled
-        latent space, and the first sign of a saturating run (see README, "Why NFSD saturates")."""
+        latent space, and the first sign of a saturating run (README: "Why NFSD saturates with uniform t")."""
         latent_rms = self.latents.detach().pow(2).mean().sqrt().item()
         return GuidanceView(self.latents, stats={"latent_rms": latent_rms})
 
