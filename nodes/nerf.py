@@ -171,8 +171,9 @@ class NerfState(NodeRepresentation):
         return {"settings": self.settings.to_config(),
                 "weights": None if self.weights is None else fingerprint(self.weights)}
 
-    def preview(self, trained: NerfRepresentation, done: int, steps: int, latent_format) -> Image.Image | None:
-        """The evaluation view at the current render size, from a camera that circles once over the run."""
+    def preview(self, trained: NerfRepresentation, done: int, steps: int, previewer) -> Image.Image | None:
+        """The evaluation view at the current render size, from a camera that circles once over the run
+        (a latent NeRF's colours through its own latent-to-RGB map: no `previewer` is needed)."""
         if trained.latent_colour and trained.latent_rgb is None:
             return None
         settings = self.settings

@@ -29,7 +29,7 @@ from ..nfsd_core.optimize import guidance_signature
 from .autograd import autograd_enabled
 from .backend import ComfyScoreModel, condition_names
 from .fingerprint import fingerprint, model_fingerprint
-from .representation import NodeRepresentation
+from .representation import NodeRepresentation, select_previewer
 from .types import CATEGORY, Guidance, Representation
 
 CHECKPOINT_EVERY = 100  # steps between saves into a checkpoint directory the user chose
@@ -142,12 +142,13 @@ class Optimizer(io.ComfyNode):
         run_guidance = guidance.with_seed(seed)
         latent_format = model.latent_format
         progress = comfy.utils.ProgressBar(steps, node_id=cls.hidden.unique_id)
+        previewer = select_previewer(latent_format, model.device) if preview_every else None
 
         def on_step(record: StepRecord) -> None:
             progress.update_absolute(record.step + 1, steps)
 
         def on_preview(done: int, trained) -> None:
-            image = representation.preview(trained, done, steps, latent_format)
+            image = representation.preview(trained, done, steps, previewer)
             if image is not None:
                 progress.update_absolute(done, steps, ("JPEG", image, latent_preview.MAX_PREVIEW_RESOLUTION))
 
