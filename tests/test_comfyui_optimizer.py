@@ -27,7 +27,7 @@ def test_same_seed_same_result_and_rules_share_the_draws(comfyui):
     first, stats = run(comfyui, seed=3)
     again, _ = run(comfyui, seed=3)
     other_seed, _ = run(comfyui, seed=4)
-    sds, sds_stats = run(comfyui, seed=3, rule="SDS")
+    sds, sds_stats = run(comfyui, seed=3, rule="SDS", scale=100.0)
     assert torch.equal(first, again)
     assert not torch.allclose(first, other_seed)
     assert stats["history"]["t"] == sds_stats["history"]["t"]  # same seed, same timesteps for both rules
@@ -46,6 +46,17 @@ def test_progress_every_step_and_previews_every_n_steps(comfyui):
     assert [value for value, _ in previews] == [2, 4]
     for _, (kind, image, max_size) in previews:
         assert kind == "JPEG" and image.size == (8, 8)
+
+
+def test_guidance_widgets_mean_what_they_show(comfyui):
+    """No magic values: the scale shown is the scale used (0 too), and t_max_end anneals only below t_max."""
+    spec = comfyui.object_info()["NFSD_ScoreDistillationGuidance"]["input"]["required"]
+    assert spec["scale"][1]["default"] == 7.5
+    assert spec["t_max_end"][1]["default"] == spec["t_max"][1]["default"]
+    assert run(comfyui, steps=1, scale=0.0)[1]["scale"] == 0.0
+    plain = run(comfyui, steps=6, seed=1)[1]["history"]["t"]
+    annealed = run(comfyui, steps=6, seed=1, t_max_end=0.3, anneal_at=0.5)[1]["history"]["t"]
+    assert all(t <= 300 for step in annealed[3:] for t in step) and annealed != plain
 
 
 def optimizer_previews(comfyui, **settings) -> list:
