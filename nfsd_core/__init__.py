@@ -19,7 +19,7 @@ This package never imports ComfyUI.
 
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from .decomposition import ScoreDecomposition, decompose_score, decomposition_images
-from .digits import load_digits_prior
+from .digits.prior import load_digits_prior
 from .distillation import DistillationStep, Prompts, ScoreDistillation, distillation_loss
 from .guidance import DEFAULT_NEGATIVE_PROMPT, RULES, WEIGHTINGS, GuidanceRule, make_rule
 from .models import CallableScoreModel, LatentCodec, NoiseRequest, ScoreModel
