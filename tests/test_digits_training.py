@@ -8,7 +8,8 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("sklearn")
 
-from nfsd_core.digits.data import degrade, load_digit_split, to_digits, to_images  # noqa: E402
+from nfsd_core.digits.data import load_digit_split, to_digits, to_images  # noqa: E402
+from nfsd_core.priors.degradation import degrade  # noqa: E402
 from nfsd_core.digits.prior import load_digits_prior  # noqa: E402
 from nfsd_core.digits.training import train_digits_prior  # noqa: E402
 from nfsd_core.priors.training import TrainingSettings  # noqa: E402

@@ -12,9 +12,10 @@ from pathlib import Path
 import torch
 
 from ..priors.training import Log, PriorData, TrainingSettings, train_prior
-from .data import DigitSplit, degrade, load_digit_split, to_images
+from ..priors.degradation import degrade, negative_caption
+from .data import DigitSplit, load_digit_split, to_images
 from .prior import DIGITS_PRIOR_DIR, load_digits_prior
-from .prompts import negative_caption, real_caption, vocabulary_words
+from .prompts import real_caption, vocabulary_words
 
 
 def digits_training_data(split: DigitSplit) -> PriorData:
