@@ -8,7 +8,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 TRAINING_AND_BENCHMARK = ("nfsd_core.priors.training", "nfsd_core.digits.training", "nfsd_core.digits.evaluator",
                           "nfsd_core.digits.metrics", "nfsd_core.digits.comparison", "nfsd_core.digits.data",
-                          "nfsd_core.cli", "sklearn")
+                          "nfsd_core.shapes.render", "nfsd_core.shapes.data", "nfsd_core.shapes.training",
+                          "nfsd_core.shapes.evaluator", "nfsd_core.cli", "sklearn")
 
 
 def loaded_modules(statement: str) -> set[str]:

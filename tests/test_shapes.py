@@ -78,3 +78,25 @@ def test_captions_name_colour_shape_and_view_in_words_the_tokenizer_keeps_whole(
     for caption in {c for c in captions if c}:
         words = caption.replace(",", " ").split()
         assert len(tokenizer(caption, add_special_tokens=False).input_ids) == len(words) + caption.count(",")
+
+
+def test_the_prior_building_path_saves_a_loadable_shapes_prior_and_a_judge(tmp_path):
+    from dataclasses import replace
+
+    from nfsd_core.shapes.evaluator import ShapeJudge
+    from nfsd_core.shapes.prior import load_shapes_prior
+    from nfsd_core.shapes.training import SHAPES_TRAINING, train_shapes_prior
+
+    settings = replace(SHAPES_TRAINING, vae_steps=2, vae_batch=8, denoiser_steps=2, denoiser_batch=8, warmup_steps=1)
+    record = train_shapes_prior(tmp_path, settings, images=16, log=lambda entry: None)
+    assert [entry["stage"] for entry in record["log"]] == ["vae", "vae", "denoiser", "denoiser"]
+    model, codec = load_shapes_prior(directory=tmp_path)
+    images = make_shape_set(2, seed=5).images
+    latents = codec.encode(images)
+    assert latents.shape == (2, 4, 8, 8) and codec.decode(latents).shape == (2, 3, 32, 32)
+    red_mug, blue_mug = model.encode_prompt("a red mug, front view"), model.encode_prompt("a blue mug, front view")
+    assert red_mug.shape == (1, 77, 64) and not torch.equal(red_mug, blue_mug)
+
+    judge = ShapeJudge.fit(32, 16, seed=0, steps=3)
+    judge.save(tmp_path / "evaluator")
+    assert ShapeJudge.load(tmp_path / "evaluator").predict(images) == judge.predict(images)
