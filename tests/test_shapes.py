@@ -100,3 +100,35 @@ def test_the_prior_building_path_saves_a_loadable_shapes_prior_and_a_judge(tmp_p
     judge = ShapeJudge.fit(32, 16, seed=0, steps=3)
     judge.save(tmp_path / "evaluator")
     assert ShapeJudge.load(tmp_path / "evaluator").predict(images) == judge.predict(images)
+
+
+def test_geometry_metrics_tell_the_right_object_from_a_wrong_one():
+    from nfsd_core.shapes.metrics import grid_points, mesh_chamfer, occupancy_iou, surface_points
+    from nfsd_core.shapes.objects import object_sdf
+
+    def density_of(shape, resolution=48, radius=1.0):
+        distances, _ = object_sdf(shape, grid_points(resolution, radius))
+        return (100.0 * (distances < 0)).view(resolution, resolution, resolution)
+
+    assert occupancy_iou(density_of("cube"), 50.0, "cube", 1.0) == 1.0
+    assert occupancy_iou(density_of("sphere"), 50.0, "cube", 1.0) < 0.8
+    assert occupancy_iou(density_of("torus"), 50.0, "cylinder", 1.0) < 0.5
+    cube = surface_points("cube", resolution=64)
+    assert mesh_chamfer(cube, "cube") < 0.01
+    assert mesh_chamfer(surface_points("sphere", resolution=64), "cube") > 3 * mesh_chamfer(cube, "cube")
+
+
+def test_colour_metrics_ignore_brightness_and_see_hue_and_saturation():
+    from nfsd_core.shapes.metrics import colour_error, janus_rate, object_colour, saturation
+    from nfsd_core.shapes.objects import COLOURS
+
+    red = torch.tensor(COLOURS["red"])
+    colour = torch.zeros(2, 4, 4, 3)
+    opacity = torch.zeros(2, 4, 4, 1)
+    colour[:, :2], opacity[:, :2] = 0.6 * red, 1.0  # the object, lit at 60 %
+    mean = object_colour(colour, opacity)
+    assert torch.allclose(mean, 0.6 * red)
+    assert colour_error(mean, "red") < 1e-6 < 0.5 < colour_error(mean, "blue")
+    assert abs(saturation(mean) - saturation(red)) < 1e-6
+    assert saturation(torch.tensor([0.5, 0.5, 0.5])) == 0.0
+    assert janus_rate(["front", "front", "side", "front"], ["front", "back", "side", "side"]) == 2 / 3
