@@ -34,6 +34,7 @@ from .models.diffusers import DTYPES, check_layout, load_diffusers, vae_downscal
 from .optimize import OptimizerSettings, StepRecord, optimize
 from .preview import LatentToRGB, fit_latent_to_rgb
 from .representations.canvas import LatentCanvas
+from .shapes.demo import add_demo3d
 from .timesteps import SCHEDULE_KINDS, TimestepSchedule
 
 
@@ -264,7 +265,7 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=1))
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_generate, add_decompose, add_demo]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_generate, add_decompose, add_demo, add_demo3d]
 
 
 def build_parser() -> argparse.ArgumentParser:

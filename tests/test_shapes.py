@@ -80,26 +80,62 @@ def test_captions_name_colour_shape_and_view_in_words_the_tokenizer_keeps_whole(
         assert len(tokenizer(caption, add_special_tokens=False).input_ids) == len(words) + caption.count(",")
 
 
-def test_the_prior_building_path_saves_a_loadable_shapes_prior_and_a_judge(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_prior(tmp_path_factory):
+    """A shapes prior and judge trained for a couple of steps: the real path, at test size."""
     from dataclasses import replace
 
     from nfsd_core.shapes.evaluator import ShapeJudge
-    from nfsd_core.shapes.prior import load_shapes_prior
     from nfsd_core.shapes.training import SHAPES_TRAINING, train_shapes_prior
 
+    directory = tmp_path_factory.mktemp("shapes-prior")
     settings = replace(SHAPES_TRAINING, vae_steps=2, vae_batch=8, denoiser_steps=2, denoiser_batch=8, warmup_steps=1)
-    record = train_shapes_prior(tmp_path, settings, images=16, log=lambda entry: None)
+    record = train_shapes_prior(directory, settings, images=16, log=lambda entry: None)
+    ShapeJudge.fit(32, 16, seed=0, steps=3).save(directory / "evaluator")
+    return directory, record
+
+
+def test_the_prior_building_path_saves_a_loadable_shapes_prior_and_a_judge(tiny_prior):
+    from nfsd_core.shapes.evaluator import load_shapes_judge
+    from nfsd_core.shapes.prior import load_shapes_prior
+
+    directory, record = tiny_prior
     assert [entry["stage"] for entry in record["log"]] == ["vae", "vae", "denoiser", "denoiser"]
-    model, codec = load_shapes_prior(directory=tmp_path)
+    model, codec = load_shapes_prior(directory=directory)
     images = make_shape_set(2, seed=5).images
     latents = codec.encode(images)
     assert latents.shape == (2, 4, 8, 8) and codec.decode(latents).shape == (2, 3, 32, 32)
     red_mug, blue_mug = model.encode_prompt("a red mug, front view"), model.encode_prompt("a blue mug, front view")
     assert red_mug.shape == (1, 77, 64) and not torch.equal(red_mug, blue_mug)
+    judge = load_shapes_judge(directory)
+    assert set(judge.predict(images)) == {"shape", "colour", "view"} and judge.info["train_size"] == 32
 
-    judge = ShapeJudge.fit(32, 16, seed=0, steps=3)
-    judge.save(tmp_path / "evaluator")
-    assert ShapeJudge.load(tmp_path / "evaluator").predict(images) == judge.predict(images)
+
+def test_demo3d_writes_a_turntable_a_coloured_mesh_and_the_judges_reading(tiny_prior, tmp_path, capsys):
+    import json
+
+    import numpy as np
+    import trimesh
+    from PIL import Image
+
+    from nfsd_core import cli
+
+    directory, _ = tiny_prior
+    output = tmp_path / "demo3d"
+    assert cli.main(["demo3d", "--prompt", "a red mug", "--steps", "3", "--frames", "4", "--prior", str(directory),
+                     "--output", str(output)]) == 0
+    assert Image.open(output / "turntable.png").size == (4 * 32, 32)
+    strip = np.asarray(Image.open(output / "turntable.png"))
+    frames = [strip[:, 32 * i : 32 * (i + 1)] for i in range(4)]
+    animation = Image.open(output / "turntable.webp")  # lossless; identical neighbours may merge into one frame
+    for index in range(animation.n_frames):
+        animation.seek(index)
+        assert any(np.array_equal(np.asarray(animation.convert("RGB")), frame) for frame in frames)
+    report = json.loads((output / "run.json").read_text())
+    assert report["judge"]["shape"] in OBJECTS and report["steps"] == 3
+    mesh = trimesh.load(output / "mesh.glb", force="mesh")
+    assert len(mesh.faces) == report["mesh"]["faces"] > 0 and mesh.visual.vertex_colors.shape[0] == len(mesh.vertices)
+    assert "text to NeRF" in capsys.readouterr().err  # the progress bar
 
 
 def test_geometry_metrics_tell_the_right_object_from_a_wrong_one():
@@ -132,3 +168,11 @@ def test_colour_metrics_ignore_brightness_and_see_hue_and_saturation():
     assert abs(saturation(mean) - saturation(red)) < 1e-6
     assert saturation(torch.tensor([0.5, 0.5, 0.5])) == 0.0
     assert janus_rate(["front", "front", "side", "front"], ["front", "back", "side", "side"]) == 2 / 3
+
+
+def test_demo3d_without_a_prior_says_how_to_make_one(tmp_path, capsys):
+    from nfsd_core import cli
+
+    assert cli.main(["demo3d", "--prior", str(tmp_path), "--output", str(tmp_path / "out")]) == 2
+    assert "python -m nfsd_core.shapes.training" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
