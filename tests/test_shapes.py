@@ -176,3 +176,28 @@ def test_demo3d_without_a_prior_says_how_to_make_one(tmp_path, capsys):
     assert cli.main(["demo3d", "--prior", str(tmp_path), "--output", str(tmp_path / "out")]) == 2
     assert "python -m nfsd_core.shapes.training" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_3d_benchmark_measures_every_method_and_resumes(tiny_prior, tmp_path):
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import shapes_benchmark
+    finally:
+        sys.path.pop(0)
+    directory, _ = tiny_prior
+    arguments = ["--prior", str(directory), "--steps", "2", "--prompts", "1", "--methods", "SDS 100", "NFSD 7.5",
+                 "--output", str(tmp_path)]
+    assert shapes_benchmark.main(arguments) == 0
+    records = json.loads((tmp_path / "results.json").read_text())["records"]
+    assert set(records) == {"SDS 100", "NFSD 7.5"}
+    mug = records["NFSD 7.5"]["a red mug"]
+    assert 0 <= mug["iou"] <= 1 and mug["janus"] is not None and mug["colour_error"] is not None
+    assert mug["evaluations_per_step"] > records["SDS 100"]["a red mug"]["evaluations_per_step"] == 2.0
+    assert (tmp_path / "grid.png").is_file() and "| NFSD 7.5 |" in (tmp_path / "results.md").read_text()
+    journal = (tmp_path / "runs.jsonl").read_text()
+    assert shapes_benchmark.main(arguments) == 0  # resumed: nothing run again
+    assert (tmp_path / "runs.jsonl").read_text() == journal
