@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from .identity import describe_differences, tensors_digest
 from .representations.base import Representation
@@ -120,8 +120,10 @@ def save_checkpoint(
     record = {"format": FORMAT_VERSION, "step": step, "identity": identity, "history": history}
     record["sha256"] = _digest(tensors, record)
     partial, path = directory / PARTIAL_FILE, directory / STATE_FILE
-    save_file(tensors, str(partial), metadata={RECORD_KEY: json.dumps(record)})
-    with open(partial, "rb") as file:
+    data = save(tensors, metadata={RECORD_KEY: json.dumps(record)})  # save_file would leave its own temp files
+    with open(partial, "wb") as file:
+        file.write(data)
+        file.flush()
         os.fsync(file.fileno())  # the bytes are on disk before the rename makes them the state
     os.replace(partial, path)
     _sync_folder(directory)
