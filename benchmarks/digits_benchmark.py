@@ -32,7 +32,8 @@ from nfsd_core.digits.comparison import (  # noqa: E402
     Method, PromptSet, compare, encode_prompts, measure_groups, run_method, save_result,
 )
 from nfsd_core.digits.metrics import real_baseline, real_images  # noqa: E402
-from nfsd_core.digits.prior import DIGITS_PRIOR_DIR, load_digits_evaluator, load_digits_prior  # noqa: E402
+from nfsd_core.digits.evaluator import load_digits_evaluator  # noqa: E402
+from nfsd_core.digits.prior import DIGITS_PRIOR_DIR, load_digits_prior  # noqa: E402
 from nfsd_core.representations.canvas import initial_latents  # noqa: E402
 from nfsd_core.timesteps import SCHEDULE_KINDS  # noqa: E402
 

@@ -21,7 +21,7 @@ This package never imports ComfyUI.
 from .checkpoint import (CheckpointError, claim_checkpoint_dir, has_checkpoint, load_checkpoint, read_checkpoint,
                          save_checkpoint)
 from .decomposition import ScoreDecomposition, decompose_score, decomposition_images
-from .digits import load_digits_prior
+from .digits.prior import load_digits_prior
 from .distillation import DistillationStep, Prompts, ScoreDistillation, distillation_loss
 from .guidance import DEFAULT_NEGATIVE_PROMPT, RULES, WEIGHTINGS, GuidanceRule, make_rule
 from .identity import identity_digest, run_identity
