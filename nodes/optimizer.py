@@ -37,9 +37,7 @@ from .representation import NodeRepresentation
 from .types import CATEGORY, Guidance, Representation
 
 CHECKPOINT_EVERY = 100  # steps between saves into a checkpoint directory the user chose
-
-
-CHECKPOINT_EXAMPLE = "NFSD/checkpoints/my_run"
+CHECKPOINT_EXAMPLE = "NFSD/checkpoints/my_run"  # a checkpoint_dir that works, for tooltips and refusals
 
 
 def checkpoint_folder(checkpoint_dir: str) -> str | None:
