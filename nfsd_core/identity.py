@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
@@ -64,11 +65,20 @@ def run_identity(
         "starting_state": tensors_digest(representation.state_dict()),
         "extras": dict(extras or {}),
     }
-    try:
-        return json.loads(json.dumps(identity, allow_nan=False))
-    except ValueError:
-        raise ValueError(f"a run setting is not a finite number (NaN or infinity), so the run cannot be saved or "
-                         f"resumed: {identity}") from None
+    not_finite = non_finite_leaves(identity)
+    if not_finite:
+        raise ValueError(f"run settings {', '.join(not_finite)} are not finite numbers (NaN or infinity): give "
+                         "finite values")
+    return json.loads(json.dumps(identity))
+
+
+def non_finite_leaves(value: Any, name: str = "") -> list[str]:
+    """The dotted names of the NaN or infinite floats in nested dicts and lists."""
+    if isinstance(value, dict):
+        return [leaf for key, item in value.items() for leaf in non_finite_leaves(item, f"{name}.{key}" if name else key)]
+    if isinstance(value, (list, tuple)):
+        return [leaf for index, item in enumerate(value) for leaf in non_finite_leaves(item, f"{name}[{index}]")]
+    return [name] if isinstance(value, float) and not math.isfinite(value) else []
 
 
 def identity_digest(identity: dict[str, Any]) -> str:

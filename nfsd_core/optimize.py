@@ -133,10 +133,10 @@ def optimize(
         eps=settings.eps,
         weight_decay=settings.weight_decay,
     )
-    identity = run_identity(representation, guidance, steps, settings, identity_extras)
     history: list[StepRecord] = []
     done, saved = 0, None
     if checkpoint_dir is not None:
+        identity = run_identity(representation, guidance, steps, settings, identity_extras)
         claim_checkpoint_dir(checkpoint_dir)
         if has_checkpoint(checkpoint_dir):
             checkpoint = load_checkpoint(checkpoint_dir, representation, optimizer, identity)

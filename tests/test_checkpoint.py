@@ -109,6 +109,11 @@ def test_the_same_run_resumes_and_a_finished_one_is_restored_without_its_moments
     assert torch.equal(restored.representation.latents, straight.latents) and len(restored.history) == STEPS
 
 
+def test_a_non_finite_setting_is_named_instead_of_being_saved_as_invalid_json():
+    with pytest.raises(ValueError, match=r"run settings guidance\.grad_clip are not finite numbers"):
+        run_identity(canvas(), guidance(grad_clip=float("nan")), STEPS, OptimizerSettings())
+
+
 # --- the folder is NFSD's own -------------------------------------------------------------------------------------
 
 def test_a_folder_holding_other_files_is_refused_and_left_untouched(tmp_path):
