@@ -8,13 +8,8 @@ from pathlib import Path
 import pytest
 from nfsd_core.checkpoint import STATE_FILE
 
-from comfyui_helpers import (  # noqa: F401
-    comfyui,
-    progress_hook,
-    requires_comfyui,
-    text_to_image_prompt,
-    text_to_nerf_prompt,
-)
+from comfyui_helpers import comfyui, progress_hook, requires_comfyui  # noqa: F401 (comfyui: a fixture)
+from comfyui_helpers import text_to_image_prompt, text_to_nerf_prompt
 
 pytestmark = requires_comfyui
 OPTIMIZER, SAVE_MESH = "6", "9"
