@@ -27,7 +27,6 @@ from ..nfsd_core.nerf.settings import COLOUR_SPACES
 from ..nfsd_core.nerf.turntable import EVAL_CHUNK
 from .autograd import autograd_enabled
 from .codec import ComfyLatentCodec
-from .fingerprint import fingerprint
 from .representation import NodeRepresentation
 from .types import CATEGORY, Representation
 
@@ -166,10 +165,6 @@ class NerfState(NodeRepresentation):
 
     def render(self, vae) -> Tensor:
         return self.turntable(RENDERER_VIEWS, self.settings.render_sizes[-1]).colour
-
-    def identity(self) -> dict[str, Any]:
-        return {"settings": self.settings.to_config(),
-                "weights": None if self.weights is None else fingerprint(self.weights)}
 
     def preview(self, trained: NerfRepresentation, done: int, steps: int, previewer) -> Image.Image | None:
         """The evaluation view at the current render size, from a camera that circles once over the run

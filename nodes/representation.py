@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, replace
-from typing import Any
 
 import latent_preview
 import torch
@@ -25,7 +24,6 @@ from ..nfsd_core import LatentCanvas, Representation
 from ..nfsd_core.image_files import to_pil
 from ..nfsd_core.representations import initial_latents
 from .codec import ComfyLatentCodec
-from .fingerprint import fingerprint
 
 SD_DOWNSCALE = 8  # pixels per latent of the SD 1.x/2.x/SDXL VAE, as EmptyLatentImage assumes
 
@@ -95,10 +93,6 @@ class NodeRepresentation(abc.ABC):
     def render(self, vae) -> Tensor:
         """ComfyUI IMAGE [B, H, W, 3] in [0, 1]; `vae` is ComfyUI's VAE, or None when not wired."""
 
-    @abc.abstractmethod
-    def identity(self) -> dict[str, Any]:
-        """What a checkpoint of a run on this representation must match (JSON values), beyond its shape."""
-
     def preview(self, trained: Representation, done: int, steps: int, previewer) -> Image.Image | None:
         """An image of `trained` after `done` of `steps` steps for the progress bar (None: none).
 
@@ -149,9 +143,6 @@ class CanvasState(NodeRepresentation):
 
     def latent(self) -> dict[str, Tensor]:
         return {"samples": self._optimised_samples()}
-
-    def identity(self) -> dict[str, Any]:
-        return {"seed": self.seed, "samples": None if self.samples is None else fingerprint(self.samples)}
 
     def render(self, vae) -> Tensor:
         samples = self._optimised_samples()
