@@ -124,8 +124,10 @@ class Optimizer(io.ComfyNode):
                              tooltip="Seed of the timesteps and noise of every step: the same seed gives the same "
                              "result, and two rules under one seed see the same draws."),
                 io.Int.Input("preview_every", default=10, min=0, max=10000,
-                             tooltip="Show a preview on the node every N steps (0: progress only). NeRFs show their "
-                             "evaluation view from a camera that circles the object once over the run."),
+                             tooltip="Show a preview on the node every N steps (0: progress only), drawn as for "
+                             "KSampler (--preview-method taesd uses models/vae_approx; NFSD Demo Model: through its "
+                             "VAE). NeRFs show their evaluation view from a camera that circles the object once over "
+                             "the run."),
                 io.String.Input("checkpoint_dir", default="", optional=True,
                                 tooltip=f"Save the run's state in this folder inside ComfyUI's output folder (a "
                                 f"relative path, e.g. {CHECKPOINT_EXAMPLE}), every {CHECKPOINT_EVERY} steps and when "
