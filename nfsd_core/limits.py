@@ -48,3 +48,15 @@ def check_ranges(settings: Any) -> None:
         value = getattr(settings, item.name)
         for element in value if isinstance(value, tuple) else (value,):
             check_number(item.name, element, *item.metadata[RANGE], whole_number=item.metadata[WHOLE])
+
+
+def json_ready(value: Any) -> Any:
+    """`value` (dicts, lists, tuples, numbers, strings) with every NaN or infinite float as None:
+    strict JSON has no NaN, and a statistic that overflowed must not make the whole record unreadable."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(item) for item in value]
+    return value

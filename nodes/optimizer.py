@@ -25,6 +25,7 @@ import latent_preview
 from comfy_api.latest import io
 
 from ..nfsd_core import OptimizerSettings, RunResult, ScoreDistillation, StepRecord, optimize
+from ..nfsd_core.limits import json_ready
 from ..nfsd_core.optimize import guidance_signature
 from .autograd import autograd_enabled
 from .backend import ComfyScoreModel, condition_names
@@ -57,10 +58,12 @@ def run_checkpoint(directory: str, representation: NodeRepresentation, signature
 
 
 def run_statistics(result: RunResult, guidance: ScoreDistillation) -> dict:
-    """The run's settings and its per-step history as columns (JSON-serialisable)."""
+    """The run's settings and its per-step history as columns (strict JSON once `json_ready`:
+    a NaN loss becomes null); `nonfinite_gradient` counts the gradient entries zeroed per step."""
     history = result.history
     columns = {"t": [r.t for r in history], "loss": [r.loss for r in history],
-               "grad_norm": [r.grad_norm for r in history]}
+               "grad_norm": [r.grad_norm for r in history],
+               "nonfinite_gradient": [r.nonfinite_gradient for r in history]}
     for name in sorted({name for r in history for name in r.components}):
         columns[name] = [r.components.get(name) for r in history]
     for name in sorted({name for r in history for name in r.stats}):  # the representation's own, e.g. opacity
@@ -171,5 +174,5 @@ class Optimizer(io.ComfyNode):
 
         result = model.session(conditions, representation.latent_shape, run, seed=seed)
         optimised = representation.with_result(result.representation, latent_format)
-        statistics = json.dumps(run_statistics(result, run_guidance))
+        statistics = json.dumps(json_ready(run_statistics(result, run_guidance)), allow_nan=False)
         return io.NodeOutput(optimised, optimised.latent(), statistics)
