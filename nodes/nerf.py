@@ -24,7 +24,6 @@ from ..nfsd_core import LatentToRGB
 from ..nfsd_core.nerf import NerfRepresentation, NerfSettings, Render, orbit_cameras, render_turntable
 from ..nfsd_core.nerf.background import BACKGROUND_KINDS
 from ..nfsd_core.nerf.settings import COLOUR_SPACES
-from ..nfsd_core.nerf.turntable import EVAL_CHUNK
 from .autograd import autograd_enabled
 from .codec import ComfyLatentCodec
 from .fingerprint import fingerprint
@@ -111,7 +110,7 @@ def front_view_latent(nerf: NerfRepresentation, latent_format) -> Tensor:
     cameras = settings.cameras
     size = settings.render_sizes[-1]
     front = orbit_cameras(1, cameras.eval_elevation, cameras.eval_distance, cameras.eval_fovy)
-    render = nerf.render(front, size, size, chunk=EVAL_CHUNK)
+    render = nerf.render(front, size, size)
     return latent_format.process_out(nerf.latents_for_guidance(render.colour).float()).cpu()
 
 
@@ -181,7 +180,7 @@ class NerfState(NodeRepresentation):
         camera = orbit_cameras(1, cameras.eval_elevation, cameras.eval_distance, cameras.eval_fovy,
                                start_azimuth=360.0 * done / steps)
         with torch.no_grad():
-            colour = trained.render(camera, size, size, chunk=EVAL_CHUNK).colour
+            colour = trained.render(camera, size, size).colour
             return to_pil(trained.to_rgb(colour)[0])
 
     def restore(self, device: torch.device) -> NerfRepresentation:

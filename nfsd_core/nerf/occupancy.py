@@ -43,10 +43,14 @@ class OccupancyGrid(nn.Module):
         self.estimator = OccGridEstimator(roi_aabb=[-radius] * 3 + [radius] * 3, resolution=settings.resolution)
         self.estimator.binaries.fill_(True)
 
+    def updates_at(self, step: int) -> bool:
+        """Does `update` change the grid at `step`?"""
+        return step % self.settings.update_every == 0
+
     @torch.no_grad()
     def update(self, step: int, density: Callable[[Tensor], Tensor], step_size: float, generator: torch.Generator) -> None:
         """Refresh the grid at every `update_every`-th step from `density(points [P, 3]) -> [P]`."""
-        if step % self.settings.update_every:
+        if not self.updates_at(step):
             return
         seed = int(torch.randint(2**62, (1,), generator=generator))
         with torch.random.fork_rng():
