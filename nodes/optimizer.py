@@ -30,6 +30,8 @@ from ..nfsd_core.optimize import guidance_signature
 from .autograd import autograd_enabled
 from .backend import ComfyScoreModel, condition_names
 from .fingerprint import fingerprint, model_fingerprint
+from .graph_checks import check_consumers, check_numbers
+from .limits import check_finite, check_memory, model_call_bytes
 from .representation import NodeRepresentation
 from .types import CATEGORY, Guidance, Representation
 
@@ -92,7 +94,32 @@ def check_inputs(guidance, representation, vae) -> ComfyScoreModel:
     if isinstance(guidance.prompts.positive, Mapping) and not representation.has_views:
         raise ValueError("the guidance has one prompt per camera view (NFSD View Prompts), but this representation "
                          "has no cameras (a latent canvas): wire a CLIP Text Encode into the Guidance's positive")
+    if vae is not None:
+        vae.throw_exception_if_invalid()
+        representation.check_vae(vae)
     return guidance.model
+
+
+def step_memory(representation: NodeRepresentation, model: ComfyScoreModel, vae, batch: int) -> int:
+    """Bytes of one optimisation step with `batch` images: the representation's own, the model's
+    activations for one batched call (ComfyUI's estimate) and, for RGB NeRFs, the VAE encode that
+    keeps its graph (ComfyUI's per-image estimate of an encode, three times: forward kept, backward)."""
+    _, channels, height, width = representation.latent_shape
+    needed = representation.memory_needed(batch) + model_call_bytes(model.patcher, [batch, channels, height, width])
+    if representation.needs_vae and vae is not None:
+        factor = vae.spacial_compression_encode()
+        needed += 3 * batch * int(vae.memory_used_encode([1, 3, height * factor, width * factor], vae.vae_dtype))
+    return needed
+
+
+def check_step_memory(representation: NodeRepresentation, model: ComfyScoreModel, vae) -> None:
+    """Refuse a run whose step cannot fit on the model's device, naming the batch size that would."""
+    batch = representation.latent_shape[0]
+    check_memory(step_memory(representation, model, vae, batch),
+                 f"an optimisation step of {batch} image(s) of {representation.latent_shape[3]}x"
+                 f"{representation.latent_shape[2]} latents",
+                 {"batch_size": (lambda images: step_memory(representation, model, vae, images), 1, batch, 1)},
+                 model.device)
 
 
 class Optimizer(io.ComfyNode):
@@ -135,13 +162,18 @@ class Optimizer(io.ComfyNode):
                                  "front view as the model sees it)."),
                 io.String.Output(display_name="statistics", tooltip="Settings and per-step history as JSON."),
             ],
-            hidden=[io.Hidden.unique_id],
+            hidden=[io.Hidden.unique_id, io.Hidden.prompt],
         )
 
     @classmethod
     def execute(cls, guidance, representation, steps, learning_rate, seed, preview_every,
                 checkpoint_dir="", vae=None) -> io.NodeOutput:
+        check_finite(cls, {"learning_rate": learning_rate})
         model = check_inputs(guidance, representation, vae)
+        if cls.hidden.prompt:  # what would fail after the run fails now (graph_checks)
+            check_numbers(cls.hidden.prompt)
+            check_consumers(cls.hidden.prompt, cls.hidden.unique_id, representation.socket_type)
+        check_step_memory(representation, model, vae)
         run_guidance = guidance.with_seed(seed)
         latent_format = model.latent_format
         progress = comfy.utils.ProgressBar(steps, node_id=cls.hidden.unique_id)
