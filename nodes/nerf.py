@@ -1,5 +1,5 @@
 """NFSD NeRF Representation: NeRF settings -> a NeRF for NFSD Optimizer; and `NerfState`, the NeRF
-as it travels on an NFSD_REPRESENTATION socket.
+as it travels on an NFSD_NERF socket.
 
 The node turns its widgets into nfsd_core's `NerfSettings` (threestudio's ProlificDreamer stage 1
 by default), with a JSON field for every other setting. `NerfState` holds the settings and, once

@@ -1,4 +1,4 @@
-"""What travels on an NFSD_REPRESENTATION socket, and the latent canvas that does.
+"""What travels on an NFSD_CANVAS or NFSD_NERF socket (types.py), and the latent canvas.
 
 ComfyUI caches node outputs and may hand one to several nodes, so a socket value is immutable:
 an Optimizer `build`s a fresh trainable nfsd_core representation from it and returns a new value
