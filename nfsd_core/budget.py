@@ -10,7 +10,13 @@ what happens before the occupancy grid has learned where the object is.
 
 from __future__ import annotations
 
+import os
 from typing import Callable
+
+try:
+    import resource
+except ImportError:  # Windows
+    resource = None
 
 Progress = Callable[[int, int], None]
 """Called with (units done, units in all) after each unit of a long job; raising from it stops the job."""
@@ -133,6 +139,22 @@ def largest_fitting(estimate: Callable[[int], int], low: int, high: int, budget:
         else:
             hi = middle - 1
     return low + lo * step
+
+
+def address_space_left() -> int | None:
+    """Bytes this process may still map under its address-space limit (`ulimit -v`,
+    RLIMIT_AS), or None when it has none or the platform cannot tell (only Linux has /proc)."""
+    if resource is None:
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    try:
+        with open("/proc/self/statm") as statm:
+            mapped = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return None
+    return max(soft - mapped, 0)
 
 
 class OverBudget(ValueError):

@@ -19,7 +19,7 @@ import comfy.utils
 import torch
 from comfy_api.latest import io
 
-from ..nfsd_core.budget import check_budget, largest_fitting
+from ..nfsd_core.budget import address_space_left, check_budget, largest_fitting
 
 
 def float_inputs(node_class) -> list[io.Float.Input]:
@@ -56,12 +56,15 @@ def model_call_bytes(patcher, latent_shape) -> int:
 
 def memory_budget(device: torch.device | None = None) -> int:
     """Bytes a node may plan to use on `device` (default: ComfyUI's): on a CPU the memory free now
-    (running out of RAM takes the whole machine down), on a GPU its total memory (running out there
-    is an error ComfyUI recovers from, after unloading models; the check refuses what can never fit)."""
+    (running out of RAM takes the whole machine down), or less where the process's address-space
+    limit (ulimit -v) leaves less; on a GPU its total memory (running out there is an error ComfyUI
+    recovers from, after unloading models; the check refuses what can never fit)."""
     device = device or comfy.model_management.get_torch_device()
-    if device.type in ("cpu", "mps"):
-        return int(comfy.model_management.get_free_memory(device))
-    return int(comfy.model_management.get_total_memory(device))
+    if device.type not in ("cpu", "mps"):
+        return int(comfy.model_management.get_total_memory(device))
+    free = int(comfy.model_management.get_free_memory(device))
+    limit = address_space_left()
+    return free if limit is None else min(free, limit)
 
 
 def check_memory(needed: int, what: str, fixes: Mapping[str, tuple[Callable[[int], int], int, int, int]],

@@ -106,3 +106,16 @@ def test_turntable_and_mesh_report_progress_and_stop_when_it_raises():
     assert chunks[-1] == (4, 4) and len(chunks) == 4  # 24^3 = 13824 points in chunks of 4096
     with pytest.raises(KeyboardInterrupt):
         extract_mesh(nerf, resolution=24, chunk=4096, progress=cancel)
+
+
+def test_the_address_space_limit_is_read_in_a_child_process():
+    import subprocess
+    import sys
+
+    code = ("import os, resource; from nfsd_core.budget import address_space_left as left; "
+            "assert left() is None or resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY; "
+            "mapped = int(open('/proc/self/statm').read().split()[0]) * os.sysconf('SC_PAGE_SIZE'); "
+            "resource.setrlimit(resource.RLIMIT_AS, (mapped + 2**30, resource.RLIM_INFINITY)); "
+            "print(left())")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert 0.8 * 2**30 < int(result.stdout) <= 2**30
