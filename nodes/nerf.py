@@ -153,6 +153,11 @@ class NerfState(NodeRepresentation):
     has_views = True
     checkpoint_by_default = True
     socket_type = "NFSD_NERF"
+    size_input = "guidance_size"
+
+    @property
+    def pixels_per_latent(self) -> int:
+        return self.settings.latent_downscale
 
     @property
     def needs_vae(self) -> bool:

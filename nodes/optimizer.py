@@ -100,11 +100,14 @@ def check_inputs(guidance, representation, vae) -> ComfyScoreModel:
     return guidance.model
 
 
-def step_memory(representation: NodeRepresentation, model: ComfyScoreModel, vae, batch: int) -> int:
-    """Bytes of one optimisation step with `batch` images: the representation's own, the model's
-    activations for one batched call (ComfyUI's estimate) and, for RGB NeRFs, the VAE encode that
-    keeps its graph (ComfyUI's per-image estimate of an encode, three times: forward kept, backward)."""
+def step_memory(representation: NodeRepresentation, model: ComfyScoreModel, vae, batch: int,
+                side: int | None = None) -> int:
+    """Bytes of one optimisation step with `batch` images (of side x side latents if given): the
+    representation's own, the model's activations for one batched call (ComfyUI's estimate) and,
+    for RGB NeRFs, the VAE encode that keeps its graph (ComfyUI's per-image estimate of an encode,
+    three times: forward kept, backward)."""
     _, channels, height, width = representation.latent_shape
+    height, width = (side, side) if side else (height, width)
     needed = representation.memory_needed(batch) + model_call_bytes(model.patcher, [batch, channels, height, width])
     if representation.needs_vae and vae is not None:
         factor = vae.spacial_compression_encode()
@@ -113,12 +116,16 @@ def step_memory(representation: NodeRepresentation, model: ComfyScoreModel, vae,
 
 
 def check_step_memory(representation: NodeRepresentation, model: ComfyScoreModel, vae) -> None:
-    """Refuse a run whose step cannot fit on the model's device, naming the batch size that would."""
-    batch = representation.latent_shape[0]
+    """Refuse a run whose step cannot fit on the model's device, naming the batch size and the
+    image size that would."""
+    batch, _, height, width = representation.latent_shape
+    scale = representation.pixels_per_latent
     check_memory(step_memory(representation, model, vae, batch),
-                 f"an optimisation step of {batch} image(s) of {representation.latent_shape[3]}x"
-                 f"{representation.latent_shape[2]} latents",
-                 {"batch_size": (lambda images: step_memory(representation, model, vae, images), 1, batch, 1)},
+                 f"an optimisation step of {batch} image(s) of {width}x{height} latents",
+                 {"batch_size": (lambda images: step_memory(representation, model, vae, images), 1, batch, 1),
+                  representation.size_input: (
+                      lambda pixels: step_memory(representation, model, vae, batch, pixels // scale),
+                      scale, max(height, width) * scale, scale)},
                  model.device)
 
 

@@ -35,13 +35,16 @@ class NodeRepresentation(abc.ABC):
     `has_views`: its renders come from cameras with view names (for view-dependent prompts).
     `checkpoint_by_default`: its runs are long enough to keep their state in ComfyUI's temp folder
     when no checkpoint directory is given, so that an interrupted run resumes.
-    `socket_type`: the type of the sockets that carry it (types.py).
+    `socket_type`: the type of the sockets that carry it (types.py); `size_input`: the input that
+    sets the size of the latents it renders, in pixels of `pixels_per_latent` each.
     """
 
     needs_vae: bool = False
     has_views: bool = False
     checkpoint_by_default: bool = False
     socket_type: str = ""
+    size_input: str = ""
+    pixels_per_latent: int = SD_DOWNSCALE
 
     @abc.abstractmethod
     def memory_needed(self, batch: int) -> int:
@@ -111,6 +114,7 @@ class CanvasState(NodeRepresentation):
     pixels_per_latent: int = SD_DOWNSCALE
 
     socket_type = "NFSD_CANVAS"
+    size_input = "width and height"
 
     @property
     def latent_shape(self) -> tuple[int, int, int, int]:
