@@ -69,7 +69,8 @@ def nerf_parameter_bytes(settings) -> int:
     features = volume.levels * volume.features_per_level
     width, layers = volume.hidden_width, volume.hidden_layers
     mlp = 2 * (features * width + max(layers - 1, 0) * width * width + width * max(settings.latent_channels, 3))
-    background = settings.background.hidden_width * (15 + settings.background.hidden_layers * settings.background.hidden_width)
+    environment = settings.background
+    background = environment.hidden_width * (15 + environment.hidden_layers * environment.hidden_width)
     return (rows * volume.features_per_level + mlp + background) * FLOAT_BYTES
 
 

@@ -22,16 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from comfyui_helpers import (  # noqa: F401
-    COMFYUI_PATH,
-    HeadlessServer,
-    comfy_runtime,
-    comfyui,
-    progress_hook,
-    requires_comfyui,
-    text_to_image_prompt,
-    text_to_nerf_prompt,
-)
+from comfyui_helpers import comfyui  # noqa: F401  (the fixture)
+from comfyui_helpers import HeadlessServer, comfy_runtime, progress_hook, requires_comfyui
+from comfyui_helpers import text_to_image_prompt, text_to_nerf_prompt
 
 pytestmark = requires_comfyui
 
@@ -186,7 +179,8 @@ def capped(tmp_path_factory) -> dict:
     cases = {**OVERSIZED, **WIRING, **non_finite_cases(comfy_runtime())}
     path = tmp_path_factory.mktemp("hostile") / "prompts.json"
     path.write_text(json.dumps({name: prompt for name, (prompt, _, _) in cases.items()}))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
+    paths = [str(TESTS), str(TESTS.parent), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     run = subprocess.run([sys.executable, str(TESTS / "comfyui_capped.py"), str(path), str(HEADROOM)],
                          capture_output=True, text=True, env=env, timeout=600)
     line = next((row for row in run.stdout.splitlines() if row.startswith("OUTCOMES ")), None)
