@@ -32,9 +32,11 @@ from nfsd_core.digits.comparison import (  # noqa: E402
     Method, PromptSet, compare, encode_prompts, measure_groups, run_method, save_result,
 )
 from nfsd_core.digits.metrics import real_baseline, real_images  # noqa: E402
-from nfsd_core.digits.prior import DIGITS_PRIOR_DIR, load_digits_evaluator, load_digits_prior  # noqa: E402
+from nfsd_core.digits.evaluator import load_digits_evaluator  # noqa: E402
+from nfsd_core.digits.prior import DIGITS_PRIOR_DIR, load_digits_prior  # noqa: E402
 from nfsd_core.representations.canvas import initial_latents  # noqa: E402
 from nfsd_core.timesteps import SCHEDULE_KINDS  # noqa: E402
+from journal import Journal  # noqa: E402
 
 OUTPUT = ROOT / "benchmarks" / "results" / "digits"
 
@@ -80,27 +82,6 @@ def sweep_methods() -> list[tuple[Method, tuple[int, ...]]]:
         for (label, (rule, scale)), lr in itertools.product(SWEEP_RULES.items(), SWEEP_LRS):
             runs.append((Method(label, rule, scale, lr, max(steps), schedule), steps))
     return runs
-
-
-class Journal:
-    """Finished sweep runs, one JSON line each, so an interrupted sweep resumes where it stopped."""
-
-    def __init__(self, path: Path, settings: dict):
-        self.path, self.done = path, {}
-        if path.is_file():
-            lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            if lines[0] != settings:
-                raise SystemExit(f"{path} belongs to a sweep with other settings ({lines[0]}); "
-                                 "delete it or choose another --output")
-            self.done = {entry["key"]: entry["records"] for entry in lines[1:]}
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(settings) + "\n")
-
-    def add(self, key: str, records: list[dict]) -> None:
-        self.done[key] = records
-        with self.path.open("a") as file:
-            file.write(json.dumps({"key": key, "records": records}) + "\n")
 
 
 def sweep_records(context: dict, runs: list[tuple[Method, tuple[int, ...]]], start: str, initial: torch.Tensor,

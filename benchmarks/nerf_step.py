@@ -25,15 +25,14 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-from diffusers_helpers import tiny_text_encoder, tiny_tokenizer, tiny_unet, tiny_vae  # noqa: E402
+sys.path.insert(0, str(ROOT))
 
 from nfsd_core import NoiseSchedule, OptimizerSettings, Prompts, ScoreDistillation  # noqa: E402
 from nfsd_core.models.diffusers import DiffusersLatentCodec, DiffusersScoreModel  # noqa: E402
 from nfsd_core.nerf import NerfRepresentation, NerfSettings  # noqa: E402
 from nfsd_core.optimize import optimization_step  # noqa: E402
 from nfsd_core.timesteps import TimestepSchedule  # noqa: E402
+from random_models import byte_tokenizer, random_models  # noqa: E402
 
 PROMPT = "a DSLR photo of a hamburger"
 PHASES = ("render", "encode", "denoiser", "backward")
@@ -59,15 +58,9 @@ def sd21_base_models(device: str, dtype: torch.dtype):
         vocab_size=514, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
         max_position_embeddings=77, hidden_act="gelu", bos_token_id=512, eos_token_id=513,
     ))
-    model = DiffusersScoreModel(unet, text_encoder, tiny_tokenizer(), NoiseSchedule.scaled_linear(),
+    model = DiffusersScoreModel(unet, text_encoder, byte_tokenizer(), NoiseSchedule.scaled_linear(),
                                 dtype=dtype, device=device)
     return model, DiffusersLatentCodec(vae, dtype=dtype, device=device)
-
-
-def tiny_models():
-    model = DiffusersScoreModel(tiny_unet(channels=(64, 128)), tiny_text_encoder(), tiny_tokenizer(),
-                                NoiseSchedule.scaled_linear())
-    return model, DiffusersLatentCodec(tiny_vae())
 
 
 def make_run(model, codec, settings: NerfSettings, device: str):
@@ -123,7 +116,7 @@ class PhaseTimer:
 
 def cpu_benchmark(args) -> None:
     torch.set_num_threads(args.threads)
-    model, codec = tiny_models()
+    model, codec = random_models()
     settings = NerfSettings(colour=args.colour, render_sizes=(args.size,), size_milestones=(),
                             guidance_size=args.guidance_size)
     nerf, guidance, optimizer = make_run(model, codec, settings, "cpu")

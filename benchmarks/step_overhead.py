@@ -20,14 +20,13 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT))
 
-from diffusers_helpers import tiny_text_encoder, tiny_tokenizer, tiny_unet  # noqa: E402
-
-from nfsd_core import LatentCanvas, NoiseSchedule, OptimizerSettings, Prompts, ScoreDistillation  # noqa: E402
+from nfsd_core import LatentCanvas, OptimizerSettings, Prompts, ScoreDistillation  # noqa: E402
 from nfsd_core.models.diffusers import DiffusersScoreModel  # noqa: E402
 from nfsd_core.optimize import optimization_step  # noqa: E402
 from nfsd_core.timesteps import TimestepSchedule  # noqa: E402
+from random_models import random_models  # noqa: E402
 
 TARGET = 1.10
 LATENT_SIZE = 64
@@ -69,8 +68,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on a shared CPU)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model = DiffusersScoreModel(tiny_unet(channels=(64, 128)), tiny_text_encoder(), tiny_tokenizer(),
-                                NoiseSchedule.scaled_linear())
+    model, _ = random_models()
     prompts = Prompts.from_text(model, "a photograph of an astronaut riding a horse")
     pairs = {rule: step_and_floor(model, prompts, rule, args.rounds + 2) for rule in ("sds", "nfsd")}
     for step, floor in pairs.values():  # warm-up

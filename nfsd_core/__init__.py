@@ -8,6 +8,7 @@ The pieces, each in its own module:
 - `distillation`: one distillation step, latents in, gradient out;
 - `representations`: what is optimised (the latent canvas; the NeRF lives in `nerf`);
 - `optimize` and `checkpoint`: the loop, with hooks, previews and resumable state;
+- `identity`: a run's identity (every setting that decides its result), which a checkpoint must match;
 - `models.diffusers`: Stable Diffusion from a local diffusers directory (optional extra);
 - `preview`: a fitted linear latent -> RGB map for fast previews;
 - `decomposition`: the NFSD paper's score decomposition view (delta_C, delta_D, noise);
@@ -17,11 +18,13 @@ The pieces, each in its own module:
 This package never imports ComfyUI.
 """
 
-from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import (CheckpointError, claim_checkpoint_dir, has_checkpoint, load_checkpoint, read_checkpoint,
+                         save_checkpoint)
 from .decomposition import ScoreDecomposition, decompose_score, decomposition_images
-from .digits import load_digits_prior
+from .digits.prior import load_digits_prior
 from .distillation import DistillationStep, Prompts, ScoreDistillation, distillation_loss
 from .guidance import DEFAULT_NEGATIVE_PROMPT, RULES, WEIGHTINGS, GuidanceRule, make_rule
+from .identity import identity_digest, run_identity
 from .models import CallableScoreModel, LatentCodec, NoiseRequest, ScoreModel
 from .models.diffusers import DiffusersLatentCodec, DiffusersScoreModel, load_diffusers
 from .optimize import OptimizerSettings, RunResult, StepRecord, optimize
@@ -36,6 +39,7 @@ __all__ = [
     "RULES",
     "WEIGHTINGS",
     "CallableScoreModel",
+    "CheckpointError",
     "DiffusersLatentCodec",
     "DiffusersScoreModel",
     "DistillationStep",
@@ -56,16 +60,20 @@ __all__ = [
     "ScoreModel",
     "StepRecord",
     "TimestepSchedule",
+    "claim_checkpoint_dir",
     "ddim_sample",
     "decompose_score",
     "decomposition_images",
     "distillation_loss",
     "fit_latent_to_rgb",
     "has_checkpoint",
+    "identity_digest",
     "load_checkpoint",
     "load_digits_prior",
     "load_diffusers",
     "make_rule",
     "optimize",
+    "read_checkpoint",
+    "run_identity",
     "save_checkpoint",
 ]

@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .checkpoint import has_checkpoint
+from .checkpoint import CheckpointError, claim_checkpoint_dir
 from .demo import add_demo
 from .decomposition import COMPONENTS, decompose_score, decomposition_images
 from .distillation import Prompts, ScoreDistillation
@@ -35,6 +35,7 @@ from .models.diffusers import DTYPES, check_layout, load_diffusers, vae_downscal
 from .optimize import OptimizerSettings, StepRecord, optimize
 from .preview import LatentToRGB, fit_latent_to_rgb
 from .representations.canvas import LatentCanvas
+from .shapes.demo import add_demo3d
 from .timesteps import SCHEDULE_KINDS, TimestepSchedule
 
 
@@ -126,6 +127,9 @@ def check_generate(args: argparse.Namespace) -> GenerateSetup:
     timesteps = checked("--t-min/--t-max", lambda: TimestepSchedule(args.t_min, args.t_max, args.t_schedule))
     settings = checked("--lr", lambda: OptimizerSettings(lr=args.lr))
     factor = check_model_and_size(args.model, {"--width": args.width, "--height": args.height})
+    if args.checkpoint_dir:  # refused before the model loads: a folder holding others' files, or read-only
+        for name in names:
+            checked("--checkpoint-dir", lambda name=name: claim_checkpoint_dir(rule_checkpoint_dir(args, name)))
     return GenerateSetup(rules, timesteps, settings, factor)
 
 
@@ -169,21 +173,18 @@ def optimize_canvas(
         images = latent_rgb(representation.latents, upscale=factor)
         save_grid(images.unsqueeze(0), output / "previews" / f"{name}_{step:05d}.png")
 
-    checkpoint_dir = Path(args.checkpoint_dir) / name if args.checkpoint_dir else None
-    resuming = checkpoint_dir is not None and has_checkpoint(checkpoint_dir)
     started = time.perf_counter()
     with progress_bar(args.steps, name) as on_step:
         try:
             result = optimize(
                 canvas, guidance, args.steps, setup.settings, on_step=on_step,
                 on_preview=save_preview if latent_rgb is not None else None, preview_every=args.preview_every,
-                checkpoint_dir=checkpoint_dir, checkpoint_every=args.checkpoint_every,
-                metadata={"prompt": args.prompt, "negative_prompt": args.negative_prompt, "model": args.model},
+                checkpoint_dir=rule_checkpoint_dir(args, name), checkpoint_every=args.checkpoint_every,
+                identity_extras={"prompt": args.prompt, "negative_prompt": args.negative_prompt,
+                                 "model": args.model, "dtype": args.dtype},
             )
-        except ValueError as error:
-            if not resuming:
-                raise
-            raise UsageError(f"--checkpoint-dir: {error}") from error  # a checkpoint of other settings
+        except CheckpointError as error:  # a checkpoint of other settings, or damaged
+            raise UsageError(f"--checkpoint-dir: {error}") from error
     history = result.history
     return canvas, {
         "scale": guidance.scale,
@@ -192,6 +193,11 @@ def optimize_canvas(
         "evaluations": sum(record.evaluations for record in history),
         "history": [dataclasses.asdict(record) for record in history],
     }
+
+
+def rule_checkpoint_dir(args: argparse.Namespace, rule: str) -> Path | None:
+    """The checkpoint folder of one rule's run: a subfolder of --checkpoint-dir named after the rule."""
+    return Path(args.checkpoint_dir) / rule if args.checkpoint_dir else None
 
 
 class progress_bar:
@@ -265,7 +271,7 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(json_ready(data), indent=1, allow_nan=False))
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_generate, add_decompose, add_demo]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_generate, add_decompose, add_demo, add_demo3d]
 
 
 def build_parser() -> argparse.ArgumentParser:

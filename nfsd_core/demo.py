@@ -19,6 +19,14 @@ from .digits.comparison import Method, PromptSet, compare, markdown_table, save_
 DEMO_STEPS = 500
 
 
+def at_least_one(text: str) -> int:
+    """argparse type of --steps: an integer >= 1 (argparse reports anything else as a usage error)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def demo_methods(steps: int) -> list[Method]:
     return [
         Method("DDIM 50 (reference)", None, 7.5),
@@ -31,7 +39,7 @@ def add_demo(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="same-seed SDS vs NFSD comparison on the bundled digits prior",
                                    description=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--output", default="outputs/demo", help="directory for grid.png and results.md/.json")
-    parser.add_argument("--steps", type=int, default=DEMO_STEPS, help="optimisation steps per rule")
+    parser.add_argument("--steps", type=at_least_one, default=DEMO_STEPS, help="optimisation steps per rule")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="few samples and 60 steps (a smoke test, for CI)")
     parser.set_defaults(handler=run_demo)
@@ -40,12 +48,9 @@ def add_demo(subparsers: argparse._SubParsersAction) -> None:
 def run_demo(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from .digits.prior import load_digits_evaluator, load_digits_prior
+    from .digits.evaluator import load_digits_evaluator
+    from .digits.prior import load_digits_prior
 
-    from .cli import UsageError
-
-    if args.steps < 1:
-        raise UsageError(f"--steps must be at least 1, got {args.steps}")
     steps = 60 if args.quick else args.steps
     prompt_set = PromptSet(per_fine=1, per_coarse=3) if args.quick else PromptSet(per_fine=3, per_coarse=10)
     methods = demo_methods(steps)

@@ -4,7 +4,8 @@ Each step: render latents from the representation, ask the guidance for their gr
 through the renderer with the distillation loss (plus the representation's regularisers), and
 take an AdamW step. Hooks report every step, show previews, and may stop the run; with a
 checkpoint directory the state is saved every N steps, when the run ends, and when anything
-(an interrupt, an error in a hook) breaks the loop, so no finished step is ever lost.
+(an interrupt, an error in a hook) breaks the loop, so no finished step is ever lost. A
+checkpoint resumes only the run that wrote it: the one whose `run_identity` it holds.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from typing import Any, Callable
 
 import torch
 
-from .checkpoint import describe_differences, has_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import (Checkpoint, claim_checkpoint_dir, has_checkpoint, load_checkpoint, save_checkpoint,
+                         unusable)
 from .distillation import ScoreDistillation, distillation_loss
+from .identity import run_identity
 from .representations.base import Representation
 
 # The NoiseStream purpose of the representation's own per-step randomness (cameras, backgrounds).
@@ -65,16 +68,12 @@ class RunResult:
     stopped: bool
 
 
-def guidance_signature(guidance: ScoreDistillation) -> dict[str, Any]:
-    """The settings a resumed run must share with the run that saved the checkpoint."""
-    return {
-        "rule": guidance.rule.name,
-        "scale": guidance.scale,
-        "weighting": guidance.weighting,
-        "grad_clip": guidance.grad_clip,
-        "seed": guidance.noise_stream.seed,
-        "timesteps": dataclasses.asdict(guidance.timesteps),
-    }
+def step_records(checkpoint: Checkpoint) -> list[StepRecord]:
+    """The history a checkpoint holds, as StepRecords."""
+    try:
+        return [StepRecord(**record) for record in checkpoint.history]
+    except TypeError as error:
+        raise unusable(checkpoint.path, f"its history is not of this version ({error})") from None
 
 
 def optimization_step(
@@ -118,12 +117,15 @@ def optimize(
     should_stop: Callable[[], bool] | None = None,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 0,
-    metadata: dict[str, Any] | None = None,
+    identity_extras: dict[str, Any] | None = None,
 ) -> RunResult:
     """Optimise `representation` for `steps` steps (resuming from `checkpoint_dir` if it holds one).
 
     `should_stop` is polled before every step; a True ends the run early (saved, `stopped`).
-    An exception from any hook propagates after the state is saved.
+    An exception from any hook propagates after the state is saved. `identity_extras` are JSON
+    values that also decide the result but only the caller knows (e.g. the model and prompts):
+    a checkpoint saved under other extras, or other settings, is refused (see `run_identity`).
+    The checkpoint folder is claimed (see `claim_checkpoint_dir`) before the first step.
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
@@ -135,24 +137,22 @@ def optimize(
         eps=settings.eps,
         weight_decay=settings.weight_decay,
     )
-    signature = {"guidance": guidance_signature(guidance), "steps": steps, **(metadata or {})}
     history: list[StepRecord] = []
-    done = 0
-    if checkpoint_dir is not None and has_checkpoint(checkpoint_dir):
-        checkpoint = load_checkpoint(checkpoint_dir, representation, optimizer)
-        if checkpoint.metadata != signature:
-            raise ValueError(
-                f"the checkpoint in {checkpoint_dir} belongs to another run "
-                f"({describe_differences(checkpoint.metadata, signature)}). "
-                "Use the same settings to resume, or another checkpoint directory."
-            )
-        done = checkpoint.step
-        history = [StepRecord(**record) for record in checkpoint.history]
+    done, saved = 0, None
+    if checkpoint_dir is not None:
+        identity = run_identity(representation, guidance, steps, settings, identity_extras)
+        claim_checkpoint_dir(checkpoint_dir)
+        if has_checkpoint(checkpoint_dir):
+            checkpoint = load_checkpoint(checkpoint_dir, representation, optimizer, identity)
+            done = saved = checkpoint.step
+            history = step_records(checkpoint)
 
     def save() -> None:
-        if checkpoint_dir is not None:
-            save_checkpoint(checkpoint_dir, representation, optimizer, done, signature,
+        nonlocal saved
+        if checkpoint_dir is not None and done != saved:  # a finished run's moments are never needed again
+            save_checkpoint(checkpoint_dir, representation, optimizer if done < steps else None, done, identity,
                             [dataclasses.asdict(r) for r in history])
+            saved = done
 
     stopped = False
     try:

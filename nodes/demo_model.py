@@ -14,7 +14,8 @@ import functools
 import torch
 from comfy_api.latest import io
 
-from ..nfsd_core.digits import DIGITS_PRIOR_DIR, load_digits_evaluator
+from ..nfsd_core.digits.evaluator import load_digits_evaluator
+from ..nfsd_core.digits.prior import DIGITS_PRIOR_DIR
 from ..nfsd_core.digits.data import to_images
 from .diffusers_sd import load_diffusers_sd
 from .types import CATEGORY

@@ -43,6 +43,11 @@ def sampled(tensor: torch.Tensor, count: int = 64) -> torch.Tensor:
     return flat[:: max(1, flat.numel() // count)][:count]
 
 
+def sampled_weights(module: torch.nn.Module) -> list[torch.Tensor]:
+    """A sample of each of `module`'s weights (see `sampled`): a cheap stand-in for hashing them all."""
+    return [sampled(weight) for weight in module.state_dict().values()]
+
+
 def _patch_digest_input(data: Any) -> Any:
     """Weight-patch data with its tensors sampled; weight adapters (LoRA, LoHa, ...) keep theirs in `.weights`."""
     data = getattr(data, "weights", data)
@@ -68,7 +73,7 @@ def model_fingerprint(patcher) -> str:
     }
     return fingerprint({
         "model": type(patcher.model).__name__,
-        "weights": [sampled(weight) for weight in patcher.model.diffusion_model.state_dict().values()],
+        "weights": sampled_weights(patcher.model.diffusion_model),
         "patches": patches,
         "object_patches": {name: type(value).__name__ for name, value in patcher.object_patches.items()},
         "sigmas": sampled(patcher.get_model_object("model_sampling").sigmas),

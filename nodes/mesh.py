@@ -23,6 +23,7 @@ from ..nfsd_core.nerf import Mesh, export_mesh, extract_mesh
 from ..nfsd_core.nerf.mesh import MESH_FORMATS
 from .limits import check_finite, check_memory, interrupt_progress
 from .nerf import check_nerf
+from .paths import confined, refusal
 from .types import CATEGORY, Nerf
 
 try:  # newer ComfyUI: the MESH type of the V3 API, with optional vertex colours
@@ -50,6 +51,9 @@ def meshes_of(batch) -> list[Mesh]:
                 vertex_colours = vertex_colours / 255.0
         meshes.append(Mesh(batch.vertices[index].float().cpu(), batch.faces[index].long().cpu(), vertex_colours))
     return meshes
+
+
+MESH_PREFIX = "NFSD/mesh"
 
 
 class ExtractMesh(io.ComfyNode):
@@ -103,9 +107,9 @@ class SaveMesh(io.ComfyNode):
             inputs=[
                 io.Mesh.Input("mesh", tooltip="A MESH, e.g. from NFSD NeRF to Mesh; vertex colours are kept when it "
                               "has them."),
-                io.String.Input("filename_prefix", default="NFSD/mesh",
-                                tooltip="File name prefix, with subfolders, under ComfyUI's output folder; a counter "
-                                "is appended as for saved images."),
+                io.String.Input("filename_prefix", default=MESH_PREFIX,
+                                tooltip="File name prefix, with subfolders, inside ComfyUI's output folder (a "
+                                "relative path); a counter is appended as for saved images."),
                 io.Combo.Input("format", options=list(MESH_FORMATS), default="glb",
                                tooltip="glb: glTF binary, which Preview 3D and most viewers open. obj and ply: for "
                                "mesh editors."),
@@ -117,8 +121,17 @@ class SaveMesh(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, filename_prefix=None) -> bool | str:
+        """Refuses a prefix that leads outside the output folder when the graph is queued (None: linked)."""
+        if filename_prefix is None:
+            return True
+        return refusal("filename_prefix", filename_prefix, folder_paths.get_output_directory(), "output",
+                       MESH_PREFIX) or True
+
+    @classmethod
     def execute(cls, mesh, filename_prefix, format) -> io.NodeOutput:
         output = folder_paths.get_output_directory()
+        confined("filename_prefix", filename_prefix, output, "output", MESH_PREFIX)
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, output)
         subfolder = subfolder.replace("\\", "/")
         saved = []

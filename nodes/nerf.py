@@ -28,7 +28,6 @@ from ..nfsd_core.nerf.background import BACKGROUND_KINDS
 from ..nfsd_core.nerf.settings import COLOUR_SPACES
 from .autograd import autograd_enabled
 from .codec import ComfyLatentCodec
-from .fingerprint import fingerprint
 from .limits import check_finite, check_memory, interrupt_progress
 from .representation import NodeRepresentation
 from .types import CATEGORY, Nerf
@@ -201,10 +200,6 @@ class NerfState(NodeRepresentation):
 
     def render(self, vae) -> Tensor:
         return self.turntable(RENDERER_VIEWS, self.settings.render_sizes[-1]).colour
-
-    def identity(self) -> dict[str, Any]:
-        return {"settings": self.settings.to_config(),
-                "weights": None if self.weights is None else fingerprint(self.weights)}
 
     def preview(self, trained: NerfRepresentation, done: int, steps: int, latent_format) -> Image.Image | None:
         """The evaluation view at the current render size, from a camera that circles once over the run."""

@@ -5,11 +5,14 @@ once, as for a sampler), with autograd enabled only around it. Progress and prev
 ComfyUI's progress bar; an interrupt stops the run before the next step, after the core has
 saved its state when a checkpoint directory is set, so queueing the prompt again resumes it.
 
-Representations that ask for it (NeRFs) checkpoint without a directory too: into ComfyUI's temp
-folder, under a digest of everything that determines the run (settings, prompts, seed, steps).
-The same inputs always give the same result, so a run found there is the run being asked for:
-queued again after an interrupt it resumes, and after ComfyUI dropped the node's cached output
-it is restored without recomputing. ComfyUI empties the temp folder when it starts.
+A checkpoint_dir must stay inside ComfyUI's output folder (see paths.py) and be NFSD's own folder
+(see nfsd_core's checkpoint); both are checked, and the folder's writability, before the model
+loads. Representations that ask for it (NeRFs) checkpoint without a directory too: into ComfyUI's
+temp folder, named by the digest of the run's identity (nfsd_core's `run_identity`: every setting,
+the starting state, the model, prompts and VAE). The same inputs always give the same result, so
+a run found there is the run being asked for: queued again after an interrupt it resumes, and
+after ComfyUI dropped the node's cached output it is restored without recomputing. ComfyUI
+empties the temp folder when it starts.
 """
 
 from __future__ import annotations
@@ -24,38 +27,45 @@ import folder_paths
 import latent_preview
 from comfy_api.latest import io
 
-from ..nfsd_core import OptimizerSettings, RunResult, ScoreDistillation, StepRecord, optimize
+from ..nfsd_core import (CheckpointError, OptimizerSettings, RunResult, ScoreDistillation, StepRecord,
+                         claim_checkpoint_dir, identity_digest, optimize, run_identity)
 from ..nfsd_core.limits import json_ready
-from ..nfsd_core.optimize import guidance_signature
 from .autograd import autograd_enabled
 from .backend import ComfyScoreModel, condition_names
-from .fingerprint import fingerprint, model_fingerprint
+from .fingerprint import fingerprint, model_fingerprint, sampled_weights
 from .graph_checks import check_consumers, check_numbers
 from .limits import check_finite, check_memory, model_call_bytes
+from .paths import confined
 from .representation import NodeRepresentation
 from .types import CATEGORY, Guidance, Representation
 
 CHECKPOINT_EVERY = 100  # steps between saves into a checkpoint directory the user chose
+CHECKPOINT_EXAMPLE = "NFSD/checkpoints/my_run"  # a checkpoint_dir that works, for tooltips and refusals
 
 
-def checkpoint_path(directory: str) -> str | None:
-    """None for "", else the directory, relative paths taken under ComfyUI's output directory."""
-    directory = directory.strip()
-    if not directory:
+def checkpoint_folder(checkpoint_dir: str) -> str | None:
+    """None for "", else the folder inside ComfyUI's output folder, claimed for NFSD (refused if it
+    leads outside, holds files NFSD did not write, or cannot be written to)."""
+    if not checkpoint_dir.strip():
         return None
-    return directory if os.path.isabs(directory) else os.path.join(folder_paths.get_output_directory(), directory)
+    folder = confined("checkpoint_dir", checkpoint_dir.strip(), folder_paths.get_output_directory(), "output",
+                      CHECKPOINT_EXAMPLE)
+    try:
+        claim_checkpoint_dir(folder)
+    except CheckpointError as error:
+        raise CheckpointError(f"checkpoint_dir {checkpoint_dir.strip()!r}: {error}") from None
+    return folder
 
 
-def run_checkpoint(directory: str, representation: NodeRepresentation, signature: dict) -> tuple[str | None, int]:
-    """(checkpoint directory, save every N steps) of a run: the user's directory, saved every
-    CHECKPOINT_EVERY steps; else for representations that checkpoint by default a directory in
-    ComfyUI's temp folder named by the run's `signature`, saved when the run stops (the temp folder
+def run_checkpoint(chosen: str | None, representation: NodeRepresentation, identity: dict) -> tuple[str | None, int]:
+    """(checkpoint folder, save every N steps) of a run: the user's folder, saved every
+    CHECKPOINT_EVERY steps; else for representations that checkpoint by default a folder in
+    ComfyUI's temp folder named by the run's `identity`, saved when the run stops (the temp folder
     does not outlive ComfyUI, so saves in between would protect nothing); else none."""
-    chosen = checkpoint_path(directory)
     if chosen is not None:
         return chosen, CHECKPOINT_EVERY
     if representation.checkpoint_by_default:
-        return os.path.join(folder_paths.get_temp_directory(), "nfsd", fingerprint(signature)), 0
+        return os.path.join(folder_paths.get_temp_directory(), "nfsd", identity_digest(identity)), 0
     return None, 0
 
 
@@ -154,11 +164,13 @@ class Optimizer(io.ComfyNode):
                              tooltip="Show a preview on the node every N steps (0: progress only). NeRFs show their "
                              "evaluation view from a camera that circles the object once over the run."),
                 io.String.Input("checkpoint_dir", default="", optional=True,
-                                tooltip=f"Save the run's state here (relative paths are under ComfyUI's output "
-                                f"folder), every {CHECKPOINT_EVERY} steps and when interrupted; the same settings "
-                                "resume from it, also after a restart. Empty: NeRF runs keep their state in ComfyUI's "
-                                "temp folder (emptied when ComfyUI starts), so an interrupted NeRF resumes when "
-                                "queued again with the same inputs (seeds 'fixed'); canvases are not saved."),
+                                tooltip=f"Save the run's state in this folder inside ComfyUI's output folder (a "
+                                f"relative path, e.g. {CHECKPOINT_EXAMPLE}), every {CHECKPOINT_EVERY} steps and when "
+                                "interrupted; the same settings resume from it, also after a restart (other settings "
+                                "are refused, naming what differs). A new or empty folder, or one NFSD made: NFSD "
+                                "never writes into a folder holding other files. Empty: NeRF runs keep their state in "
+                                "ComfyUI's temp folder (emptied when ComfyUI starts), so an interrupted NeRF resumes "
+                                "when queued again with the same inputs (seeds 'fixed'); canvases are not saved."),
                 io.Vae.Input("vae", optional=True,
                              tooltip="The checkpoint's VAE. Needed by RGB NeRFs, whose renders it encodes (a private "
                              "copy of its encoder carries the gradients); canvases and latent NeRFs ignore it."),
@@ -181,6 +193,7 @@ class Optimizer(io.ComfyNode):
             check_numbers(cls.hidden.prompt)
             check_consumers(cls.hidden.prompt, cls.hidden.unique_id, representation.socket_type)
         check_step_memory(representation, model, vae)
+        chosen = checkpoint_folder(checkpoint_dir)  # refused before the model loads
         run_guidance = guidance.with_seed(seed)
         latent_format = model.latent_format
         progress = comfy.utils.ProgressBar(steps, node_id=cls.hidden.unique_id)
@@ -198,18 +211,19 @@ class Optimizer(io.ComfyNode):
             return False
 
         conditions = condition_names(guidance.prompts)
-        # A checkpoint resumes only the run that wrote it: same model, prompts, start and learning rate too.
-        identity = {"model": model_fingerprint(model.patcher), "prompts": fingerprint(conditions),
-                    "representation": representation.identity(), "learning_rate": learning_rate}
-        directory, save_every = run_checkpoint(
-            checkpoint_dir, representation, {"guidance": guidance_signature(run_guidance), "steps": steps, **identity})
+        settings = OptimizerSettings(lr=learning_rate)
+        # What decides the result beyond nfsd_core's own settings: the model, the prompts, the VAE that encodes.
+        extras = {"model": model_fingerprint(model.patcher), "prompts": fingerprint(conditions),
+                  "vae": fingerprint(sampled_weights(vae.first_stage_model)) if representation.needs_vae else None}
 
         def run() -> RunResult:
             with autograd_enabled():
                 trained = representation.build(latent_format, model.device, vae)
-                return optimize(trained, run_guidance, steps, OptimizerSettings(lr=learning_rate), on_step=on_step,
-                                on_preview=on_preview, preview_every=preview_every, should_stop=should_stop,
-                                checkpoint_dir=directory, checkpoint_every=save_every, metadata=identity)
+                identity = run_identity(trained, run_guidance, steps, settings, extras)
+                directory, save_every = run_checkpoint(chosen, representation, identity)
+                return optimize(trained, run_guidance, steps, settings, on_step=on_step, on_preview=on_preview,
+                                preview_every=preview_every, should_stop=should_stop, checkpoint_dir=directory,
+                                checkpoint_every=save_every, identity_extras=extras)
 
         result = model.session(conditions, representation.latent_shape, run, seed=seed)
         optimised = representation.with_result(result.representation, latent_format)

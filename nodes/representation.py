@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, replace
-from typing import Any
 
 import latent_preview
 import torch
@@ -23,7 +22,6 @@ from torch import Tensor
 from ..nfsd_core import LatentCanvas, Representation
 from ..nfsd_core.budget import canvas_bytes
 from ..nfsd_core.representations import initial_latents
-from .fingerprint import fingerprint
 
 SD_DOWNSCALE = 8  # pixels per latent of the SD 1.x/2.x/SDXL VAE, as EmptyLatentImage assumes
 
@@ -75,10 +73,6 @@ class NodeRepresentation(abc.ABC):
     @abc.abstractmethod
     def render(self, vae) -> Tensor:
         """ComfyUI IMAGE [B, H, W, 3] in [0, 1]; `vae` is ComfyUI's VAE, or None when not wired."""
-
-    @abc.abstractmethod
-    def identity(self) -> dict[str, Any]:
-        """What a checkpoint of a run on this representation must match (JSON values), beyond its shape."""
 
     def preview(self, trained: Representation, done: int, steps: int, latent_format) -> Image.Image | None:
         """An image of `trained` after `done` of `steps` steps for the progress bar (None: none).
@@ -145,9 +139,6 @@ class CanvasState(NodeRepresentation):
 
     def latent(self) -> dict[str, Tensor]:
         return {"samples": self._optimised_samples()}
-
-    def identity(self) -> dict[str, Any]:
-        return {"seed": self.seed, "samples": None if self.samples is None else fingerprint(self.samples)}
 
     def render(self, vae) -> Tensor:
         samples = self._optimised_samples()

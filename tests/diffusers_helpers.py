@@ -1,7 +1,8 @@
 """Tiny random Stable Diffusion components, built in code and saved as a local diffusers directory.
 
-Nothing is downloaded: the tokenizer is byte-level (256 byte tokens, 256 end-of-word tokens and
-the two CLIP specials, no merges), so every model here builds in milliseconds.
+The library's miniature-SD builders at test size. Nothing is downloaded: the tokenizer is
+byte-level (256 byte tokens, 256 end-of-word tokens and the two CLIP specials, no merges), so
+every model here builds in milliseconds.
 """
 
 from __future__ import annotations
@@ -17,51 +18,35 @@ diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 hide_torchvision_stub()  # an import-only torchvision (ComfyUI's CPU test venv) would break transformers
 
-TEXT_WIDTH = 32
-MAX_TOKENS = 128  # byte-level tokens: long enough for the default negative prompt
+from nfsd_core.priors.architecture import MiniatureSD, build_scheduler, build_text_encoder, build_unet, build_vae  # noqa: E402,E501
+from nfsd_core.priors.tokenizer import build_tokenizer  # noqa: E402
+
+# SD's VAE factor 8 (four blocks), a two-level UNet; 128 byte-level tokens fit the default negative prompt.
+TINY_SD = MiniatureSD(image_size=64, vae_channels=(8, 8, 16, 16), vae_norm_groups=4, unet_channels=(32, 64),
+                      cross_attention=(False, True), text_width=32, max_length=128)
 
 
 def tiny_tokenizer() -> "transformers.CLIPTokenizer":
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    characters = list(bytes_to_unicode().values())
-    tokens = characters + [c + "</w>" for c in characters] + ["<|startoftext|>", "<|endoftext|>"]
-    vocab = {token: index for index, token in enumerate(tokens)}
-    return transformers.CLIPTokenizer(vocab=vocab, merges=[], model_max_length=MAX_TOKENS)
+    return build_tokenizer([], TINY_SD.max_length)
 
 
 def tiny_text_encoder(seed: int = 0) -> "transformers.CLIPTextModel":
     torch.manual_seed(seed)
-    config = transformers.CLIPTextConfig(
-        vocab_size=514, hidden_size=TEXT_WIDTH, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=MAX_TOKENS, bos_token_id=512, eos_token_id=513,
-    )
-    return transformers.CLIPTextModel(config).eval()
+    return build_text_encoder(TINY_SD, tiny_tokenizer()).eval()
 
 
-def tiny_unet(seed: int = 0, channels: tuple[int, int] = (32, 64), layers_per_block: int = 1):
+def tiny_unet(seed: int = 0):
     torch.manual_seed(seed)
-    return diffusers.UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=channels,
-        layers_per_block=layers_per_block, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=TEXT_WIDTH, attention_head_dim=8,
-        norm_num_groups=8,
-    ).eval()
+    return build_unet(TINY_SD).eval()
 
 
 def tiny_vae(seed: int = 0):
-    """An AutoencoderKL with Stable Diffusion's factor 8 (four blocks) and 4 latent channels."""
     torch.manual_seed(seed)
-    return diffusers.AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 16, 16), layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=4,
-        scaling_factor=0.18215,
-    ).eval()
+    return build_vae(TINY_SD).eval()
 
 
 def tiny_scheduler(prediction_type: str = "epsilon"):
-    return diffusers.DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                   prediction_type=prediction_type, clip_sample=False)
+    return build_scheduler(prediction_type)
 
 
 def save_tiny_sd(directory: Path, prediction_type: str = "epsilon", seed: int = 0) -> Path:

@@ -15,6 +15,7 @@ from PIL import Image
 from diffusers_helpers import tiny_sd_dir  # noqa: F401
 from nfsd_core import cli
 from torchvision_stub import torchvision_is_a_stub
+from nfsd_core.checkpoint import read_checkpoint
 from nfsd_core.image_files import load_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +75,7 @@ def test_interrupted_generate_resumes_to_the_uninterrupted_result(tiny_sd_dir, t
         patch.setattr(cli, "progress_bar", interrupt_at_step_two)
         assert cli.main(resumable) == 130
     assert "resumes" in capsys.readouterr().err
-    assert json.loads((tmp_path / "checkpoints" / "nfsd" / "state.json").read_text())["step"] == 2
+    assert read_checkpoint(tmp_path / "checkpoints" / "nfsd").step == 2
     assert cli.main(resumable) == 0
     torch.testing.assert_close(load_image(tmp_path / "resumed" / "nfsd.png"),
                                load_image(tmp_path / "straight" / "nfsd.png"))
@@ -82,9 +83,21 @@ def test_interrupted_generate_resumes_to_the_uninterrupted_result(tiny_sd_dir, t
                          for run in ("straight", "resumed"))
     assert [r["t"] for r in resumed] == [r["t"] for r in straight]
     assert [r["loss"] for r in resumed] == pytest.approx([r["loss"] for r in straight], rel=1e-4)
-    other_settings = resumable[:-4] + ["--steps", "5"] + resumable[-2:]
-    assert cli.main(other_settings) == 2
-    assert "--checkpoint-dir" in capsys.readouterr().err
+    for other, difference in ((["--steps", "5"], "steps: saved 4, now 5"), (["--lr", "5.0"], "optimizer.lr: saved"),
+                              (["--dtype", "bf16"], "extras.dtype: saved 'fp32', now 'bf16'")):
+        assert cli.main(resumable + other) == 2
+        error = capsys.readouterr().err
+        assert "--checkpoint-dir" in error and "belongs to another run" in error and difference in error
+
+
+def test_generate_refuses_a_checkpoint_folder_of_other_files_before_loading(configs_only, tmp_path, monkeypatch,
+                                                                           capsys):
+    monkeypatch.setattr(cli, "load_diffusers", lambda *a: pytest.fail("the model loaded before the check"))
+    (tmp_path / "mine" / "nfsd").mkdir(parents=True)
+    (tmp_path / "mine" / "nfsd" / "state.json").write_text("{}")
+    assert cli.main(generate_args(configs_only / "model", tmp_path) + ["--checkpoint-dir", str(tmp_path / "mine")]) == 2
+    assert "holds files NFSD did not write (state.json)" in capsys.readouterr().err
+    assert (tmp_path / "mine" / "nfsd" / "state.json").read_text() == "{}"
 
 
 @pytest.fixture(scope="module")

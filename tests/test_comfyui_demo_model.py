@@ -18,7 +18,7 @@ PROMPT = "a handwritten digit seven"
 def diffusers_prior():
     from comfyui_helpers import comfy_runtime
 
-    return comfy_runtime().module("nfsd_core.digits").load_digits_prior()
+    return comfy_runtime().module("nfsd_core.digits.prior").load_digits_prior()
 
 
 def demo(comfyui):
@@ -88,7 +88,7 @@ def test_latent_previews_show_the_decoded_digit(comfyui, diffusers_prior):
     _, codec = diffusers_prior
     model, _, _ = demo(comfyui)
     to_preview = comfyui.module("nodes.nerf").latent_to_rgb
-    digits = comfyui.module("nfsd_core.digits").load_digits_evaluator().split.held_out_digits[:32]
+    digits = comfyui.module("nfsd_core.digits.evaluator").load_digits_evaluator().split.held_out_digits[:32]
     latents = codec.encode(comfyui.module("nfsd_core.digits.data").to_images(digits))
     decoded = torch.nn.functional.avg_pool2d(codec.decode(latents), 4).mean(dim=1).flatten()
 

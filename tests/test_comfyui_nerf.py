@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import trimesh
+from nfsd_core.checkpoint import read_checkpoint
 
 from comfyui_helpers import (  # noqa: F401
     GUIDANCE_DEFAULTS,
@@ -105,7 +106,7 @@ def test_an_interrupted_nerf_resumes_from_the_temp_folder_to_the_uninterrupted_r
 
     settings = dict(steps=4, seed=5)
     # previews render between steps without drawing from the run's randomness
-    uninterrupted = run(comfyui, checkpoint_dir=str(tmp_path / "straight"), preview_every=1, **settings)
+    uninterrupted = run(comfyui, checkpoint_dir=f"NFSD/tests/{tmp_path.name}", preview_every=1, **settings)
     temp = comfyui.base / "temp" / "nfsd"
     before = set(temp.glob("*")) if temp.exists() else set()
 
@@ -118,7 +119,7 @@ def test_an_interrupted_nerf_resumes_from_the_temp_folder_to_the_uninterrupted_r
     assert not interrupted.success
     assert interrupted.event("execution_interrupted")["node_id"] == OPTIMIZER
     (saved,) = set(temp.glob("*")) - before
-    assert json.loads((saved / "state.json").read_text())["step"] == 2
+    assert read_checkpoint(saved).step == 2
 
     resumed = run(comfyui, **settings)
     steps_run = []
@@ -134,8 +135,8 @@ def test_an_interrupted_nerf_resumes_from_the_temp_folder_to_the_uninterrupted_r
 
 def test_the_resume_workflows_checkpoint_lives_in_the_output_folder(comfyui):
     result = run(comfyui, checkpoint_dir="NFSD/checkpoints/apple", seed=7)
-    state = json.loads((comfyui.base / "output" / "NFSD" / "checkpoints" / "apple" / "state.json").read_text())
-    assert state["step"] == 3 and state["representation"]["type"] == "nerf"
+    state = read_checkpoint(comfyui.base / "output" / "NFSD" / "checkpoints" / "apple")
+    assert state.step == 3 and state.identity["representation"]["type"] == "nerf"
     again = run(comfyui, checkpoint_dir="NFSD/checkpoints/apple", seed=7)
     for name, tensor in optimised_weights(result).items():
         assert torch.equal(optimised_weights(again)[name], tensor), name

@@ -3,6 +3,7 @@
 import json
 
 import torch
+from nfsd_core.checkpoint import read_checkpoint
 
 from comfyui_helpers import (  # noqa: F401
     GUIDANCE_DEFAULTS,
@@ -51,7 +52,7 @@ def test_progress_every_step_and_previews_every_n_steps(comfyui):
 def test_interrupt_stops_within_one_step_and_the_run_resumes(comfyui, tmp_path):
     import nodes
 
-    directory = str(tmp_path / "run")
+    directory = f"NFSD/tests/{tmp_path.name}"  # a checkpoint_dir is a folder inside ComfyUI's output folder
 
     def interrupt_after_two_steps(value, total, preview, node_id):
         if node_id == OPTIMIZER and value == 2 and preview is None:
@@ -61,7 +62,7 @@ def test_interrupt_stops_within_one_step_and_the_run_resumes(comfyui, tmp_path):
         interrupted = comfyui.execute(text_to_image_prompt(steps=5, checkpoint_dir=directory))
     assert not interrupted.success
     assert interrupted.event("execution_interrupted")["node_id"] == OPTIMIZER
-    assert json.loads((tmp_path / "run" / "state.json").read_text())["step"] == 2  # stopped before step 3
+    assert read_checkpoint(comfyui.base / "output" / directory).step == 2  # stopped before step 3
 
     resumed, resumed_stats = run(comfyui, steps=5, checkpoint_dir=directory)  # the next prompt runs normally
     uninterrupted, stats = run(comfyui, steps=5)
@@ -114,7 +115,7 @@ def sample(comfyui, model, positive):
 
 
 def test_a_checkpoint_resumes_only_its_own_run(comfyui, tmp_path):
-    directory = str(tmp_path / "run")
+    directory = f"NFSD/tests/{tmp_path.name}"
     run(comfyui, steps=2, checkpoint_dir=directory)
     other_prompt = text_to_image_prompt(steps=2, checkpoint_dir=directory)
     other_prompt["2"]["inputs"]["text"] = "a blue car"

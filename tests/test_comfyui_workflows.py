@@ -86,7 +86,7 @@ def test_workflow_runs_as_shipped(comfyui, path: Path):
             assert statistics["steps_done"] == steps and len(statistics["history"]["loss"]) == steps
         if node["class_type"] == "NFSD_Renderer" and demo:  # the digit it promises, to the prior's own judge
             images = result.values[node_id][0].movedim(-1, 1)
-            assert comfyui.module("nfsd_core.digits").load_digits_evaluator().predict(images).tolist() == [DEMO_DIGIT]
+            assert comfyui.module("nfsd_core.digits.evaluator").load_digits_evaluator().predict(images).tolist() == [DEMO_DIGIT]
         if node["class_type"] == "NFSD_ScoreDecomposition":
             timesteps = node["inputs"]["timesteps"].count(",") + 1
             assert [image.shape[0] for image in result.values[node_id]] == [timesteps] * 4

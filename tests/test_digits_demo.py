@@ -20,9 +20,13 @@ def test_demo_quick_writes_grid_and_tables(tmp_path, capsys):
     assert list(results["metrics"]) == ["DDIM 50 (reference)", "SDS 100", "NFSD 7.5"]
     assert results["methods"]["NFSD 7.5"]["evaluations_per_step"] > results["methods"]["SDS 100"][
         "evaluations_per_step"] == 2.0
+    metrics, floor = results["metrics"], results["baseline"]
     for group in ("fine", "coarse"):
-        assert 0 <= results["metrics"]["NFSD 7.5"][group]["accuracy"] <= 1
-        assert results["baseline"][group]["frechet"] > 0
+        # The judge reads real digits and DDIM's samples as their prompts' digits, and puts DDIM
+        # near the real floor; 60 distillation steps (--quick) are still far from the data.
+        assert floor[group]["accuracy"] >= 0.9 and metrics["DDIM 50 (reference)"][group]["accuracy"] >= 0.9
+        assert metrics["DDIM 50 (reference)"][group]["frechet"] < 1.5 * floor[group]["frechet"]
+        assert metrics["NFSD 7.5"][group]["frechet"] > metrics["DDIM 50 (reference)"][group]["frechet"]
     assert Image.open(tmp_path / "grid.png").height > 3 * 64  # three method rows of 64 px samples
     printed = capsys.readouterr()
     assert "| NFSD 7.5 |" in printed.out and "real digits (floor)" in (tmp_path / "results.md").read_text()
@@ -30,7 +34,9 @@ def test_demo_quick_writes_grid_and_tables(tmp_path, capsys):
 
 
 def test_demo_refuses_bad_steps(capsys):
-    assert cli.main(["demo", "--steps", "0"]) == 2
+    with pytest.raises(SystemExit) as exit:  # argparse's usage error
+        cli.main(["demo", "--steps", "0"])
+    assert exit.value.code == 2
     assert "--steps" in capsys.readouterr().err
 
 

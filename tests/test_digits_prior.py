@@ -6,9 +6,12 @@ import torch
 
 pytest.importorskip("diffusers")
 
-from nfsd_core.digits import fine_prompt, load_digits_evaluator, load_digits_prior  # noqa: E402
+from nfsd_core.digits.evaluator import load_digits_evaluator  # noqa: E402
+from nfsd_core.digits.prior import load_digits_prior  # noqa: E402
+from nfsd_core.digits.prompts import fine_prompt  # noqa: E402
 from nfsd_core.digits.comparison import encode_prompts  # noqa: E402
-from nfsd_core.digits.data import degrade, to_images  # noqa: E402
+from nfsd_core.digits.data import to_images  # noqa: E402
+from nfsd_core.priors.degradation import degrade  # noqa: E402
 from nfsd_core.digits.metrics import frechet_distance, mean_pairwise_distance, measure, real_baseline  # noqa: E402
 from nfsd_core.representations.canvas import initial_latents  # noqa: E402
 from nfsd_core.sampling import ddim_sample  # noqa: E402

@@ -8,15 +8,16 @@ pytest.importorskip("transformers")
 from transformers import CLIPTokenizer  # noqa: E402
 
 from nfsd_core.digits.prompts import (  # noqa: E402
-    COARSE_PROMPTS, NEGATIVE_PHRASES, fine_prompt, negative_caption, prompt_digits, real_caption, vocabulary_words,
+    COARSE_PROMPTS, fine_prompt, prompt_digits, real_caption, vocabulary_words,
 )
-from nfsd_core.digits.tokenizer import build_tokenizer, learn_merges, save_tokenizer  # noqa: E402
+from nfsd_core.priors.degradation import NEGATIVE_PHRASES, negative_caption  # noqa: E402
+from nfsd_core.priors.tokenizer import build_tokenizer, learn_merges, save_tokenizer  # noqa: E402
 from nfsd_core.guidance import DEFAULT_NEGATIVE_PROMPT  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return build_tokenizer()
+    return build_tokenizer(vocabulary_words())
 
 
 def test_every_caption_word_is_one_token(tokenizer):

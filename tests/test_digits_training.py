@@ -8,9 +8,11 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("sklearn")
 
-from nfsd_core.digits.data import degrade, load_digit_split, to_digits, to_images  # noqa: E402
+from nfsd_core.digits.data import load_digit_split, to_digits, to_images  # noqa: E402
+from nfsd_core.priors.degradation import degrade  # noqa: E402
 from nfsd_core.digits.prior import load_digits_prior  # noqa: E402
-from nfsd_core.digits.training import TrainingSettings, train_prior  # noqa: E402
+from nfsd_core.digits.training import train_digits_prior  # noqa: E402
+from nfsd_core.priors.training import TrainingSettings  # noqa: E402
 
 TINY = TrainingSettings(vae_steps=25, vae_batch=16, denoiser_steps=40, denoiser_batch=32, warmup_steps=5,
                         log_every=1, degraded_copies=1)
@@ -47,7 +49,7 @@ def test_images_are_rgb_32px_and_map_back_to_8x8():
 
 
 def test_a_few_training_steps_reduce_the_loss_and_save_a_loadable_prior(small_split, tmp_path):
-    record = train_prior(tmp_path, TINY, small_split, log=lambda entry: None)
+    record = train_digits_prior(tmp_path, TINY, small_split, log=lambda entry: None)
     log = record["log"]
     assert mean_loss(log, "vae", "mse", slice(-5, None)) < 0.5 * mean_loss(log, "vae", "mse", slice(0, 5))
     assert mean_loss(log, "denoiser", "loss", slice(-10, None)) < 0.8 * mean_loss(log, "denoiser", "loss", slice(0, 5))

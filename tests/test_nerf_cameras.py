@@ -4,9 +4,24 @@ import math
 
 import pytest
 import torch
+from torch import Tensor
 
 from nfsd_core.nerf import CameraSettings, make_cameras, orbit_cameras, sample_cameras, view_names
-from nfsd_core.nerf.rays import camera_rays, project_points
+from nfsd_core.nerf.cameras import Cameras
+from nfsd_core.nerf.rays import camera_rays
+
+
+def project_points(cameras: Cameras, points: Tensor, height: int, width: int) -> Tensor:
+    """The pinhole projection that `camera_rays` inverts: pixel coordinates [B, P, 2] (column, row;
+    continuous, centre at (W/2, H/2)) of world `points` [P, 3]."""
+    w2c = torch.linalg.inv(cameras.c2w)
+    homogeneous = torch.cat([points, torch.ones_like(points[:, :1])], dim=-1)
+    camera_points = torch.einsum("bij,pj->bpi", w2c, homogeneous)[..., :3]
+    focal = cameras.focal_length(height).view(-1, 1)
+    depth = -camera_points[..., 2]
+    column = width / 2 + focal * camera_points[..., 0] / depth
+    row = height / 2 - focal * camera_points[..., 1] / depth
+    return torch.stack([column, row], dim=-1)
 
 
 def test_the_origin_projects_to_the_image_centre_from_any_camera():

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from nfsd_core import OptimizerSettings, Prompts, ScoreDistillation, optimize
-from nfsd_core.checkpoint import load_checkpoint
+from nfsd_core.checkpoint import CheckpointError, load_checkpoint
+from nfsd_core.identity import run_identity
 from nfsd_core.nerf import BackgroundSettings, NerfRepresentation, NerfSettings, make_cameras
 from nfsd_core.preview import LatentToRGB
 from nfsd_core.optimize import REPRESENTATION_RANDOMNESS
@@ -55,13 +56,15 @@ def test_the_checkpoint_round_trips_every_tensor_and_refuses_other_settings(tmp_
     nerf, _ = run(tmp_path, steps=2)
     again = NerfRepresentation.from_config(nerf.config(), codec=PoolingCodec())
     optimizer = torch.optim.AdamW(again.parameter_groups(0.01))
-    checkpoint = load_checkpoint(tmp_path, again, optimizer)
+    identity = run_identity(again, guidance(pull_towards_denoiser()), 2, OptimizerSettings(lr=0.01))
+    checkpoint = load_checkpoint(tmp_path, again, optimizer, identity)
     assert checkpoint.step == 2
     for name, value in nerf.state_dict().items():
         assert torch.equal(value, again.state_dict()[name]), name
     other = NerfRepresentation(tiny_settings(samples_per_ray=8))
-    with pytest.raises(ValueError, match="representation settings"):
-        load_checkpoint(tmp_path, other, torch.optim.AdamW(other.parameter_groups(0.01)))
+    other_identity = run_identity(other, guidance(pull_towards_denoiser()), 2, OptimizerSettings(lr=0.01))
+    with pytest.raises(CheckpointError, match="representation.settings.samples_per_ray: saved 24, now 8"):
+        load_checkpoint(tmp_path, other, torch.optim.AdamW(other.parameter_groups(0.01)), other_identity)
 
 
 def test_the_codec_is_neither_state_nor_a_parameter():

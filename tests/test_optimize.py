@@ -1,10 +1,9 @@
-import json
-
 import pytest
 import torch
 
 from nfsd_core import CallableScoreModel, LatentCanvas, OptimizerSettings, Prompts, ScoreDistillation, optimize
-from nfsd_core.checkpoint import META_FILE, describe_differences, has_checkpoint
+from nfsd_core.checkpoint import CheckpointError, has_checkpoint, read_checkpoint
+from nfsd_core.identity import describe_differences
 
 from core_helpers import gaussian_model
 
@@ -69,7 +68,7 @@ def test_should_stop_ends_the_run_before_the_next_step(tmp_path):
     run = optimize(LatentCanvas.random(1, 4, 4, 4), make_guidance(), steps=10,
                    should_stop=lambda: next(calls), checkpoint_dir=tmp_path)
     assert run.stopped and run.steps_done == 2
-    assert json.loads((tmp_path / META_FILE).read_text())["step"] == 2
+    assert read_checkpoint(tmp_path).step == 2
 
 
 class Interrupted(Exception):
@@ -110,17 +109,17 @@ def test_periodic_checkpoints_survive_a_hard_stop(tmp_path):
     with pytest.raises(HardStop):
         optimize(LatentCanvas.random(1, 4, 4, 4), make_guidance(), steps=20, checkpoint_dir=tmp_path,
                  checkpoint_every=5, on_step=crash)
-    assert json.loads((tmp_path / META_FILE).read_text())["step"] == 13
+    assert read_checkpoint(tmp_path).step == 13
 
 
 def test_a_checkpoint_of_another_run_is_refused(tmp_path):
     optimize(LatentCanvas.random(1, 4, 4, 4), make_guidance("nfsd"), steps=3, checkpoint_dir=tmp_path)
-    with pytest.raises(ValueError, match="belongs to another run") as refused:
+    with pytest.raises(CheckpointError, match="belongs to another run") as refused:
         optimize(LatentCanvas.random(1, 4, 4, 4), make_guidance("sds"), steps=3, checkpoint_dir=tmp_path)
     assert "guidance.rule: saved 'nfsd', now 'sds'" in str(refused.value)  # what differs, not two whole dicts
-    with pytest.raises(ValueError, match="was saved for") as refused:
+    with pytest.raises(CheckpointError, match="belongs to another run") as refused:
         optimize(LatentCanvas.random(2, 4, 4, 4), make_guidance("nfsd"), steps=3, checkpoint_dir=tmp_path)
-    assert "shape: saved [1, 4, 4, 4], now [2, 4, 4, 4]" in str(refused.value)
+    assert "representation.shape: saved [1, 4, 4, 4], now [2, 4, 4, 4]" in str(refused.value)
 
 
 def test_describe_differences_names_each_differing_leaf():

@@ -5,7 +5,7 @@ from nfsd_core import NoiseSchedule
 
 
 def test_stable_diffusion_schedule_matches_comfyui_reference_values():
-    # ComfyUI's ModelSamplingDiscrete on SD1.5, read off a real ComfyUI (shared/notes/comfyui.md §4).
+    # What ComfyUI 0.3.64's ModelSamplingDiscrete gives for SD 1.5 (its linear_start/end 0.00085/0.012, scaled_linear).
     schedule = NoiseSchedule.scaled_linear()
     t = torch.tensor([0, 250, 500, 999])
     assert torch.allclose(schedule.alpha_bar(t), torch.tensor([0.99915, 0.67379, 0.27633, 0.00466]), atol=1e-5)

@@ -59,36 +59,3 @@ def to_digits(images: Tensor) -> Tensor:
     """RGB images [B, 3, H, W] in [0, 1] (H, W multiples of 8) -> grey 8x8 digits [B, 8, 8]."""
     grey = images.float().mean(dim=1, keepdim=True)
     return F.adaptive_avg_pool2d(grey, DIGIT_SIZE).squeeze(1)
-
-
-def gaussian_blur(images: Tensor, sigma: Tensor) -> Tensor:
-    """Blur each image [B, C, H, W] with its own Gaussian of std `sigma` [B] pixels (reflect padding)."""
-    radius = int(torch.ceil(3 * sigma.max()).item())
-    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype)
-    kernels = torch.exp(-0.5 * (offsets / sigma.view(-1, 1)) ** 2)
-    kernels = kernels / kernels.sum(dim=1, keepdim=True)  # [B, K]
-    batch, channels, height, width = images.shape
-    flat = F.pad(images.reshape(1, batch * channels, height, width), (radius,) * 4, mode="reflect")
-    weights = kernels.repeat_interleave(channels, dim=0)  # [B*C, K]
-    flat = F.conv2d(flat, weights.view(-1, 1, 1, 2 * radius + 1), groups=batch * channels)
-    flat = F.conv2d(flat, weights.view(-1, 1, 2 * radius + 1, 1), groups=batch * channels)
-    return flat.view(batch, channels, height, width)
-
-
-def degrade(images: Tensor, generator: torch.Generator) -> Tensor:
-    """The negative prompt's images: blurred (sigma 1.6..4 px at 32x32) and low in contrast.
-
-    Contrast is pulled toward each image's mean by a factor 0.25..0.6, and the result dimmed by
-    0.6..1, so the set covers "blurry", "low contrast", "dull" and "dark" at once.
-    """
-    batch = images.shape[0]
-    scale = images.shape[-1] / 16.0
-
-    def uniform(low: float, high: float) -> Tensor:
-        return low + (high - low) * torch.rand(batch, generator=generator)
-
-    blurred = gaussian_blur(images, uniform(0.8, 2.0) * scale)
-    mean = blurred.mean(dim=(1, 2, 3), keepdim=True)
-    contrast = uniform(0.25, 0.6).view(-1, 1, 1, 1)
-    brightness = uniform(0.6, 1.0).view(-1, 1, 1, 1)
-    return ((mean + contrast * (blurred - mean)) * brightness).clamp(0.0, 1.0)

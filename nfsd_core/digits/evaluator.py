@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from .data import DigitSplit, to_digits, to_images
+from .prior import DIGITS_PRIOR_DIR
 
 FEATURES = 20
 WEIGHTS_FILE = "evaluator.safetensors"
@@ -133,3 +134,9 @@ class DigitEvaluator:
         )
         info = json.loads((directory / INFO_FILE).read_text())
         return cls(classifier.eval(), tensors["pca_mean"], tensors["pca_components"], split, info)
+
+
+def load_digits_evaluator(directory: str | Path = DIGITS_PRIOR_DIR) -> DigitEvaluator:
+    """The classifier, feature space and reference digits the benchmark measures with, as shipped
+    beside the prior (`evaluator/` in the prior's directory)."""
+    return DigitEvaluator.load(Path(directory) / "evaluator")

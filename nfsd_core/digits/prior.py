@@ -2,6 +2,8 @@
 
 `load_digits_prior()` hands the directory to the diffusers backend like any SD model, so the
 prior runs wherever diffusers and transformers are installed (no scikit-learn, no download).
+This module is all that `import nfsd_core` loads of the digits package: the training, the
+evaluator and the benchmark's metrics are imported only by those who use them.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from pathlib import Path
 import torch
 
 from ..models.diffusers import DiffusersLatentCodec, DiffusersScoreModel, load_diffusers
-from .evaluator import DigitEvaluator
 
 DIGITS_PRIOR_DIR = Path(__file__).resolve().parent.parent / "assets" / "digits_prior"
 
@@ -22,7 +23,3 @@ def load_digits_prior(
     """The prior's score model and VAE codec (latents [B, 4, 8, 8] <-> images [B, 3, 32, 32])."""
     return load_diffusers(directory, dtype, device)
 
-
-def load_digits_evaluator(directory: str | Path = DIGITS_PRIOR_DIR) -> DigitEvaluator:
-    """The classifier, feature space and reference digits the benchmark measures with."""
-    return DigitEvaluator.load(Path(directory) / "evaluator")

@@ -1,13 +1,15 @@
-"""The prior's captions: fine prompts (one digit), coarse prompts (many digits), negative prompts.
+"""The digits prior's captions: fine prompts (one digit) and coarse prompts (many digits).
 
 Coarse prompts cover several digit shapes at once ("an odd handwritten digit"), which is where
-the paper's over-smoothing argument applies. Degraded images are captioned with phrases of the
-paper's default negative prompt, so that prompt as a whole means "blurry, low contrast digit".
+the paper's over-smoothing argument applies. Degraded digits get the negative captions of
+`nfsd_core.priors.degradation`, so the paper's negative prompt means "blurry, low contrast digit".
 """
 
 from __future__ import annotations
 
 import torch
+
+from ..priors.degradation import NEGATIVE_PHRASES
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 FINE_TEMPLATES = ("a handwritten digit {}", "a handwritten {}", "the digit {}")
@@ -18,17 +20,9 @@ COARSE_PROMPTS = {
     GENERIC_PROMPT: tuple(range(10)),
 }
 COARSE_LABELS = {"an odd handwritten digit": "odd", "an even handwritten digit": "even", GENERIC_PROMPT: "any"}
-# The paper's default negative prompt, phrase by phrase, plus synonyms that describe the same images.
-NEGATIVE_PHRASES = (
-    "unrealistic", "blurry", "low quality", "out of focus", "ugly", "low contrast", "dull", "dark",
-    "low-resolution", "gloomy", "faded", "smudged", "washed out",
-)
-
 # How a real image's caption is drawn; the rest of the probability is the empty caption.
 FINE_PROBABILITY = 0.5
 COARSE_PROBABILITY = 0.4
-# How often a degraded image keeps its negative caption (else: empty caption).
-NEGATIVE_CAPTION_PROBABILITY = 0.9
 
 
 def fine_prompt(digit: int) -> str:
@@ -63,14 +57,3 @@ def real_caption(digit: int, generator: torch.Generator) -> str:
         covering = [prompt for prompt, digits in COARSE_PROMPTS.items() if digit in digits]
         return covering[int(torch.randint(len(covering), (), generator=generator))]
     return ""
-
-
-def negative_caption(generator: torch.Generator) -> str:
-    """A random caption for a degraded image: 1 to all negative phrases, in order or shuffled."""
-    if torch.rand((), generator=generator).item() >= NEGATIVE_CAPTION_PROBABILITY:
-        return ""
-    count = int(torch.randint(1, len(NEGATIVE_PHRASES) + 1, (), generator=generator))
-    chosen = torch.randperm(len(NEGATIVE_PHRASES), generator=generator)[:count]
-    if torch.rand((), generator=generator).item() < 0.5:
-        chosen = chosen.sort().values
-    return ", ".join(NEGATIVE_PHRASES[i] for i in chosen.tolist())

@@ -1,255 +1,47 @@
-"""Training the miniature Stable Diffusion on scikit-learn's digits, in two stages as SD was.
+"""Training the digits prior: scikit-learn's digits as `PriorData` for the shared two-stage
+training (`nfsd_core.priors.training`), the evaluator beside it, and a DDIM sample check.
 
-1. `train_vae`: AutoencoderKL on real and degraded images (MSE + a small KL term); its
-   `scaling_factor` becomes 1 / std of the posterior means, as SD's 0.18215 was chosen.
-2. `train_denoiser`: the text encoder and the eps-prediction UNet together, on latents drawn
-   from the frozen VAE's posteriors, with captions drawn per sample (see `prompts`).
-Everything draws from generators seeded by `TrainingSettings.seed`; `train_prior` runs both
-stages and writes a standard diffusers Stable Diffusion directory.
+    python -m nfsd_core.digits.training --output outputs/digits_prior
 """
 
 from __future__ import annotations
 
 import json
-import math
-import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
-from .data import DigitSplit, degrade, load_digit_split, to_images
-from .models import build_scheduler, build_text_encoder, build_unet, build_vae
-from .prompts import negative_caption, real_caption
-from .tokenizer import MAX_LENGTH, build_tokenizer, save_tokenizer
-
-Log = Callable[[dict], None]
+from ..priors.training import Log, PriorData, TrainingSettings, train_prior
+from ..priors.degradation import degrade, negative_caption
+from .data import DigitSplit, load_digit_split, to_images
+from .prior import DIGITS_PRIOR_DIR, load_digits_prior
+from .prompts import real_caption, vocabulary_words
 
 
-@dataclass(frozen=True)
-class TrainingSettings:
-    seed: int = 0
-    vae_steps: int = 300
-    vae_batch: int = 64
-    vae_lr: float = 2e-3
-    vae_kl_weight: float = 1e-5
-    denoiser_steps: int = 1500
-    denoiser_batch: int = 128
-    denoiser_lr: float = 2e-3
-    warmup_steps: int = 100
-    ema_decay: float = 0.995
-    degraded_fraction: float = 0.25
-    degraded_copies: int = 3
-    log_every: int = 50
-
-
-@dataclass
-class LatentBank:
-    """Posterior means and stds [N, 4, 8, 8] (scaled) of real and degraded images, with digit labels."""
-
-    real_mean: Tensor
-    real_std: Tensor
-    labels: Tensor
-    degraded_mean: Tensor
-    degraded_std: Tensor
-
-
-def lr_factor(step: int, steps: int, warmup: int) -> float:
-    """Linear warm-up, then cosine decay to 10% of the peak learning rate."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(steps - warmup, 1)
-    return 0.1 + 0.45 * (1.0 + math.cos(math.pi * progress))
-
-
-def ema_update(average: nn.Module, model: nn.Module, decay: float) -> None:
-    with torch.no_grad():
-        for target, source in zip(average.parameters(), model.parameters()):
-            target.lerp_(source, 1.0 - decay)
-
-
-def degraded_images(images: Tensor, copies: int, generator: torch.Generator) -> Tensor:
-    """`copies` independently degraded versions of every image, [copies * N, 3, H, W]."""
-    return torch.cat([degrade(images, generator) for _ in range(copies)])
-
-
-def train_vae(images: Tensor, settings: TrainingSettings, log: Log = print) -> nn.Module:
-    """Train the VAE on `images` [N, 3, 32, 32] in [0, 1] (real and degraded)."""
-    generator = torch.Generator().manual_seed(settings.seed)
-    torch.manual_seed(settings.seed)
-    vae = build_vae()
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=settings.vae_lr, weight_decay=0.0)
-    for step in range(settings.vae_steps):
-        for group in optimizer.param_groups:
-            group["lr"] = settings.vae_lr * lr_factor(step, settings.vae_steps, settings.warmup_steps)
-        batch = images[torch.randint(len(images), (settings.vae_batch,), generator=generator)] * 2.0 - 1.0
-        posterior = vae.encode(batch).latent_dist
-        latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
-        reconstruction = vae.decode(latents).sample
-        mse = F.mse_loss(reconstruction, batch)
-        loss = mse + settings.vae_kl_weight * posterior.kl().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        optimizer.step()
-        if step % settings.log_every == 0 or step == settings.vae_steps - 1:
-            log({"stage": "vae", "step": step, "mse": round(mse.item(), 6), "loss": round(loss.item(), 6)})
-    vae.eval()
-    return vae
-
-
-@torch.no_grad()
-def encode_posteriors(vae: nn.Module, images: Tensor, chunk: int = 256) -> tuple[Tensor, Tensor]:
-    """Posterior means and stds of `images` [N, 3, H, W] in [0, 1], unscaled."""
-    means, stds = [], []
-    for part in images.split(chunk):
-        posterior = vae.encode(part * 2.0 - 1.0).latent_dist
-        means.append(posterior.mean)
-        stds.append(posterior.std)
-    return torch.cat(means), torch.cat(stds)
-
-
-def build_latent_bank(vae: nn.Module, images: Tensor, labels: Tensor, settings: TrainingSettings) -> LatentBank:
-    """Encode real and degraded images once, and set the VAE's `scaling_factor` from the real ones."""
-    generator = torch.Generator().manual_seed(settings.seed + 1)
-    real_mean, real_std = encode_posteriors(vae, images)
-    degraded_mean, degraded_std = encode_posteriors(vae, degraded_images(images, settings.degraded_copies, generator))
-    scale = 1.0 / float(real_mean.std())
-    vae.register_to_config(scaling_factor=scale)
-    return LatentBank(real_mean * scale, real_std * scale, labels, degraded_mean * scale, degraded_std * scale)
-
-
-class CaptionEncoder:
-    """Tokenizes captions (cached per distinct caption) and runs the text encoder once per distinct caption."""
-
-    def __init__(self, tokenizer, text_encoder: nn.Module):
-        self.tokenizer = tokenizer
-        self.text_encoder = text_encoder
-        self.ids: dict[str, Tensor] = {}
-
-    def token_ids(self, caption: str) -> Tensor:
-        if caption not in self.ids:
-            self.ids[caption] = self.tokenizer(
-                caption, padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors="pt"
-            ).input_ids[0]
-        return self.ids[caption]
-
-    def __call__(self, captions: list[str]) -> Tensor:
-        """Hidden states [len(captions), 77, width]."""
-        distinct = sorted(set(captions))
-        states = self.text_encoder(torch.stack([self.token_ids(c) for c in distinct])).last_hidden_state
-        index = torch.tensor([distinct.index(c) for c in captions])
-        return states[index]
-
-
-def training_batch(bank: LatentBank, settings: TrainingSettings, generator: torch.Generator) -> tuple[Tensor, list[str]]:
-    """Latents [B, 4, 8, 8] sampled from posteriors, and one caption per row."""
-    batch = settings.denoiser_batch
-    degraded = round(settings.degraded_fraction * batch)
-    real_rows = torch.randint(len(bank.labels), (batch - degraded,), generator=generator)
-    degraded_rows = torch.randint(len(bank.degraded_mean), (degraded,), generator=generator)
-    mean = torch.cat([bank.real_mean[real_rows], bank.degraded_mean[degraded_rows]])
-    std = torch.cat([bank.real_std[real_rows], bank.degraded_std[degraded_rows]])
-    latents = mean + std * torch.randn(mean.shape, generator=generator)
-    captions = [real_caption(int(d), generator) for d in bank.labels[real_rows]]
-    captions += [negative_caption(generator) for _ in range(degraded)]
-    return latents, captions
-
-
-def train_denoiser(
-    bank: LatentBank, tokenizer, settings: TrainingSettings, log: Log = print
-) -> tuple[nn.Module, nn.Module]:
-    """Train text encoder and UNet on eps-MSE with t ~ U{0..999}; returns their EMA copies."""
-    generator = torch.Generator().manual_seed(settings.seed + 2)
-    torch.manual_seed(settings.seed + 2)
-    unet, text_encoder = build_unet(), build_text_encoder(tokenizer)
-    ema_unet, ema_text_encoder = build_unet(), build_text_encoder(tokenizer)
-    ema_unet.load_state_dict(unet.state_dict())
-    ema_text_encoder.load_state_dict(text_encoder.state_dict())
-    alphas_cumprod = build_scheduler().alphas_cumprod
-    encode = CaptionEncoder(tokenizer, text_encoder)
-    parameters = [*unet.parameters(), *text_encoder.parameters()]
-    optimizer = torch.optim.AdamW(parameters, lr=settings.denoiser_lr, weight_decay=0.01)
-    for step in range(settings.denoiser_steps):
-        for group in optimizer.param_groups:
-            group["lr"] = settings.denoiser_lr * lr_factor(step, settings.denoiser_steps, settings.warmup_steps)
-        latents, captions = training_batch(bank, settings, generator)
-        t = torch.randint(len(alphas_cumprod), (len(latents),), generator=generator)
-        noise = torch.randn(latents.shape, generator=generator)
-        ab = alphas_cumprod[t].view(-1, 1, 1, 1)
-        x_t = ab.sqrt() * latents + (1.0 - ab).sqrt() * noise
-        loss = F.mse_loss(unet(x_t, t, encoder_hidden_states=encode(captions)).sample, noise)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        ema_update(ema_unet, unet, settings.ema_decay)
-        ema_update(ema_text_encoder, text_encoder, settings.ema_decay)
-        if step % settings.log_every == 0 or step == settings.denoiser_steps - 1:
-            log({"stage": "denoiser", "step": step, "loss": round(loss.item(), 6)})
-    return ema_unet.eval(), ema_text_encoder.eval()
-
-
-def save_prior(directory: str | Path, vae: nn.Module, unet: nn.Module, text_encoder: nn.Module, tokenizer) -> Path:
-    """Write a standard diffusers Stable Diffusion directory (model_index.json, unet/, vae/, ...).
-
-    Weights are stored in float16, as SD checkpoints usually are (half the size; loaders cast
-    them to the precision they run in).
-    """
-    from diffusers import StableDiffusionPipeline
-
-    directory = Path(directory)
-    pipeline = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=build_scheduler(),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+def digits_training_data(split: DigitSplit) -> PriorData:
+    """The training split's digits as 32x32 RGB images, captioned by their labels."""
+    labels = split.train_labels
+    return PriorData(
+        images=to_images(split.train_digits),
+        caption=lambda row, generator: real_caption(int(labels[row]), generator),
+        degrade=degrade,
+        negative_caption=negative_caption,
+        words=vocabulary_words(),
     )
-    pipeline.to(torch.float16).save_pretrained(directory, safe_serialization=True)
-    save_tokenizer(tokenizer, directory / "tokenizer")
-    return directory
 
 
-def train_prior(
+def train_digits_prior(
     directory: str | Path, settings: TrainingSettings = TrainingSettings(), split: DigitSplit | None = None,
     log: Log = print,
 ) -> dict:
-    """Train both stages on the training split and save the prior; returns the training record."""
+    """Train the prior on the training split and save it; returns the training record."""
     split = load_digit_split() if split is None else split
-    records: list[dict] = []
-
-    def record(entry: dict) -> None:
-        records.append(entry)
-        log(entry)
-
-    started_wall, started_cpu = time.perf_counter(), time.process_time()
-    images = to_images(split.train_digits)
-    generator = torch.Generator().manual_seed(settings.seed + 3)
-    vae_images = torch.cat([images, degraded_images(images, 1, generator)])
-    vae = train_vae(vae_images, settings, record)
-    vae_seconds = (time.perf_counter() - started_wall, time.process_time() - started_cpu)
-    bank = build_latent_bank(vae, images, split.train_labels, settings)
-    tokenizer = build_tokenizer()
-    unet, text_encoder = train_denoiser(bank, tokenizer, settings, record)
-    save_prior(directory, vae, unet, text_encoder, tokenizer)
-    summary = {
-        "settings": asdict(settings),
-        "torch_threads": torch.get_num_threads(),
-        "vae_seconds": {"wall": round(vae_seconds[0], 1), "cpu": round(vae_seconds[1], 1)},
-        "total_seconds": {"wall": round(time.perf_counter() - started_wall, 1),
-                          "cpu": round(time.process_time() - started_cpu, 1)},
-        "scaling_factor": vae.config.scaling_factor,
-        "log": records,
-    }
-    (Path(directory) / "training_log.json").write_text(json.dumps(summary, indent=1))
-    return summary
+    return train_prior(directory, digits_training_data(split), settings, log)
 
 
 def check_samples(directory: str | Path, evaluator, seed: int = 0) -> dict:
     """DDIM-50 samples of the saved prior, measured like the benchmark's reference row."""
     from .comparison import Method, PromptSet, compare
-    from .prior import load_digits_prior
 
     model, codec = load_digits_prior(directory=directory)
     result = compare(model, codec, evaluator, [Method("DDIM 50", None, 7.5)], PromptSet(), seed)
@@ -260,7 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     from .evaluator import DigitEvaluator
-    from .prior import DIGITS_PRIOR_DIR
 
     defaults = TrainingSettings()
     parser = argparse.ArgumentParser(prog="python -m nfsd_core.digits.training",
@@ -274,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     settings = TrainingSettings(seed=args.seed, vae_steps=args.vae_steps, denoiser_steps=args.denoiser_steps)
     split = load_digit_split()
-    record = train_prior(args.output, settings, split, log=lambda entry: print(json.dumps(entry), flush=True))
+    record = train_digits_prior(args.output, settings, split, log=lambda entry: print(json.dumps(entry), flush=True))
     evaluator = DigitEvaluator.fit(split, seed=args.seed)
     evaluator.save(args.output / "evaluator")
     record.update(evaluator=evaluator.info, samples=check_samples(args.output, evaluator, args.seed))

@@ -6,7 +6,6 @@ from .base import (
     LatentCodec,
     NoiseRequest,
     ScoreModel,
-    noise_from_denoised,
     noise_from_v,
 )
 from .callable import CallableScoreModel
@@ -18,6 +17,5 @@ __all__ = [
     "LatentCodec",
     "NoiseRequest",
     "ScoreModel",
-    "noise_from_denoised",
     "noise_from_v",
 ]

@@ -36,12 +36,6 @@ def noise_from_v(v: Tensor, x_t: Tensor, alpha_bar: Tensor) -> Tensor:
     return ab.sqrt() * v + (1.0 - ab).sqrt() * x_t
 
 
-def noise_from_denoised(x_t: Tensor, denoised: Tensor, alpha_bar: Tensor) -> Tensor:
-    """eps from a predicted clean latent x0, for x_t = sqrt(ab) x0 + sqrt(1 - ab) eps."""
-    ab = alpha_bar.to(x_t.dtype).view(-1, *([1] * (x_t.dim() - 1)))
-    return (x_t - ab.sqrt() * denoised) / (1.0 - ab).sqrt()
-
-
 class ScoreModel(abc.ABC):
     """A denoiser that predicts noise, with its schedule and an evaluation counter.
 

@@ -2,12 +2,12 @@
 
 - `hashgrid`, `field`: the multiresolution hash grid and the density/colour field;
 - `background`, `cameras`, `rays`, `occupancy`, `rendering`, `acceleration`: how it is seen
-  (nerfacc where it runs without compiling anything, plain torch elsewhere);
+  (nerfacc's kernels where they run without compiling anything, plain torch elsewhere);
 - `regularizers`, `settings`, `representation`: the `Representation` that `optimize` drives;
 - `turntable`, `mesh`: previews and mesh export (latent colours to RGB: `nfsd_core.preview`).
 """
 
-from .acceleration import batched_nerfacc_available, nerfacc_extension_available
+from .acceleration import nerfacc_extension_available
 from .background import BackgroundSettings
 from .cameras import CameraSettings, Cameras, make_cameras, orbit_cameras, sample_cameras, view_names
 from .field import ImplicitVolume, VolumeSettings
@@ -34,7 +34,6 @@ __all__ = [
     "RegularizerSettings",
     "Render",
     "VolumeSettings",
-    "batched_nerfacc_available",
     "export_mesh",
     "extract_mesh",
     "make_cameras",

@@ -31,18 +31,6 @@ def camera_rays(cameras: Cameras, height: int, width: int) -> tuple[Tensor, Tens
     return origins, directions
 
 
-def project_points(cameras: Cameras, points: Tensor, height: int, width: int) -> Tensor:
-    """Pixel coordinates [B, P, 2] (column, row; continuous, centre at (W/2, H/2)) of world `points` [P, 3]."""
-    w2c = torch.linalg.inv(cameras.c2w)
-    homogeneous = torch.cat([points, torch.ones_like(points[:, :1])], dim=-1)
-    camera_points = torch.einsum("bij,pj->bpi", w2c, homogeneous)[..., :3]
-    focal = cameras.focal_length(height).view(-1, 1)
-    depth = -camera_points[..., 2]
-    column = width / 2 + focal * camera_points[..., 0] / depth
-    row = height / 2 - focal * camera_points[..., 1] / depth
-    return torch.stack([column, row], dim=-1)
-
-
 def ray_box_intersection(origins: Tensor, directions: Tensor, radius: float) -> tuple[Tensor, Tensor]:
     """Where rays [R, 3] enter and leave the box [-radius, radius]^3: `near`, `far` [R], near >= 0.
 

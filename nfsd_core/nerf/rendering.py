@@ -20,7 +20,7 @@ import nerfacc
 import torch
 from torch import Tensor
 
-from .acceleration import render_weights, use_packed_rendering
+from .acceleration import use_packed_rendering, weights_from_density
 from .field import FieldSamples, ImplicitVolume
 from .occupancy import OccupancyGrid
 from .rays import ray_box_intersection, stratified_samples
@@ -169,7 +169,7 @@ def render_rays(
     values = query_field(field, samples, origins, directions, normals or orientation, create_graph=orientation)
     n_rays = origins.shape[0]
     if samples.ray_indices is None:
-        weights = render_weights(samples.t_starts, samples.t_ends, values.density)
+        weights = weights_from_density(samples.t_starts, samples.t_ends, values.density)
     else:
         weights = nerfacc.render_weight_from_density(
             samples.t_starts, samples.t_ends, values.density, ray_indices=samples.ray_indices, n_rays=n_rays

@@ -1,8 +1,9 @@
-"""A CLIP tokenizer the project owns: byte-level BPE learnt on the prior's own word list.
+"""A CLIP tokenizer the project owns: byte-level BPE learnt on a prior's own word list.
 
 The vocabulary follows CLIP's layout (256 byte symbols, the same with the end-of-word mark
 `</w>`, learnt merges, then `<|startoftext|>` and `<|endoftext|>`), so every caption word is one
-token and any other text still tokenizes, byte by byte. Nothing is downloaded.
+token and any other text still tokenizes, byte by byte. With no words it is a plain byte-level
+tokenizer (514 tokens), what the test models use. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from collections import Counter
 from pathlib import Path
 
 from transformers import CLIPTokenizer
-
-from .prompts import vocabulary_words
 
 END_OF_WORD = "</w>"
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
@@ -55,16 +54,15 @@ def _merge(symbols: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
     return tuple(merged)
 
 
-def build_tokenizer(words: list[str] | None = None) -> CLIPTokenizer:
-    """The prior's tokenizer for `words` (default: the caption vocabulary), padded to 77 tokens."""
-    words = vocabulary_words() if words is None else words
+def build_tokenizer(words: list[str], max_length: int = MAX_LENGTH) -> CLIPTokenizer:
+    """A tokenizer that gives each of `words` one token, padding to `max_length` tokens."""
     symbols = byte_symbols()
     merges = learn_merges(words)
     vocab = {token: i for i, token in enumerate([*symbols, *(s + END_OF_WORD for s in symbols)])}
     for left, right in merges:
         vocab.setdefault(left + right, len(vocab))
     vocab[BOS], vocab[EOS] = len(vocab), len(vocab) + 1
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=MAX_LENGTH)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
 
 
 def save_tokenizer(tokenizer: CLIPTokenizer, directory: str | Path) -> None:

@@ -1,0 +1,203 @@
+"""The 3D prior's data: rendered objects agree with the NeRF renderer and keep their exact truth."""
+
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+
+from nfsd_core.nerf import make_cameras  # noqa: E402
+from nfsd_core.nerf.field import FieldSamples  # noqa: E402
+from nfsd_core.nerf.rays import camera_rays  # noqa: E402
+from nfsd_core.nerf.rendering import render_rays  # noqa: E402
+from nfsd_core.priors.tokenizer import build_tokenizer  # noqa: E402
+from nfsd_core.shapes.data import (  # noqa: E402
+    CAPTION_PROBABILITIES, make_shape_set, real_caption, render_samples, vocabulary_words,
+)
+from nfsd_core.shapes.objects import FRONTED, OBJECTS  # noqa: E402
+from nfsd_core.shapes.render import Scene, render_scenes  # noqa: E402
+
+SIZE = 32
+
+
+class SolidSphere(torch.nn.Module):
+    """A NeRF field holding an opaque sphere of radius 0.3 (the objects' sphere)."""
+
+    radius = 1.0
+
+    def density(self, points):
+        return 200.0 * (points.norm(dim=-1) < 0.3).float()
+
+    def forward(self, points, normals=False, create_graph=False):
+        return FieldSamples(self.density(points), torch.full(points.shape[:-1] + (3,), 0.5), None)
+
+
+def test_a_sphere_rendered_here_and_by_the_nerf_renderer_covers_the_same_pixels_at_the_same_depth():
+    cameras = make_cameras([-10.0, 15.0, 45.0], [0.0, 120.0, -60.0], [1.0, 1.25, 1.5], [40.0, 55.0, 70.0])
+    ours = render_scenes([Scene("sphere", "red", (0.0, 0.0, 0.0))] * 3, cameras, SIZE, supersample=1)  # centre rays
+    origins, directions = camera_rays(cameras, SIZE, SIZE)
+    nerf = render_rays(SolidSphere(), origins.reshape(-1, 3), directions.reshape(-1, 3), samples_per_ray=512)
+    nerf_mask = nerf.opacity.view(3, 1, SIZE, SIZE)
+    intersection = torch.minimum(ours.mask, nerf_mask).sum()
+    union = torch.maximum(ours.mask, nerf_mask).sum()
+    assert intersection / union > 0.98
+    inside = (ours.mask > 0.99) & (nerf_mask > 0.99)
+    nerf_depth = nerf.depth.view(3, 1, SIZE, SIZE) / nerf_mask.clamp_min(1e-6)
+    assert (ours.depth[inside] - nerf_depth[inside]).abs().max() < 0.02
+
+
+def test_the_truth_of_each_image_renders_it_again_and_names_the_nerf_trainers_view():
+    shape_set = make_shape_set(12, seed=3)
+    samples = shape_set.samples
+    cameras = make_cameras(*([getattr(s, name) for s in samples] for name in ("elevation", "azimuth", "distance", "fovy")))
+    assert [s.view for s in samples] == cameras.views
+    assert torch.allclose(render_samples(samples, cameras), shape_set.images, atol=1e-6)
+    assert torch.equal(make_shape_set(12, seed=3).images, shape_set.images)
+
+
+def test_fronted_objects_look_different_from_the_front_and_the_back():
+    cameras = make_cameras([10.0] * 2, [0.0, 180.0], [1.25] * 2, [50.0] * 2)
+    background = (0.5, 0.5, 0.5)
+    mug = render_scenes([Scene("mug", "white", background)] * 2, cameras, SIZE).mask
+    assert torch.allclose(mug[0], mug[1].flip(-1), atol=0.05)  # the handle changes sides
+    assert (mug[0] - mug[1]).abs().sum() > 10
+    house = render_scenes([Scene("house", "white", background)] * 2, cameras, SIZE).image
+    dark = (house.mean(dim=1) < 0.3).sum(dim=(1, 2))  # the door
+    assert dark[0] > 15 and dark[1] == 0
+    assert set(FRONTED) <= set(OBJECTS) and len(OBJECTS) >= 6
+
+
+def test_captions_name_colour_shape_and_view_in_words_the_tokenizer_keeps_whole():
+    shape_set = make_shape_set(40, seed=0)
+    generator = torch.Generator().manual_seed(0)
+    captions = [real_caption(shape_set.samples[i % 40], generator) for i in range(2000)]
+    empty = sum(c == "" for c in captions) / len(captions)
+    assert abs(empty - (1 - sum(CAPTION_PROBABILITIES.values()))) < 0.03
+    sample = shape_set.samples[0]
+    assert {f"a {sample.colour} {sample.shape}, {sample.view} view", f"a {sample.shape}"} <= set(captions[::40])
+    tokenizer = build_tokenizer(vocabulary_words())
+    for caption in {c for c in captions if c}:
+        words = caption.replace(",", " ").split()
+        assert len(tokenizer(caption, add_special_tokens=False).input_ids) == len(words) + caption.count(",")
+
+
+@pytest.fixture(scope="module")
+def tiny_prior(tmp_path_factory):
+    """A shapes prior and judge trained for a couple of steps: the real path, at test size."""
+    from dataclasses import replace
+
+    from nfsd_core.shapes.evaluator import ShapeJudge
+    from nfsd_core.shapes.training import SHAPES_TRAINING, train_shapes_prior
+
+    directory = tmp_path_factory.mktemp("shapes-prior")
+    settings = replace(SHAPES_TRAINING, vae_steps=2, vae_batch=8, denoiser_steps=2, denoiser_batch=8, warmup_steps=1)
+    record = train_shapes_prior(directory, settings, images=16, log=lambda entry: None)
+    ShapeJudge.fit(32, 16, seed=0, steps=3).save(directory / "evaluator")
+    return directory, record
+
+
+def test_the_prior_building_path_saves_a_loadable_shapes_prior_and_a_judge(tiny_prior):
+    from nfsd_core.shapes.evaluator import load_shapes_judge
+    from nfsd_core.shapes.prior import load_shapes_prior
+
+    directory, record = tiny_prior
+    assert [entry["stage"] for entry in record["log"]] == ["vae", "vae", "denoiser", "denoiser"]
+    model, codec = load_shapes_prior(directory=directory)
+    images = make_shape_set(2, seed=5).images
+    latents = codec.encode(images)
+    assert latents.shape == (2, 4, 8, 8) and codec.decode(latents).shape == (2, 3, 32, 32)
+    red_mug, blue_mug = model.encode_prompt("a red mug, front view"), model.encode_prompt("a blue mug, front view")
+    assert red_mug.shape == (1, 77, 64) and not torch.equal(red_mug, blue_mug)
+    judge = load_shapes_judge(directory)
+    assert set(judge.predict(images)) == {"shape", "colour", "view"} and judge.info["train_size"] == 32
+
+
+def test_demo3d_writes_a_turntable_a_coloured_mesh_and_the_judges_reading(tiny_prior, tmp_path, capsys):
+    import json
+
+    import numpy as np
+    import trimesh
+    from PIL import Image
+
+    from nfsd_core import cli
+
+    directory, _ = tiny_prior
+    output = tmp_path / "demo3d"
+    assert cli.main(["demo3d", "--prompt", "a red mug", "--steps", "3", "--frames", "4", "--prior", str(directory),
+                     "--output", str(output)]) == 0
+    assert Image.open(output / "turntable.png").size == (4 * 32, 32)
+    strip = np.asarray(Image.open(output / "turntable.png"))
+    frames = [strip[:, 32 * i : 32 * (i + 1)] for i in range(4)]
+    animation = Image.open(output / "turntable.webp")  # lossless; identical neighbours may merge into one frame
+    for index in range(animation.n_frames):
+        animation.seek(index)
+        assert any(np.array_equal(np.asarray(animation.convert("RGB")), frame) for frame in frames)
+    report = json.loads((output / "run.json").read_text())
+    assert report["judge"]["shape"] in OBJECTS and report["steps"] == 3
+    mesh = trimesh.load(output / "mesh.glb", force="mesh")
+    assert len(mesh.faces) == report["mesh"]["faces"] > 0 and mesh.visual.vertex_colors.shape[0] == len(mesh.vertices)
+    assert "text to NeRF" in capsys.readouterr().err  # the progress bar
+
+
+def test_geometry_metrics_tell_the_right_object_from_a_wrong_one():
+    from nfsd_core.shapes.metrics import grid_points, mesh_chamfer, occupancy_iou, surface_points
+    from nfsd_core.shapes.objects import object_sdf
+
+    def density_of(shape, resolution=48, radius=1.0):
+        distances, _ = object_sdf(shape, grid_points(resolution, radius))
+        return (100.0 * (distances < 0)).view(resolution, resolution, resolution)
+
+    assert occupancy_iou(density_of("cube"), 50.0, "cube", 1.0) == 1.0
+    assert occupancy_iou(density_of("sphere"), 50.0, "cube", 1.0) < 0.8
+    assert occupancy_iou(density_of("torus"), 50.0, "cylinder", 1.0) < 0.5
+    cube = surface_points("cube", resolution=64)
+    assert mesh_chamfer(cube, "cube") < 0.01
+    assert mesh_chamfer(surface_points("sphere", resolution=64), "cube") > 3 * mesh_chamfer(cube, "cube")
+
+
+def test_colour_metrics_ignore_brightness_and_see_hue_and_saturation():
+    from nfsd_core.shapes.metrics import colour_error, janus_rate, object_colour, saturation
+    from nfsd_core.shapes.objects import COLOURS
+
+    red = torch.tensor(COLOURS["red"])
+    colour = torch.zeros(2, 4, 4, 3)
+    opacity = torch.zeros(2, 4, 4, 1)
+    colour[:, :2], opacity[:, :2] = 0.6 * red, 1.0  # the object, lit at 60 %
+    mean = object_colour(colour, opacity)
+    assert torch.allclose(mean, 0.6 * red)
+    assert colour_error(mean, "red") < 1e-6 < 0.5 < colour_error(mean, "blue")
+    assert abs(saturation(mean) - saturation(red)) < 1e-6
+    assert saturation(torch.tensor([0.5, 0.5, 0.5])) == 0.0
+    assert janus_rate(["front", "front", "side", "front"], ["front", "back", "side", "side"]) == 2 / 3
+
+
+def test_demo3d_without_a_prior_says_how_to_make_one(tmp_path, capsys):
+    from nfsd_core import cli
+
+    assert cli.main(["demo3d", "--prior", str(tmp_path), "--output", str(tmp_path / "out")]) == 2
+    assert "python -m nfsd_core.shapes.training" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_3d_benchmark_measures_every_method_and_resumes(tiny_prior, tmp_path):
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import shapes_benchmark
+    finally:
+        sys.path.pop(0)
+    directory, _ = tiny_prior
+    arguments = ["--prior", str(directory), "--steps", "2", "--prompts", "1", "--methods", "SDS 100", "NFSD 7.5",
+                 "--output", str(tmp_path)]
+    assert shapes_benchmark.main(arguments) == 0
+    records = json.loads((tmp_path / "results.json").read_text())["records"]
+    assert set(records) == {"SDS 100", "NFSD 7.5"}
+    mug = records["NFSD 7.5"]["a red mug"]
+    assert 0 <= mug["iou"] <= 1 and mug["janus"] is not None and mug["colour_error"] is not None
+    assert mug["evaluations_per_step"] > records["SDS 100"]["a red mug"]["evaluations_per_step"] == 2.0
+    assert (tmp_path / "grid.png").is_file() and "| NFSD 7.5 |" in (tmp_path / "results.md").read_text()
+    journal = (tmp_path / "runs.jsonl").read_text()
+    assert shapes_benchmark.main(arguments) == 0  # resumed: nothing run again
+    assert (tmp_path / "runs.jsonl").read_text() == journal
