@@ -128,6 +128,12 @@ class CanvasState(NodeRepresentation):
         if self.channels != latent_format.latent_channels:
             raise ValueError(f"the canvas has {self.channels} latent channels but the MODEL works on "
                              f"{latent_format.latent_channels}; make the canvas for this model's latents")
+        model_pixels = getattr(latent_format, "spacial_downscale_ratio", None)  # ComfyUI 0.3.64's SD formats lack it
+        if model_pixels is not None and model_pixels != self.pixels_per_latent:
+            raise ValueError(f"this canvas was sized for {self.pixels_per_latent} pixels per latent but the MODEL's "
+                             f"latents are {model_pixels} pixels wide (e.g. NFSD Demo Model's): wire the model's VAE "
+                             "into NFSD Latent Canvas's 'vae' input, so that its width and height are this model's "
+                             "pixels")
         if self.samples is None:
             latents = initial_latents(self.latent_shape, self.seed)
         else:

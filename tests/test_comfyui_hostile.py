@@ -79,6 +79,13 @@ def canvas_into(node: dict, optimised: bool) -> dict:
     return prompt
 
 
+def sd_sized_canvas_on_the_demo_model() -> dict:
+    """A canvas sized for SD's 8 pixels per latent (no VAE wired into it) optimised with NFSD Demo Model (4)."""
+    prompt = text_to_image_prompt()
+    prompt["1"] = {"class_type": "NFSD_DemoModel", "inputs": {}}
+    return prompt
+
+
 def demo_vae_into(node_id: str) -> dict:
     """An SD-sized canvas with the demo model's VAE (4 pixels per latent, not 8) wired into `node_id`."""
     prompt = text_to_image_prompt()
@@ -135,6 +142,8 @@ WIRING = {
     "optimised_canvas_into_mesh": (canvas_into(MESH_NODE, optimised=True),
                                    ["takes a NeRF", "optimises a latent canvas"], "before"),
     "vae_of_another_model_into_optimizer": (demo_vae_into(OPTIMIZER), ["sized for a VAE of 8 pixels"], "before"),
+    "sd_sized_canvas_on_the_demo_model": (sd_sized_canvas_on_the_demo_model(),
+                                          ["sized for 8 pixels per latent but the MODEL's latents are 4"], "before"),
     "vae_of_another_model_into_renderer": (demo_vae_into("7"), ["sized for a VAE of 8 pixels"], "late"),
     "latent_of_16_channels_into_decomposition": (
         decomposition(latent={"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 64,
