@@ -30,6 +30,7 @@ from .decomposition import COMPONENTS, decompose_score, decomposition_images
 from .distillation import Prompts, ScoreDistillation
 from .guidance import DEFAULT_NEGATIVE_PROMPT, RULES, WEIGHTINGS, GuidanceRule, make_rule
 from .image_files import image_size, load_image, save_grid
+from .limits import json_ready
 from .models.diffusers import DTYPES, check_layout, load_diffusers, vae_downscale_factor
 from .optimize import OptimizerSettings, StepRecord, optimize
 from .preview import LatentToRGB, fit_latent_to_rgb
@@ -267,7 +268,7 @@ def vars_for_json(args: argparse.Namespace) -> dict[str, Any]:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1))
+    path.write_text(json.dumps(json_ready(data), indent=1, allow_nan=False))
 
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_generate, add_decompose, add_demo, add_demo3d]

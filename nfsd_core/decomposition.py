@@ -5,7 +5,7 @@ At x_t = sqrt(ab_t) z + sqrt(1 - ab_t) eps the maps are, in latent space:
     delta_D         e_u if t < 200 else e_u - e_n  (NFSD's domain direction)
     noise_residual  e_u - eps                      (what SDS adds to s delta_C)
     delta_N         noise_residual - delta_D       (the noise NFSD leaves out)
-The first three come from the rules' own components, evaluated on ONE batch of predictions.
+The first three come from the rules' own components, evaluated on one batch of predictions per t.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from .budget import Progress
 from .distillation import Prompts, ScoreDistillation
 from .guidance import NFSD, make_rule
 from .models.base import ScoreModel
@@ -40,8 +41,11 @@ def decompose_score(
     noise: Tensor | None = None,
     seed: int = 0,
     nfsd_threshold: int = 200,
+    progress: Progress | None = None,
 ) -> ScoreDecomposition:
-    """The maps of COMPONENTS for `latents` [B, C, h, w] at each of `timesteps`, from one model call.
+    """The maps of COMPONENTS for `latents` [B, C, h, w] at each of `timesteps`, one batched model
+    call per timestep (so memory does not grow with their number), with `progress(timesteps done,
+    timesteps)` after each.
 
     The same `noise` (default: drawn from `seed`) noises the latents at every t, so the columns
     of a figure differ only in t.
@@ -54,14 +58,20 @@ def decompose_score(
     noise = noise.to(device=latents.device, dtype=latents.dtype)
     batch = latents.shape[0]
     t = torch.as_tensor(list(timesteps), dtype=torch.long, device=latents.device)
-    rows_t = t.repeat_interleave(batch)
-    predictions = guidance.predictions(latents.detach().repeat(len(t), 1, 1, 1), rows_t, noise.repeat(len(t), 1, 1, 1))
-    nfsd = guidance.rule.terms(predictions, rows_t, guidance.scale).components
-    sds = make_rule("sds").terms(predictions, rows_t, 1.0).components
-    flat = {"delta_C": nfsd["delta_C"], "delta_D": nfsd["delta_D"], "noise_residual": sds["noise_residual"]}
-    flat["delta_N"] = flat["noise_residual"] - flat["delta_D"]
-    maps = {name: flat[name].reshape(len(t), batch, *latents.shape[1:]) for name in COMPONENTS}
-    return ScoreDecomposition(t=t, maps=maps, noise=noise)
+    sds = make_rule("sds")
+    per_timestep: dict[str, list[Tensor]] = {name: [] for name in COMPONENTS}
+    for index, timestep in enumerate(t):
+        rows_t = timestep.repeat(batch)
+        predictions = guidance.predictions(latents.detach(), rows_t, noise)
+        nfsd = guidance.rule.terms(predictions, rows_t, guidance.scale).components
+        maps = {"delta_C": nfsd["delta_C"], "delta_D": nfsd["delta_D"],
+                "noise_residual": sds.terms(predictions, rows_t, 1.0).components["noise_residual"]}
+        maps["delta_N"] = maps["noise_residual"] - maps["delta_D"]
+        for name in COMPONENTS:
+            per_timestep[name].append(maps[name])
+        if progress is not None:
+            progress(index + 1, len(t))
+    return ScoreDecomposition(t=t, maps={name: torch.stack(per_timestep[name]) for name in COMPONENTS}, noise=noise)
 
 
 def decomposition_images(

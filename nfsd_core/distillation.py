@@ -25,6 +25,7 @@ from .guidance import (
     make_rule,
     weight,
 )
+from .limits import is_finite_number
 from .models.base import NoiseRequest, ScoreModel
 from .timesteps import NoiseStream, TimestepSchedule
 
@@ -77,7 +78,8 @@ class Prompts:
 
 @dataclass(frozen=True)
 class DistillationStep:
-    """What one step computed. `gradient` is what reaches the latents; the rest is for logs."""
+    """What one step computed. `gradient` is what reaches the latents; the rest is for logs
+    (`nonfinite`: how many gradient entries were NaN or infinite and were zeroed)."""
 
     gradient: Tensor
     t: Tensor
@@ -85,6 +87,7 @@ class DistillationStep:
     weights: Tensor
     components: dict[str, Tensor]
     evaluations: int
+    nonfinite: int = 0
 
 
 def scatter_rows(requests: Sequence[NoiseRequest], outputs: Sequence[Tensor], like: Tensor) -> Tensor:
@@ -121,8 +124,10 @@ class ScoreDistillation:
                              f"{DEFAULT_NEGATIVE_PROMPT!r})")
         if weighting not in WEIGHTINGS:
             raise ValueError(f"unknown weighting {weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
-        if grad_clip is not None and grad_clip <= 0:
-            raise ValueError(f"grad_clip must be positive (or None for no clipping), got {grad_clip}")
+        if grad_clip is not None and not (is_finite_number(grad_clip) and grad_clip > 0):
+            raise ValueError(f"grad_clip must be a positive finite number (or None for no clipping), got {grad_clip}")
+        if scale is not None and not is_finite_number(scale):
+            raise ValueError(f"scale must be a finite number (or None for the rule's default), got {scale}")
         self.model = model
         self.prompts = prompts
         self.scale = self.rule.default_scale if scale is None else float(scale)
@@ -186,7 +191,7 @@ class ScoreDistillation:
         predictions = self.predictions(latents, t, noise, views)
         terms = self.rule.terms(predictions, t, self.scale)
         weights = weight(self.model.schedule.alpha_bar(t), self.weighting).to(latents.dtype)
-        gradient = finalize_gradient(weights.view(-1, 1, 1, 1) * terms.direction, self.grad_clip)
+        gradient, nonfinite = finalize_gradient(weights.view(-1, 1, 1, 1) * terms.direction, self.grad_clip)
         return DistillationStep(
             gradient=gradient,
             t=t,
@@ -194,4 +199,5 @@ class ScoreDistillation:
             weights=weights,
             components=terms.components,
             evaluations=self.model.evaluations - evaluations_before,
+            nonfinite=nonfinite,
         )

@@ -161,9 +161,11 @@ def weight(alpha_bar: Tensor, weighting: str = "sds") -> Tensor:
     raise ValueError(f"unknown weighting {weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
 
 
-def finalize_gradient(gradient: Tensor, clip: float | None = None) -> Tensor:
-    """Zero non-finite entries (so they never reach the parameters), then clamp to +-clip."""
-    gradient = torch.where(torch.isfinite(gradient), gradient, torch.zeros_like(gradient))
+def finalize_gradient(gradient: Tensor, clip: float | None = None) -> tuple[Tensor, int]:
+    """(gradient with non-finite entries zeroed, so they never reach the parameters, then clamped
+    to +-clip; how many entries were non-finite). `clip` must be finite, or a NaN would come back."""
+    finite = torch.isfinite(gradient)
+    gradient = torch.where(finite, gradient, torch.zeros_like(gradient))
     if clip is not None:
         gradient = gradient.clamp(-clip, clip)
-    return gradient
+    return gradient, int(finite.numel() - finite.sum())

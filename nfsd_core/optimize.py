@@ -44,7 +44,9 @@ class OptimizerSettings:
 
 @dataclass(frozen=True)
 class StepRecord:
-    """Statistics of one finished step (0-based `step`)."""
+    """Statistics of one finished step (0-based `step`); `nonfinite_gradient` counts the entries of
+    the guidance gradient that were NaN or infinite (zeroed before they reached the parameters,
+    e.g. an fp16 overflow in the model)."""
 
     step: int
     t: list[int]
@@ -55,6 +57,7 @@ class StepRecord:
     evaluations: int
     seconds: float
     stats: dict[str, float] = field(default_factory=dict)
+    nonfinite_gradient: int = 0
 
 
 @dataclass
@@ -98,6 +101,7 @@ def optimization_step(
         evaluations=result.evaluations,
         seconds=time.perf_counter() - started,
         stats=dict(view.stats),
+        nonfinite_gradient=result.nonfinite,
     )
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from ..nfsd_core.budget import canvas_bytes
+from .limits import check_memory
 from .representation import SD_DOWNSCALE, CanvasState
-from .types import CATEGORY, Representation
+from .types import CATEGORY, Canvas
 
 SD_LATENT_CHANNELS = 4
 
@@ -17,6 +19,7 @@ def canvas_state(width: int, height: int, batch: int, seed: int, initial_latent:
     if width % downscale or height % downscale:
         raise ValueError(f"width and height must be multiples of {downscale} pixels (the VAE's pixels per latent), "
                          f"got {width}x{height}")
+    check_canvas_memory(width, height, batch, downscale, channels)
     if initial_latent is None:
         return CanvasState(batch, channels, height // downscale, width // downscale, seed, pixels_per_latent=downscale)
     samples = initial_latent["samples"]
@@ -33,6 +36,17 @@ def canvas_state(width: int, height: int, batch: int, seed: int, initial_latent:
     samples = samples.expand(batch, -1, -1, -1).float().cpu().clone()
     return CanvasState(batch, samples.shape[1], height // downscale, width // downscale, seed, samples,
                        pixels_per_latent=downscale)
+
+
+def check_canvas_memory(width: int, height: int, batch: int, downscale: int, channels: int) -> None:
+    """Refuse a canvas whose latents and their working copies in a step would not fit in memory."""
+    def of_size(side_w: int, side_h: int, images: int) -> int:
+        return canvas_bytes(images, channels, side_h // downscale, side_w // downscale)
+
+    check_memory(of_size(width, height, batch), f"a {width}x{height} canvas of batch_size {batch}", {
+        "batch_size": (lambda images: of_size(width, height, images), 1, batch, 1),
+        "width and height": (lambda side: of_size(side, side, batch), downscale, max(width, height), downscale),
+    })
 
 
 class LatentCanvas(io.ComfyNode):
@@ -61,7 +75,7 @@ class LatentCanvas(io.ComfyNode):
                              "canvas (NFSD Demo Model's: 4 pixels per latent). Not wired: SD 1.x/2.x/SDXL's 8 pixels "
                              "per latent and 4 channels."),
             ],
-            outputs=[Representation.Output(display_name="canvas", tooltip="The canvas, for NFSD Optimizer.")],
+            outputs=[Canvas.Output(display_name="canvas", tooltip="The canvas, for NFSD Optimizer.")],
         )
 
     @classmethod

@@ -5,12 +5,16 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..nfsd_core import decompose_score, decomposition_images
+from ..nfsd_core.budget import FLOAT_BYTES
 from ..nfsd_core.decomposition import COMPONENTS
 from ..nfsd_core.guidance import NFSD
 from .backend import ComfyScoreModel
 from .codec import ComfyLatentCodec
 from .guidance import optional_prompt_inputs, prompt_conditioning
+from .limits import check_memory, interrupt_progress, model_call_bytes
 from .types import CATEGORY
+
+MAX_TIMESTEPS = 100  # one model call each; a figure of more columns shows nothing new
 
 DESCRIPTIONS = {
     "delta_C": "delta_C = e_c - e_u: the prompt's direction (shared by NFSD and SDS).",
@@ -28,7 +32,31 @@ def parse_timesteps(text: str, num_timesteps: int) -> list[int]:
         raise ValueError(f"timesteps must be whole numbers separated by commas, e.g. '200, 500, 800'; got {text!r}")
     if not timesteps or not all(0 <= t < num_timesteps for t in timesteps):
         raise ValueError(f"timesteps must list one or more values in 0..{num_timesteps - 1}; got {text!r}")
+    if len(timesteps) > MAX_TIMESTEPS:
+        raise ValueError(f"timesteps lists {len(timesteps)} values; give at most {MAX_TIMESTEPS} (one model call and "
+                         "one image per output each)")
     return timesteps
+
+
+def check_latent(samples, score_model: ComfyScoreModel, vae) -> None:
+    """Refuse a LATENT that the MODEL or the VAE cannot take, before any model call."""
+    channels = score_model.latent_format.latent_channels
+    if samples.dim() != 4 or samples.shape[1] != channels:
+        raise ValueError(f"latent has shape {tuple(samples.shape)} but the MODEL works on image latents of "
+                         f"{channels} channels [batch, {channels}, height, width]: encode the image with this "
+                         "checkpoint's VAE (VAE Encode) or make the latent for this model")
+    if vae.latent_channels != channels:
+        raise ValueError(f"the VAE makes {vae.latent_channels}-channel latents but the MODEL works on {channels}: "
+                         "wire the VAE of the same checkpoint as the MODEL")
+
+
+def decomposition_memory(score_model: ComfyScoreModel, vae, shape, timesteps: int) -> int:
+    """One timestep's model call (ComfyUI's estimate) plus every output image (4 maps per timestep,
+    RGB at the VAE's scale, kept as the map, its decode and the IMAGE)."""
+    batch, _, height, width = shape
+    pixels = height * width * vae.spacial_compression_decode() ** 2
+    images = 3 * len(COMPONENTS) * timesteps * batch * 3 * pixels * FLOAT_BYTES
+    return model_call_bytes(score_model.patcher, shape) + images
 
 
 class ScoreDecomposition(io.ComfyNode):
@@ -47,8 +75,8 @@ class ScoreDecomposition(io.ComfyNode):
                 io.Latent.Input("latent", tooltip="The image to analyse, as a LATENT (e.g. VAE Encode or a sampler)."),
                 io.Vae.Input("vae", tooltip="Decodes the maps to images."),
                 io.String.Input("timesteps", default="200, 500, 800",
-                                tooltip="Timesteps (0..999, comma separated) to noise the latent at: one image per "
-                                "timestep in every output."),
+                                tooltip="Timesteps (0..999, comma separated, at most 100) to noise the latent at: one "
+                                "image per timestep in every output."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the noise; the same noise is used at every timestep."),
                 io.Int.Input("nfsd_threshold", default=200, min=0, max=1000,
@@ -59,6 +87,7 @@ class ScoreDecomposition(io.ComfyNode):
                 *optional_prompt_inputs(),
             ],
             outputs=[io.Image.Output(display_name=name, tooltip=DESCRIPTIONS[name]) for name in COMPONENTS],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
@@ -66,9 +95,17 @@ class ScoreDecomposition(io.ComfyNode):
                 unconditional=None, clip=None) -> io.NodeOutput:
         score_model = ComfyScoreModel(model)
         steps = parse_timesteps(timesteps, score_model.schedule.num_timesteps)
+        vae.throw_exception_if_invalid()
+        samples = latent["samples"]
+        check_latent(samples, score_model, vae)
+        check_memory(decomposition_memory(score_model, vae, samples.shape, len(steps)),
+                     f"a decomposition of a {tuple(samples.shape)} latent at {len(steps)} timesteps",
+                     {"the number of timesteps": (lambda n: decomposition_memory(score_model, vae, samples.shape, n),
+                                                  1, len(steps), 1)}, score_model.device)
         prompts = prompt_conditioning("NFSD", NFSD(nfsd_threshold), positive, negative, unconditional, clip)
         codec = ComfyLatentCodec(vae, score_model.latent_format)
-        latents = score_model.latent_format.process_in(latent["samples"].float()).to(score_model.device)
-        decomposition = decompose_score(score_model, prompts, latents, steps, seed=seed, nfsd_threshold=nfsd_threshold)
+        latents = score_model.latent_format.process_in(samples.float()).to(score_model.device)
+        decomposition = decompose_score(score_model, prompts, latents, steps, seed=seed, nfsd_threshold=nfsd_threshold,
+                                        progress=interrupt_progress(len(steps), cls.hidden.unique_id))
         images = decomposition_images(decomposition, codec.decode, normalize=normalize)
         return io.NodeOutput(*(images[name].flatten(0, 1).movedim(1, -1).cpu() for name in COMPONENTS))

@@ -125,7 +125,9 @@ def sampling_settings(scheduler: dict) -> dict:
 
 
 class DiffusersLatentFormat(comfy.latent_formats.LatentFormat):
-    """The VAE's latents: `channels` of them, scaled by its `scaling_factor` for the UNet.
+    """The VAE's latents: `channels` of them, each `pixels_per_latent` pixels wide, scaled by its
+    `scaling_factor` for the UNet. The pixels per latent are `spacial_downscale_ratio`, the name newer
+    ComfyUI's latent formats give them, so the Optimizer can check a canvas against the MODEL.
 
     `latent_rgb_factors` [C][3] and `latent_rgb_factors_bias` [3] are None until `set_preview`.
     `preview_vae`: a VAE cheap enough to decode every preview with; NFSD Optimizer then previews
@@ -133,9 +135,10 @@ class DiffusersLatentFormat(comfy.latent_formats.LatentFormat):
 
     preview_vae = None
 
-    def __init__(self, scale_factor: float, channels: int):
+    def __init__(self, scale_factor: float, channels: int, pixels_per_latent: int):
         self.scale_factor = scale_factor
         self.latent_channels = channels
+        self.spacial_downscale_ratio = pixels_per_latent
 
     def set_preview(self, preview: LatentToRGB) -> None:
         """Use `preview` (model latents -> RGB in [0, 1]) as ComfyUI's latent preview factors, which map
@@ -265,7 +268,8 @@ def load_diffusers_sd(directory: str | Path, calibration_images: Tensor | None =
     if vae_config.get("shift_factor"):
         raise ValueError(f"{directory}: VAEs with a shift_factor are not supported")
     vae = build_vae(directory, vae_config)
-    latent_format = DiffusersLatentFormat(float(vae_config["scaling_factor"]), vae.latent_channels)
+    latent_format = DiffusersLatentFormat(float(vae_config["scaling_factor"]), vae.latent_channels,
+                                          vae.spacial_compression_encode())
     if calibration_images is not None:
         codec = ComfyLatentCodec(vae, latent_format)
         latents = latent_format.process_in(vae.encode(calibration_images.movedim(1, -1)))

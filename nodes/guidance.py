@@ -15,6 +15,7 @@ from ..nfsd_core import (
 )
 from ..nfsd_core.timesteps import SCHEDULE_KINDS
 from .backend import ComfyScoreModel
+from .limits import check_finite
 from .types import CATEGORY, Guidance
 
 VIEW_KEY = "nfsd_view"  # the CONDITIONING option naming an entry's camera view (NFSD View Prompts)
@@ -122,6 +123,8 @@ class ScoreDistillationGuidance(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, rule, scale, t_min, t_max, timestep_schedule, t_max_end, anneal_at, weighting,
                 grad_clip, nfsd_threshold, negative=None, unconditional=None, clip=None) -> io.NodeOutput:
+        check_finite(cls, {"scale": scale, "t_min": t_min, "t_max": t_max, "t_max_end": t_max_end,
+                           "anneal_at": anneal_at, "grad_clip": grad_clip})
         score_model = ComfyScoreModel(model)
         guidance_rule = make_rule(RULE_NAMES[rule], nfsd_threshold)
         prompts = prompt_conditioning(rule, guidance_rule, split_views(positive), negative, unconditional, clip)

@@ -18,11 +18,13 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
+from ..nfsd_core.budget import mesh_bytes
 from ..nfsd_core.nerf import Mesh, export_mesh, extract_mesh
 from ..nfsd_core.nerf.mesh import MESH_FORMATS
+from .limits import check_finite, check_memory, interrupt_progress
 from .nerf import check_nerf
 from .paths import confined, refusal
-from .types import CATEGORY, Representation
+from .types import CATEGORY, Nerf
 
 try:  # newer ComfyUI: the MESH type of the V3 API, with optional vertex colours
     from comfy_api.latest._util.geometry_types import MESH as CoreMesh
@@ -64,10 +66,11 @@ class ExtractMesh(io.ComfyNode):
             description="Marching cubes on an optimised NeRF's density, coloured by its colour field, as ComfyUI's "
                         "MESH (y up, front towards +z) for Save GLB, NFSD Save Mesh and other 3D nodes.",
             inputs=[
-                Representation.Input("nerf", tooltip="An optimised NeRF (NFSD Optimizer)."),
+                Nerf.Input("nerf", tooltip="An optimised NeRF (NFSD Optimizer)."),
                 io.Int.Input("resolution", default=128, min=16, max=1024, step=8,
                              tooltip="Density samples per axis of the marching-cubes grid. Time and memory grow with "
-                             "its cube: 128 takes seconds on a CPU, 256 to 512 want a GPU."),
+                             "its cube: 128 takes seconds on a CPU, 256 to 512 want a GPU (512: about 4 GB). A "
+                             "resolution that would not fit in memory is refused, with the one that fits."),
                 io.Float.Input("threshold", default=0.0, min=0.0, max=10000.0, step=0.5,
                                tooltip="The density of the surface. 0: automatic (the mean density where there is "
                                "any, threestudio's rule); threestudio's fixed value is 25."),
@@ -77,13 +80,18 @@ class ExtractMesh(io.ComfyNode):
             ],
             outputs=[io.Mesh.Output(display_name="mesh", tooltip="ComfyUI's MESH, with vertex colours for NFSD Save "
                                     "Mesh (core Save GLB writes the shape only).")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def execute(cls, nerf, resolution, threshold, min_component) -> io.NodeOutput:
-        restored = check_nerf(nerf).restore(comfy.model_management.get_torch_device())
+        check_finite(cls, {"threshold": threshold, "min_component": min_component})
+        settings = check_nerf(nerf).settings
+        check_memory(mesh_bytes(settings, resolution), f"a mesh of resolution {resolution}",
+                     {"resolution": (lambda n: mesh_bytes(settings, n), 16, resolution, 8)})
+        restored = nerf.restore(comfy.model_management.get_torch_device())
         mesh = extract_mesh(restored, resolution=resolution, threshold=threshold or "auto",
-                            min_component=min_component)
+                            min_component=min_component, progress=interrupt_progress(1, cls.hidden.unique_id))
         return io.NodeOutput(core_mesh(mesh))
 
 

@@ -1,5 +1,5 @@
 """NFSD NeRF Representation: NeRF settings -> a NeRF for NFSD Optimizer; and `NerfState`, the NeRF
-as it travels on an NFSD_REPRESENTATION socket.
+as it travels on an NFSD_NERF socket.
 
 The node turns its widgets into nfsd_core's `NerfSettings` (threestudio's ProlificDreamer stage 1
 by default), with a JSON field for every other setting. `NerfState` holds the settings and, once
@@ -10,6 +10,7 @@ model's latents directly and is shown through the model's latent-to-RGB preview 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -21,14 +22,15 @@ from PIL import Image
 from torch import Tensor
 
 from ..nfsd_core import LatentToRGB
+from ..nfsd_core.budget import nerf_training_bytes, turntable_bytes
 from ..nfsd_core.nerf import NerfRepresentation, NerfSettings, Render, orbit_cameras, render_turntable
 from ..nfsd_core.nerf.background import BACKGROUND_KINDS
 from ..nfsd_core.nerf.settings import COLOUR_SPACES
-from ..nfsd_core.nerf.turntable import EVAL_CHUNK
 from .autograd import autograd_enabled
 from .codec import ComfyLatentCodec
+from .limits import check_finite, check_memory, interrupt_progress
 from .representation import NodeRepresentation
-from .types import CATEGORY, Representation
+from .types import CATEGORY, Nerf
 
 DEFAULTS = NerfSettings()
 RENDERER_VIEWS = 8  # frames of the turntable that NFSD Renderer shows for a NeRF
@@ -103,6 +105,29 @@ def nerf_settings(colour: str, render_size: int, high_res_size: int, high_res_at
         raise ValueError(f"NeRF settings: {error}") from None
 
 
+def check_training_memory(settings: NerfSettings) -> None:
+    """Refuse settings whose training step alone (render, parameters, occupancy grid) cannot fit,
+    naming the render size, samples_per_ray and batch_size that would."""
+    largest, volume = max(settings.render_sizes), settings.volume
+
+    def with_values(**values) -> int:
+        return nerf_training_bytes(dataclasses.replace(settings, **values))
+
+    def at_size(size: int) -> int:
+        return with_values(render_sizes=tuple(min(s, size) for s in settings.render_sizes))
+
+    check_memory(nerf_training_bytes(settings), f"a NeRF training step ({settings.batch_size} x {largest} px renders "
+                 f"of {settings.samples_per_ray} samples per ray, a hash grid of 2^{settings.volume.log2_table_size} "
+                 "rows per level)", {
+                     "samples_per_ray": (lambda n: with_values(samples_per_ray=n), 1, settings.samples_per_ray, 1),
+                     "render_size/high_res_size": (at_size, 8, largest, 8),
+                     "batch_size": (lambda n: with_values(batch_size=n), 1, settings.batch_size, 1),
+                     'advanced {"volume": {"log2_table_size": N}} with N': (
+                         lambda n: with_values(volume=dataclasses.replace(volume, log2_table_size=n)), 4,
+                         volume.log2_table_size, 1),
+                 })
+
+
 @torch.no_grad()
 def front_view_latent(nerf: NerfRepresentation, latent_format) -> Tensor:
     """LATENT samples [1, C, h, w] (VAE units) of the front evaluation view, as the model sees it."""
@@ -110,7 +135,7 @@ def front_view_latent(nerf: NerfRepresentation, latent_format) -> Tensor:
     cameras = settings.cameras
     size = settings.render_sizes[-1]
     front = orbit_cameras(1, cameras.eval_elevation, cameras.eval_distance, cameras.eval_fovy)
-    render = nerf.render(front, size, size, chunk=EVAL_CHUNK)
+    render = nerf.render(front, size, size)
     return latent_format.process_out(nerf.latents_for_guidance(render.colour).float()).cpu()
 
 
@@ -126,6 +151,12 @@ class NerfState(NodeRepresentation):
 
     has_views = True
     checkpoint_by_default = True
+    socket_type = "NFSD_NERF"
+    size_input = "guidance_size"
+
+    @property
+    def pixels_per_latent(self) -> int:
+        return self.settings.latent_downscale
 
     @property
     def needs_vae(self) -> bool:
@@ -136,6 +167,9 @@ class NerfState(NodeRepresentation):
         settings = self.settings
         side = settings.guidance_size // settings.latent_downscale
         return (settings.batch_size, settings.latent_channels, side, side)
+
+    def memory_needed(self, batch: int) -> int:
+        return nerf_training_bytes(dataclasses.replace(self.settings, batch_size=batch))
 
     def build(self, latent_format, device: torch.device, vae=None) -> NerfRepresentation:
         settings = self.settings
@@ -151,6 +185,7 @@ class NerfState(NodeRepresentation):
                                  f"or set NFSD NeRF Representation's advanced to "
                                  f'{{"latent_downscale": {codec.downscale_factor}}} for this one')
         nerf = NerfRepresentation(settings, codec, latent_to_rgb(latent_format))
+        nerf.attach(check_interrupt=comfy.model_management.throw_exception_if_processing_interrupted)
         if self.weights is not None:  # optimised before: go on from there
             nerf.load_state_dict(self.weights)
         return nerf.to(device)
@@ -177,22 +212,30 @@ class NerfState(NodeRepresentation):
         camera = orbit_cameras(1, cameras.eval_elevation, cameras.eval_distance, cameras.eval_fovy,
                                start_azimuth=360.0 * done / steps)
         with torch.no_grad():
-            colour = trained.render(camera, size, size, chunk=EVAL_CHUNK).colour
+            colour = trained.render(camera, size, size).colour
             return to_pil(trained.to_rgb(colour)[0])
 
     def restore(self, device: torch.device) -> NerfRepresentation:
-        """The optimised NeRF on `device`, for rendering and meshing."""
+        """The optimised NeRF on `device`, for rendering and meshing; its renders stop on Cancel."""
         self._check_optimised()
         nerf = NerfRepresentation(self.settings, latent_rgb=self.latent_rgb)
         nerf.load_state_dict(self.weights)
+        nerf.attach(check_interrupt=comfy.model_management.throw_exception_if_processing_interrupted)
         return nerf.to(device)
 
     def turntable(self, views: int, size: int, elevation: float | None = None, distance: float | None = None,
-                  normals: bool = False) -> Render:
-        """`views` renders turning once around (see nfsd_core's render_turntable), on ComfyUI's device."""
+                  normals: bool = False, node_id: str | None = None) -> Render:
+        """`views` renders turning once around (see nfsd_core's render_turntable), on ComfyUI's device,
+        refused when they cannot fit in memory; the progress bar follows the views, Cancel stops them."""
+        settings = self.settings
+        check_memory(turntable_bytes(settings, views, size, normals), f"{views} views of {size} px", {
+            "views": (lambda n: turntable_bytes(settings, n, size, normals), 1, views, 1),
+            "size": (lambda side: turntable_bytes(settings, views, side, normals), 8, size, 8),
+        })
         with autograd_enabled():  # normals are density gradients
             nerf = self.restore(comfy.model_management.get_torch_device())
-            return render_turntable(nerf, views, size, elevation, distance, normals=normals)
+            return render_turntable(nerf, views, size, elevation, distance, normals=normals,
+                                    progress=interrupt_progress(views, node_id))
 
     def _check_optimised(self) -> None:
         if self.weights is None:
@@ -200,7 +243,8 @@ class NerfState(NodeRepresentation):
 
 
 def check_nerf(representation) -> NerfState:
-    """`representation` if it is a NeRF, else a ValueError for a node's `nerf` input."""
+    """`representation` if it is a NeRF, else a ValueError for a node's `nerf` input (its socket
+    type refuses a canvas when the graph is validated; this catches what reaches it otherwise)."""
     if not isinstance(representation, NerfState):
         raise ValueError("nerf must come from NFSD NeRF Representation through NFSD Optimizer (a latent canvas has no "
                          "views: use NFSD Renderer for it)")
@@ -273,15 +317,18 @@ class NeRFRepresentation(io.ComfyNode):
                                 '{"volume": {"log2_table_size": 16}, "cameras": {"fovy_range": [40, 70]}} '
                                 "(see README, Text to NeRF). Empty: none."),
             ],
-            outputs=[Representation.Output(display_name="nerf", tooltip="The NeRF, for NFSD Optimizer.")],
+            outputs=[Nerf.Output(display_name="nerf", tooltip="The NeRF, for NFSD Optimizer.")],
         )
 
     @classmethod
     def execute(cls, colour, render_size, high_res_size, high_res_at, guidance_size, samples_per_ray, batch_size,
                 background, elevation_min, elevation_max, distance_min, distance_max, sparsity, opaque, orientation,
                 seed, advanced="") -> io.NodeOutput:
+        check_finite(cls, {"high_res_at": high_res_at, "elevation_min": elevation_min, "elevation_max": elevation_max,
+                           "distance_min": distance_min, "distance_max": distance_max, "sparsity": sparsity,
+                           "opaque": opaque, "orientation": orientation})
         settings = nerf_settings(colour, render_size, high_res_size, high_res_at, guidance_size, samples_per_ray,
                                  batch_size, background, elevation_min, elevation_max, distance_min, distance_max,
                                  sparsity, opaque, orientation, seed, advanced)
-        NerfRepresentation(settings)  # fails now, not at the Optimizer, for settings the NeRF refuses
+        check_training_memory(settings)  # the settings checked their own bounds; now their sum
         return io.NodeOutput(NerfState(settings))

@@ -29,9 +29,12 @@ from comfy_api.latest import io
 
 from ..nfsd_core import (CheckpointError, OptimizerSettings, RunResult, ScoreDistillation, StepRecord,
                          claim_checkpoint_dir, identity_digest, optimize, run_identity)
+from ..nfsd_core.limits import json_ready
 from .autograd import autograd_enabled
 from .backend import ComfyScoreModel, condition_names
 from .fingerprint import fingerprint, model_fingerprint, sampled_weights
+from .graph_checks import check_consumers, check_numbers
+from .limits import check_finite, check_memory, model_call_bytes
 from .paths import confined
 from .representation import NodeRepresentation, select_previewer
 from .types import CATEGORY, Guidance, Representation
@@ -67,10 +70,12 @@ def run_checkpoint(chosen: str | None, representation: NodeRepresentation, ident
 
 
 def run_statistics(result: RunResult, guidance: ScoreDistillation) -> dict:
-    """The run's settings and its per-step history as columns (JSON-serialisable)."""
+    """The run's settings and its per-step history as columns (strict JSON once `json_ready`:
+    a NaN loss becomes null); `nonfinite_gradient` counts the gradient entries zeroed per step."""
     history = result.history
     columns = {"t": [r.t for r in history], "loss": [r.loss for r in history],
-               "grad_norm": [r.grad_norm for r in history]}
+               "grad_norm": [r.grad_norm for r in history],
+               "nonfinite_gradient": [r.nonfinite_gradient for r in history]}
     for name in sorted({name for r in history for name in r.components}):
         columns[name] = [r.components.get(name) for r in history]
     for name in sorted({name for r in history for name in r.stats}):  # the representation's own, e.g. opacity
@@ -99,7 +104,39 @@ def check_inputs(guidance, representation, vae) -> ComfyScoreModel:
     if isinstance(guidance.prompts.positive, Mapping) and not representation.has_views:
         raise ValueError("the guidance has one prompt per camera view (NFSD View Prompts), but this representation "
                          "has no cameras (a latent canvas): wire a CLIP Text Encode into the Guidance's positive")
+    if vae is not None:
+        vae.throw_exception_if_invalid()
+        representation.check_vae(vae)
     return guidance.model
+
+
+def step_memory(representation: NodeRepresentation, model: ComfyScoreModel, vae, batch: int,
+                side: int | None = None) -> int:
+    """Bytes of one optimisation step with `batch` images (of side x side latents if given): the
+    representation's own, the model's activations for one batched call (ComfyUI's estimate) and,
+    for RGB NeRFs, the VAE encode that keeps its graph (ComfyUI's per-image estimate of an encode,
+    three times: forward kept, backward)."""
+    _, channels, height, width = representation.latent_shape
+    height, width = (side, side) if side else (height, width)
+    needed = representation.memory_needed(batch) + model_call_bytes(model.patcher, [batch, channels, height, width])
+    if representation.needs_vae and vae is not None:
+        factor = vae.spacial_compression_encode()
+        needed += 3 * batch * int(vae.memory_used_encode([1, 3, height * factor, width * factor], vae.vae_dtype))
+    return needed
+
+
+def check_step_memory(representation: NodeRepresentation, model: ComfyScoreModel, vae) -> None:
+    """Refuse a run whose step cannot fit on the model's device, naming the batch size and the
+    image size that would."""
+    batch, _, height, width = representation.latent_shape
+    scale = representation.pixels_per_latent
+    check_memory(step_memory(representation, model, vae, batch),
+                 f"an optimisation step of {batch} image(s) of {width}x{height} latents",
+                 {"batch_size": (lambda images: step_memory(representation, model, vae, images), 1, batch, 1),
+                  representation.size_input: (
+                      lambda pixels: step_memory(representation, model, vae, batch, pixels // scale),
+                      scale, max(height, width) * scale, scale)},
+                 model.device)
 
 
 class Optimizer(io.ComfyNode):
@@ -146,13 +183,18 @@ class Optimizer(io.ComfyNode):
                                  "front view as the model sees it)."),
                 io.String.Output(display_name="statistics", tooltip="Settings and per-step history as JSON."),
             ],
-            hidden=[io.Hidden.unique_id],
+            hidden=[io.Hidden.unique_id, io.Hidden.prompt],
         )
 
     @classmethod
     def execute(cls, guidance, representation, steps, learning_rate, seed, preview_every,
                 checkpoint_dir="", vae=None) -> io.NodeOutput:
+        check_finite(cls, {"learning_rate": learning_rate})
         model = check_inputs(guidance, representation, vae)
+        if cls.hidden.prompt:  # what would fail after the run fails now (graph_checks)
+            check_numbers(cls.hidden.prompt)
+            check_consumers(cls.hidden.prompt, cls.hidden.unique_id, representation.socket_type)
+        check_step_memory(representation, model, vae)
         chosen = checkpoint_folder(checkpoint_dir)  # refused before the model loads
         run_guidance = guidance.with_seed(seed)
         latent_format = model.latent_format
@@ -188,5 +230,5 @@ class Optimizer(io.ComfyNode):
 
         result = model.session(conditions, representation.latent_shape, run, seed=seed)
         optimised = representation.with_result(result.representation, latent_format)
-        statistics = json.dumps(run_statistics(result, run_guidance))
+        statistics = json.dumps(json_ready(run_statistics(result, run_guidance)), allow_nan=False)
         return io.NodeOutput(optimised, optimised.latent(), statistics)

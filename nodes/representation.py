@@ -1,4 +1,4 @@
-"""What travels on an NFSD_REPRESENTATION socket, and the latent canvas that does.
+"""What travels on an NFSD_CANVAS or NFSD_NERF socket (types.py), and the latent canvas.
 
 ComfyUI caches node outputs and may hand one to several nodes, so a socket value is immutable:
 an Optimizer `build`s a fresh trainable nfsd_core representation from it and returns a new value
@@ -21,6 +21,7 @@ from PIL import Image
 from torch import Tensor
 
 from ..nfsd_core import LatentCanvas, Representation
+from ..nfsd_core.budget import canvas_bytes
 from ..nfsd_core.image_files import to_pil
 from ..nfsd_core.representations import initial_latents
 from .codec import ComfyLatentCodec
@@ -65,11 +66,24 @@ class NodeRepresentation(abc.ABC):
     `has_views`: its renders come from cameras with view names (for view-dependent prompts).
     `checkpoint_by_default`: its runs are long enough to keep their state in ComfyUI's temp folder
     when no checkpoint directory is given, so that an interrupted run resumes.
+    `socket_type`: the type of the sockets that carry it (types.py); `size_input`: the input that
+    sets the size of the latents it renders, in pixels of `pixels_per_latent` each.
     """
 
     needs_vae: bool = False
     has_views: bool = False
     checkpoint_by_default: bool = False
+    socket_type: str = ""
+    size_input: str = ""
+    pixels_per_latent: int = SD_DOWNSCALE
+
+    @abc.abstractmethod
+    def memory_needed(self, batch: int) -> int:
+        """Bytes of its own memory in an optimisation step with `batch` images (the score model's
+        and the VAE's left out), an nfsd_core.budget estimate."""
+
+    def check_vae(self, vae) -> None:
+        """Refuse (ValueError) a VAE that cannot go with it; by default any."""
 
     @property
     @abc.abstractmethod
@@ -124,14 +138,33 @@ class CanvasState(NodeRepresentation):
     samples: Tensor | None = None
     pixels_per_latent: int = SD_DOWNSCALE
 
+    socket_type = "NFSD_CANVAS"
+    size_input = "width and height"
+
     @property
     def latent_shape(self) -> tuple[int, int, int, int]:
         return (self.batch, self.channels, self.height, self.width)
+
+    def memory_needed(self, batch: int) -> int:
+        return canvas_bytes(batch, self.channels, self.height, self.width)
+
+    def check_vae(self, vae) -> None:
+        if vae.spacial_compression_decode() != self.pixels_per_latent or vae.latent_channels != self.channels:
+            raise ValueError(f"this canvas was sized for a VAE of {self.pixels_per_latent} pixels per latent and "
+                             f"{self.channels} latent channels, but the VAE has {vae.spacial_compression_decode()} and "
+                             f"{vae.latent_channels}: wire this VAE into NFSD Latent Canvas's 'vae' input too, so that "
+                             "its width and height are this VAE's pixels")
 
     def build(self, latent_format, device: torch.device, vae=None) -> LatentCanvas:
         if self.channels != latent_format.latent_channels:
             raise ValueError(f"the canvas has {self.channels} latent channels but the MODEL works on "
                              f"{latent_format.latent_channels}; make the canvas for this model's latents")
+        model_pixels = getattr(latent_format, "spacial_downscale_ratio", None)  # ComfyUI 0.3.64's SD formats lack it
+        if model_pixels is not None and model_pixels != self.pixels_per_latent:
+            raise ValueError(f"this canvas was sized for {self.pixels_per_latent} pixels per latent but the MODEL's "
+                             f"latents are {model_pixels} pixels wide (e.g. NFSD Demo Model's): wire the model's VAE "
+                             "into NFSD Latent Canvas's 'vae' input, so that its width and height are this model's "
+                             "pixels")
         if self.samples is None:
             latents = initial_latents(self.latent_shape, self.seed)
         else:
@@ -149,10 +182,7 @@ class CanvasState(NodeRepresentation):
         if vae is None:
             raise ValueError("a latent canvas becomes an image through the VAE: wire the checkpoint's VAE into NFSD "
                              "Renderer's 'vae' input")
-        if vae.spacial_compression_decode() != self.pixels_per_latent:
-            raise ValueError(f"this canvas was sized for {self.pixels_per_latent} pixels per latent but the VAE has "
-                             f"{vae.spacial_compression_decode()}: wire this VAE into NFSD Latent Canvas's 'vae' input "
-                             "too, so that its width and height are this VAE's pixels")
+        self.check_vae(vae)
         return vae.decode(samples)
 
     def _optimised_samples(self) -> Tensor:

@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from comfy_api.latest import io
 from torch import Tensor
 
+from .limits import check_finite
 from .nerf import DEFAULTS, check_nerf
-from .types import CATEGORY, Representation
+from .types import CATEGORY, Nerf
 
 FOREGROUND = 0.5  # opacity above which a pixel counts as the object when the depth range is measured
 
@@ -53,10 +54,11 @@ class NeRFTurntable(io.ComfyNode):
             description="Renders an optimised NeRF from cameras turning once around it, starting at the front: "
                         "colour, depth, normal and opacity, one IMAGE per view (e.g. for Save Animated WEBP).",
             inputs=[
-                Representation.Input("nerf", tooltip="An optimised NeRF (NFSD Optimizer)."),
+                Nerf.Input("nerf", tooltip="An optimised NeRF (NFSD Optimizer)."),
                 io.Int.Input("views", default=30, min=1, max=720,
                              tooltip="Number of views, evenly spaced around the object. On a CPU keep views x size^2 "
-                             "small (e.g. 8 views of 128 px)."),
+                             "small (e.g. 8 views of 128 px). Views that would not fit in memory are refused before "
+                             "rendering, with the number that fits."),
                 io.Int.Input("size", default=256, min=8, max=2048, step=8,
                              tooltip="Side of the square renders in pixels."),
                 io.Float.Input("elevation", default=DEFAULTS.cameras.eval_elevation, min=-89.0, max=89.0, step=1.0,
@@ -64,6 +66,7 @@ class NeRFTurntable(io.ComfyNode):
                 io.Float.Input("distance", default=DEFAULTS.cameras.eval_distance, min=0.1, max=10.0, step=0.05,
                                tooltip="Camera distance from the centre (the NeRF fills a cube from -1 to 1)."),
             ],
+            hidden=[io.Hidden.unique_id],
             outputs=[
                 io.Image.Output(display_name="colour", tooltip="The views in colour, over the evaluation background."),
                 io.Image.Output(display_name="depth", tooltip="Depth, greyscale: near white, far and empty black, "
@@ -76,6 +79,8 @@ class NeRFTurntable(io.ComfyNode):
 
     @classmethod
     def execute(cls, nerf, views, size, elevation, distance) -> io.NodeOutput:
-        render = check_nerf(nerf).turntable(views, size, elevation, distance, normals=True)
+        check_finite(cls, {"elevation": elevation, "distance": distance})
+        render = check_nerf(nerf).turntable(views, size, elevation, distance, normals=True,
+                                            node_id=cls.hidden.unique_id)
         return io.NodeOutput(render.colour, depth_image(render.depth, render.opacity),
                              normal_image(render.normal, render.opacity), greyscale(render.opacity))

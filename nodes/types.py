@@ -7,5 +7,14 @@ CATEGORY = "NFSD"
 Guidance = io.Custom("NFSD_GUIDANCE")
 """An nfsd_core ScoreDistillation whose score model is a ComfyScoreModel."""
 
-Representation = io.Custom("NFSD_REPRESENTATION")
-"""A NodeRepresentation (see representation.py), such as a latent canvas."""
+Canvas = io.Custom("NFSD_CANVAS")
+"""A latent canvas (CanvasState, representation.py)."""
+
+Nerf = io.Custom("NFSD_NERF")
+"""A NeRF (NerfState, nerf.py)."""
+
+Representation = io.Custom(f"{Canvas.io_type},{Nerf.io_type}")
+"""Any NodeRepresentation: ComfyUI's validation accepts a canvas or a NeRF on a socket of this
+comma-separated type, and a socket of this type on a canvas or a NeRF input (any overlap of the
+lists). So the Optimizer, which returns what it was given, checks before its first step that the
+inputs its output reaches take that kind (`graph_checks.check_consumers`)."""

@@ -148,8 +148,8 @@ class ComfyRuntime:
             cached = executor.caches.outputs.get(node_id)
             if cached is not None:
                 values[node_id] = [slot[0] if slot else None for slot in cached]
-        return Execution(valid=True, success=executor.success, events=list(executor.status_messages),
-                         ui=executor.history_result["outputs"], values=values)
+        return Execution(valid=True, success=executor.success, node_errors=node_errors,  # outputs ComfyUI dropped
+                         events=list(executor.status_messages), ui=executor.history_result["outputs"], values=values)
 
 
 GUIDANCE_DEFAULTS = {"rule": "NFSD", "scale": 7.5, "t_min": 0.02, "t_max": 0.98, "timestep_schedule": "uniform",

@@ -111,8 +111,12 @@ def test_the_same_run_resumes_and_a_finished_one_is_restored_without_its_moments
 
 
 def test_a_non_finite_setting_is_named_instead_of_being_saved_as_invalid_json():
+    with pytest.raises(ValueError, match="grad_clip must be a positive finite number"):
+        guidance(grad_clip=float("nan"))  # refused where it is made
+    tampered = guidance()
+    tampered.grad_clip = float("nan")  # changed afterwards: the run identity still names it
     with pytest.raises(ValueError, match=r"run settings guidance\.grad_clip are not finite numbers"):
-        run_identity(canvas(), guidance(grad_clip=float("nan")), STEPS, OptimizerSettings())
+        run_identity(canvas(), tampered, STEPS, OptimizerSettings())
 
 
 # --- the folder is NFSD's own -------------------------------------------------------------------------------------

@@ -180,7 +180,8 @@ def test_canvas_takes_its_size_from_the_vae(comfyui):
         comfyui.run_node("NFSD_LatentCanvas", width=30, height=32, batch_size=1, seed=0, vae=vae)
     sd_sized = comfyui.run_node("NFSD_LatentCanvas", width=32, height=32, batch_size=1, seed=0,
                                 initial_latent={"samples": torch.zeros(1, 4, 4, 4)})[0]
-    with pytest.raises(ValueError, match="sized for 8 pixels per latent but the VAE has 4"):
+    with pytest.raises(ValueError, match="sized for a VAE of 8 pixels per latent and 4 latent channels, but the VAE "
+                                         "has 4 and 4"):
         comfyui.run_node("NFSD_Renderer", representation=sd_sized, vae=vae)
 
 

@@ -184,7 +184,7 @@ def rendering_a_canvas_without_vae(prompt):
     (lambda p: text_to_nerf_prompt(advanced='{"volume": {"levelz": 4}}'), ["NeRF settings", "levelz"]),
     (lambda p: text_to_nerf_prompt(advanced="levels=4"), ["advanced must be a JSON object"]),
     (lambda p: text_to_nerf_prompt(elevation_min=50.0), ["elevation_min (50) is above elevation_max (45)"]),
-    (rendering_a_canvas, ["use NFSD Renderer for it"]),
+    (rendering_a_canvas, ["received_type(NFSD_CANVAS) mismatch input_type(NFSD_NERF)"]),  # at validation
     (rendering_before_optimising, ["connect it through NFSD Optimizer first"]),
     (view_prompts_on_a_canvas, ["one prompt per camera view", "CLIP Text Encode"]),
     (rendering_a_canvas_without_vae, ["wire the checkpoint's VAE into NFSD Renderer's 'vae' input"]),

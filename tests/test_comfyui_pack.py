@@ -32,7 +32,12 @@ def test_every_node_is_listed_with_its_schema(comfyui):
         assert bool(inputs) != (node_id in LOADERS), node_id
         for name, (kind, options) in inputs.items():
             assert options.get("tooltip"), f"{node_id}.{name} has no tooltip"
-    assert info["NFSD_Optimizer"]["output"] == ["NFSD_REPRESENTATION", "LATENT", "STRING"]
+    assert info["NFSD_Optimizer"]["output"] == ["NFSD_CANVAS,NFSD_NERF", "LATENT", "STRING"]
+    assert info["NFSD_Optimizer"]["input"]["required"]["representation"][0] == "NFSD_CANVAS,NFSD_NERF"
+    assert info["NFSD_LatentCanvas"]["output"] == ["NFSD_CANVAS"]
+    assert info["NFSD_NeRFRepresentation"]["output"] == ["NFSD_NERF"]
+    for node_id in ("NFSD_NeRFTurntable", "NFSD_ExtractMesh"):  # NeRF-only: a canvas is refused at validation
+        assert info[node_id]["input"]["required"]["nerf"][0] == "NFSD_NERF"
     assert info["NFSD_ScoreDistillationGuidance"]["output"] == ["NFSD_GUIDANCE"]
     assert info["NFSD_ExtractMesh"]["output"] == ["MESH"]  # core's type: Save GLB and other 3D nodes take it
     assert info["NFSD_SaveMesh"]["output_node"] and info["NFSD_SaveMesh"]["output"] == ["STRING"]
@@ -42,11 +47,12 @@ def test_every_node_is_listed_with_its_schema(comfyui):
 
 def test_pack_types_do_not_clash_with_other_packs(comfyui):
     info = comfyui.object_info()
-    ours = {t for node_id in NODE_IDS for t in info[node_id]["output"] if t.startswith("NFSD_")}
+    ours = {t for node_id in NODE_IDS for output in info[node_id]["output"] for t in output.split(",")
+            if t.startswith("NFSD_")}
     theirs = {t for node_id, node in info.items() if node_id not in NODE_IDS for t in node["output"]
               if isinstance(t, str)}
-    assert ours == {"NFSD_GUIDANCE", "NFSD_REPRESENTATION"}
-    assert not ours & theirs
+    assert ours == {"NFSD_GUIDANCE", "NFSD_CANVAS", "NFSD_NERF"}
+    assert not ours & {t for output in theirs for t in output.split(",")}
 
 
 def test_workflows_are_listed_as_the_packs_templates(comfyui):

@@ -1,4 +1,4 @@
-"""The score decomposition view equals the rules' own components, from one model call."""
+"""The score decomposition view equals the rules' own components, one model call per timestep."""
 
 import pytest
 import torch
@@ -27,8 +27,10 @@ def setup():
 def test_maps_equal_the_rule_components_at_every_t(setup):
     model, prompts, latents = setup
     timesteps = [100, 500, 900]
-    decomposition = decompose_score(model, prompts, latents, timesteps, seed=3)
-    assert model.forward_calls == 1
+    reported = []
+    decomposition = decompose_score(model, prompts, latents, timesteps, seed=3,
+                                    progress=lambda done, total: reported.append((done, total)))
+    assert model.forward_calls == 3 and reported == [(1, 3), (2, 3), (3, 3)]
     assert set(decomposition.maps) == set(COMPONENTS)
     assert all(m.shape == (3, 2, 4, 5, 6) for m in decomposition.maps.values())
     for i, t in enumerate(timesteps):
@@ -63,3 +65,14 @@ def test_images_have_grid_shapes_and_normalised_maps(setup):
     unit = decomposition_images(decomposition, lambda maps: maps)
     stds = unit["delta_C"].flatten(2).std(dim=2)
     torch.testing.assert_close(stds, torch.ones_like(stds))
+
+
+def test_raising_from_progress_stops_before_the_next_timestep(setup):
+    model, prompts, latents = setup
+
+    def cancel(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        decompose_score(model, prompts, latents, [100, 500, 900], progress=cancel)
+    assert model.forward_calls == 1

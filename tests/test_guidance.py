@@ -1,10 +1,13 @@
 """Each rule against its formula, computed independently row by row on fixed tensors."""
 
+import json
+
 import pytest
 import torch
 
 from nfsd_core import DEFAULT_NEGATIVE_PROMPT, NoiseSchedule, Prompts, ScoreDistillation, make_rule
 from nfsd_core.guidance import NoisePredictions, finalize_gradient, weight
+from nfsd_core.limits import json_ready
 
 from core_helpers import affine_model
 
@@ -75,10 +78,20 @@ def test_weightings(weighting, expected):
     assert torch.allclose(weight(ab, weighting), expected(ab))
 
 
-def test_non_finite_gradients_never_pass_and_clip_bounds():
+def test_non_finite_gradients_never_pass_are_counted_and_clip_bounds():
     g = torch.tensor([1.0, float("nan"), float("inf"), -float("inf"), -5.0])
-    assert torch.equal(finalize_gradient(g), torch.tensor([1.0, 0.0, 0.0, 0.0, -5.0]))
-    assert torch.equal(finalize_gradient(g, clip=2.0), torch.tensor([1.0, 0.0, 0.0, 0.0, -2.0]))
+    assert finalize_gradient(g)[0].tolist() == [1.0, 0.0, 0.0, 0.0, -5.0]
+    cleaned, nonfinite = finalize_gradient(g, clip=2.0)
+    assert cleaned.tolist() == [1.0, 0.0, 0.0, 0.0, -2.0] and nonfinite == 3
+    assert finalize_gradient(torch.ones(4))[1] == 0
+
+
+@pytest.mark.parametrize("settings", [{"grad_clip": float("nan")}, {"grad_clip": float("inf")}, {"grad_clip": 0.0},
+                                      {"scale": float("nan")}, {"scale": float("-inf")}])
+def test_non_finite_guidance_settings_are_refused(settings):
+    model = affine_model(COEFFICIENTS)
+    with pytest.raises(ValueError, match=next(iter(settings))):
+        ScoreDistillation(model, Prompts.from_text(model, "cat"), "nfsd", **settings)
 
 
 COEFFICIENTS = {"cat": (0.3, 0.2), "": (0.1, -0.1), DEFAULT_NEGATIVE_PROMPT: (-0.2, 0.4)}
@@ -155,3 +168,9 @@ def test_distillation_loss_hands_the_gradient_to_the_latents():
     loss.backward()
     assert torch.allclose(z.grad, gradient / 3)
     assert loss.item() == pytest.approx(0.5 * gradient.pow(2).sum().item() / 3, rel=1e-5)
+
+
+def test_json_ready_statistics_have_no_bare_nan():
+    record = {"loss": [1.0, float("nan")], "grad_norm": (float("inf"), 2.0), "rule": "nfsd", "steps": 2}
+    text = json.dumps(json_ready(record), allow_nan=False)
+    assert json.loads(text) == {"loss": [1.0, None], "grad_norm": [None, 2.0], "rule": "nfsd", "steps": 2}

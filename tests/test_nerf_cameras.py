@@ -85,5 +85,7 @@ def test_an_orbit_turns_once_at_one_elevation_starting_at_the_front():
 def test_bad_camera_ranges_are_refused():
     with pytest.raises(ValueError, match="elevation_range"):
         CameraSettings(elevation_range=(30, 10))
-    with pytest.raises(ValueError, match="distances"):
+    with pytest.raises(ValueError, match="distance_range must be a finite number from 0.01 to 100, got 0.0"):
         CameraSettings(distance_range=(0.0, 1.0))
+    with pytest.raises(ValueError, match="eval_fovy must be a finite number"):
+        CameraSettings(eval_fovy=float("nan"))

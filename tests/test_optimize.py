@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from nfsd_core import LatentCanvas, OptimizerSettings, Prompts, ScoreDistillation, optimize
+from nfsd_core import CallableScoreModel, LatentCanvas, OptimizerSettings, Prompts, ScoreDistillation, optimize
 from nfsd_core.checkpoint import CheckpointError, has_checkpoint, read_checkpoint
 from nfsd_core.identity import describe_differences
 
@@ -133,3 +133,19 @@ def test_describe_differences_names_each_differing_leaf():
 def test_non_positive_steps_are_refused(steps):
     with pytest.raises(ValueError, match="steps must be at least 1"):
         optimize(LatentCanvas.random(1, 4, 4, 4), make_guidance(), steps=steps)
+
+
+def test_each_step_records_how_many_gradient_entries_were_not_finite():
+    """A model whose prediction overflows in one entry: the parameters stay finite, the history says so."""
+
+    def overflowing(x_t, t, conditions):
+        prediction = x_t.clone()
+        prediction[0, 0, 0, 0] = float("inf")  # the first image's prompt prediction
+        return prediction
+
+    model = CallableScoreModel(overflowing)
+    guidance = ScoreDistillation(model, Prompts.from_text(model, "cat", negative_prompt="ugly"), "sds")
+    canvas = LatentCanvas.random(2, 4, 4, 4, seed=0)
+    run = optimize(canvas, guidance, steps=3)
+    assert [record.nonfinite_gradient for record in run.history] == [1, 1, 1]
+    assert torch.isfinite(canvas.latents).all()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..limits import check_ranges, real, whole
 from .field import mlp
 
 BACKGROUND_KINDS = ("random", "environment")
@@ -24,16 +25,17 @@ DIRECTION_FREQUENCIES = 2
 @dataclass(frozen=True)
 class BackgroundSettings:
     kind: str = "environment"
-    hidden_width: int = 16
-    hidden_layers: int = 2
-    random_probability: float = 0.5
-    eval_colour: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    hidden_width: int = whole(16, 1, 1024)
+    hidden_layers: int = whole(2, 0, 8)
+    random_probability: float = real(0.5, 0.0, 1.0)
+    eval_colour: tuple[float, float, float] = real((1.0, 1.0, 1.0), 0.0, 1.0)
 
     def __post_init__(self):
         if self.kind not in BACKGROUND_KINDS:
             raise ValueError(f"unknown background {self.kind!r}; choose one of {', '.join(BACKGROUND_KINDS)}")
-        if not 0.0 <= self.random_probability <= 1.0:
-            raise ValueError(f"background random_probability must lie in [0, 1], got {self.random_probability}")
+        check_ranges(self)
+        if len(self.eval_colour) != 3:
+            raise ValueError(f"eval_colour must be an RGB triple, got {self.eval_colour}")
 
 
 def encode_direction(directions: Tensor) -> Tensor:
@@ -45,11 +47,6 @@ def encode_direction(directions: Tensor) -> Tensor:
 class Background(nn.Module):
     def __init__(self, settings: BackgroundSettings, channels: int, latent_colour: bool):
         super().__init__()
-        if latent_colour and settings.kind == "random":
-            raise ValueError(
-                "the 'random' background draws RGB colours, which latent colour mode cannot show; "
-                "use background kind 'environment' with latent colours"
-            )
         self.settings = settings
         self.channels = channels
         self.latent_colour = latent_colour

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..limits import check_ranges, real
+
 # threestudio's view-dependent prompting thresholds (degrees).
 FRONT_HALF_ANGLE = 45.0
 BACK_HALF_ANGLE = 45.0
@@ -34,26 +36,23 @@ class CameraSettings:
     `batch_uniform_azimuth`).
     """
 
-    elevation_range: tuple[float, float] = (-10.0, 45.0)
-    azimuth_range: tuple[float, float] = (-180.0, 180.0)
-    distance_range: tuple[float, float] = (1.0, 1.5)
-    fovy_range: tuple[float, float] = (40.0, 70.0)
+    elevation_range: tuple[float, float] = real((-10.0, 45.0), -90.0, 90.0)
+    azimuth_range: tuple[float, float] = real((-180.0, 180.0), -360.0, 360.0)
+    distance_range: tuple[float, float] = real((1.0, 1.5), 0.01, 100.0)
+    fovy_range: tuple[float, float] = real((40.0, 70.0), 1.0, 179.0)
     uniform_azimuth: bool = True
-    eval_elevation: float = 15.0
-    eval_distance: float = 1.5
-    eval_fovy: float = 70.0
+    eval_elevation: float = real(15.0, -90.0, 90.0)
+    eval_distance: float = real(1.5, 0.01, 100.0)
+    eval_fovy: float = real(70.0, 1.0, 179.0)
 
     def __post_init__(self):
+        check_ranges(self)
         for name in ("elevation_range", "azimuth_range", "distance_range", "fovy_range"):
+            if len(getattr(self, name)) != 2:
+                raise ValueError(f"camera {name} must be [low, high], got {getattr(self, name)}")
             low, high = getattr(self, name)
             if low > high:
                 raise ValueError(f"camera {name} must be (low, high) with low <= high, got {(low, high)}")
-        if not -90.0 <= self.elevation_range[0] <= self.elevation_range[1] <= 90.0:
-            raise ValueError(f"camera elevation_range must lie in [-90, 90] degrees, got {self.elevation_range}")
-        if self.distance_range[0] <= 0 or self.eval_distance <= 0:
-            raise ValueError("camera distances must be positive")
-        if not (0 < self.fovy_range[0] and self.fovy_range[1] < 180 and 0 < self.eval_fovy < 180):
-            raise ValueError("camera fovy must lie in (0, 180) degrees")
 
 
 @dataclass

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .hashgrid import HashGrid
+from ..limits import check_ranges, real, whole
+from .hashgrid import HashGrid, level_resolutions
 
 
 @dataclass(frozen=True)
@@ -24,15 +25,19 @@ class VolumeSettings:
     """Field settings; the defaults are threestudio's (16 levels x 2 features, table 2^19,
     base resolution 16, finest 4096; MLPs of one hidden layer of 64; blob 10, 0.5)."""
 
-    levels: int = 16
-    features_per_level: int = 2
-    log2_table_size: int = 19
-    base_resolution: int = 16
-    finest_resolution: int = 4096
-    hidden_width: int = 64
-    hidden_layers: int = 1
-    blob_scale: float = 10.0
-    blob_std: float = 0.5
+    levels: int = whole(16, 1, 32)
+    features_per_level: int = whole(2, 1, 8)
+    log2_table_size: int = whole(19, 4, 24)
+    base_resolution: int = whole(16, 2, 4096)
+    finest_resolution: int = whole(4096, 2, 65536)
+    hidden_width: int = whole(64, 1, 1024)
+    hidden_layers: int = whole(1, 0, 8)
+    blob_scale: float = real(10.0, -1000.0, 1000.0)
+    blob_std: float = real(0.5, 0.001, 1e12)
+
+    def __post_init__(self):
+        check_ranges(self)
+        level_resolutions(self.levels, self.base_resolution, self.finest_resolution)  # refuses an inverted range
 
 
 @dataclass

@@ -19,13 +19,14 @@ import trimesh
 from skimage.measure import marching_cubes
 from torch import Tensor
 
+from ..budget import SAMPLE_CHUNK, Progress
 from ..preview import LatentToRGB, fit_latent_to_rgb
 from .representation import NerfRepresentation
 
 # threestudio's "auto" isosurface threshold: the mean of the density where it exceeds this.
 AUTO_MIN_DENSITY = 1e-5
 MESH_FORMATS = ("glb", "obj", "ply")
-QUERY_CHUNK = 65536
+QUERY_CHUNK = SAMPLE_CHUNK
 
 
 @dataclass
@@ -49,14 +50,32 @@ def z_up_to_y_up(points: Tensor) -> Tensor:
     return points[..., [1, 2, 0]]
 
 
+def grid_points(axis: Tensor, start: int, stop: int) -> Tensor:
+    """Points [stop - start, 3] number start..stop-1 of the grid axis^3, in (x, y, z) "ij" order."""
+    index = torch.arange(start, stop, device=axis.device)
+    size = axis.shape[0]
+    return torch.stack([axis[index // (size * size)], axis[index // size % size], axis[index % size]], dim=-1)
+
+
 @torch.no_grad()
-def density_grid(nerf: NerfRepresentation, resolution: int, chunk: int = QUERY_CHUNK) -> Tensor:
-    """Density [R, R, R] (indexed x, y, z) at the vertices of a grid spanning [-radius, radius]^3."""
+def density_grid(nerf: NerfRepresentation, resolution: int, chunk: int = QUERY_CHUNK,
+                 progress: Progress | None = None) -> Tensor:
+    """Density [R, R, R] (indexed x, y, z) at the vertices of a grid spanning [-radius, radius]^3.
+
+    The points are made and queried `chunk` at a time (never the whole grid at once), with
+    `progress(chunks done, chunks)` after each.
+    """
     radius = nerf.settings.radius
     axis = torch.linspace(-radius, radius, resolution, device=nerf.device)
-    points = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
-    density = torch.cat([nerf.field.density(points[i : i + chunk]) for i in range(0, points.shape[0], chunk)])
-    return density.reshape(resolution, resolution, resolution).float().cpu()
+    total = resolution**3
+    density = torch.empty(total)
+    chunks = -(-total // chunk)
+    for index, start in enumerate(range(0, total, chunk)):
+        stop = min(start + chunk, total)
+        density[start:stop] = nerf.field.density(grid_points(axis, start, stop)).float().cpu()
+        if progress is not None:
+            progress(index + 1, chunks)
+    return density.reshape(resolution, resolution, resolution)
 
 
 def isosurface_threshold(density: Tensor, threshold: float | str) -> float:
@@ -113,14 +132,16 @@ def extract_mesh(
     latent_rgb: LatentToRGB | None = None,
     y_up: bool = True,
     chunk: int = QUERY_CHUNK,
+    progress: Progress | None = None,
 ) -> Mesh:
     """The isosurface density == `threshold` of `nerf` on a `resolution`^3 grid.
 
     "auto" (the default) adapts to the run; threestudio's fixed default for NeRFs is 25.
+    `progress` follows the density queries (see `density_grid`), the long part.
     """
     if resolution < 8:
         raise ValueError(f"mesh resolution must be at least 8, got {resolution}")
-    density = density_grid(nerf, resolution, chunk)
+    density = density_grid(nerf, resolution, chunk, progress)
     level = isosurface_threshold(density, threshold)
     low, high = float(density.min()), float(density.max())
     if not low < level < high:

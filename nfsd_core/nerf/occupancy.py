@@ -17,6 +17,8 @@ import torch
 from nerfacc import OccGridEstimator
 from torch import Tensor, nn
 
+from ..limits import check_ranges, real, whole
+
 
 @dataclass(frozen=True)
 class OccupancySettings:
@@ -24,26 +26,31 @@ class OccupancySettings:
     density x step size > 0.01 (an EMA with decay 0.95; every cell sampled for 256 steps)."""
 
     enabled: bool = True
-    resolution: int = 32
-    update_every: int = 16
-    threshold: float = 0.01
-    ema_decay: float = 0.95
-    warmup_steps: int = 256
+    resolution: int = whole(32, 2, 256)
+    update_every: int = whole(16, 1, 1_000_000)
+    threshold: float = real(0.01, 0.0, 1e6)
+    ema_decay: float = real(0.95, 0.0, 1.0)
+    warmup_steps: int = whole(256, 0, 1_000_000_000)
+
+    def __post_init__(self):
+        check_ranges(self)
 
 
 class OccupancyGrid(nn.Module):
     def __init__(self, settings: OccupancySettings, radius: float):
         super().__init__()
-        if settings.resolution < 2 or settings.update_every < 1:
-            raise ValueError("occupancy resolution must be >= 2 and update_every >= 1")
         self.settings = settings
         self.estimator = OccGridEstimator(roi_aabb=[-radius] * 3 + [radius] * 3, resolution=settings.resolution)
         self.estimator.binaries.fill_(True)
 
+    def updates_at(self, step: int) -> bool:
+        """Does `update` change the grid at `step`?"""
+        return step % self.settings.update_every == 0
+
     @torch.no_grad()
     def update(self, step: int, density: Callable[[Tensor], Tensor], step_size: float, generator: torch.Generator) -> None:
         """Refresh the grid at every `update_every`-th step from `density(points [P, 3]) -> [P]`."""
-        if step % self.settings.update_every:
+        if not self.updates_at(step):
             return
         seed = int(torch.randint(2**62, (1,), generator=generator))
         with torch.random.fork_rng():

@@ -17,18 +17,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..limits import check_ranges, real
+
+MAX_WEIGHT = 1e6  # the largest regulariser weight (threestudio's largest default: 1000)
+
 
 @dataclass(frozen=True)
 class Ramp:
     """A weight that is `start` until `start_at`, `end` from `end_at`, linear in between
     (fractions of the run; start_at == end_at makes a step)."""
 
-    start: float = 0.0
-    end: float = 0.0
-    start_at: float = 0.0
-    end_at: float = 0.0
+    start: float = real(0.0, 0.0, MAX_WEIGHT)
+    end: float = real(0.0, 0.0, MAX_WEIGHT)
+    start_at: float = real(0.0, 0.0, 1.0)
+    end_at: float = real(0.0, 0.0, 1.0)
 
     def __post_init__(self):
+        check_ranges(self)
         if not 0.0 <= self.start_at <= self.end_at <= 1.0:
             raise ValueError(f"a ramp needs 0 <= start_at <= end_at <= 1, got {self.start_at}, {self.end_at}")
 

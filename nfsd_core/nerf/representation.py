@@ -5,19 +5,20 @@ jitter) from the step's generator, render at the step's size, and hand the score
 the codec's encoding of the render (RGB mode, with gradient) or the rendered latents themselves
 (latent mode). Every row names its view (front/side/back/overhead) for view-dependent prompts.
 
-The codec (VAE) and the latent-to-RGB map are tools, not state: they are kept out of the module
+The codec (VAE), the latent-to-RGB map and the interrupt check are tools, not state: they are kept out of the module
 tree, so they are neither optimised, moved by `.to()`, nor written into checkpoints.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..budget import chunk_rays
 from ..models.base import LatentCodec
 from ..preview import LatentToRGB
 from ..representations.base import GuidanceView, Representation
@@ -50,7 +51,9 @@ class NerfRepresentation(Representation):
     """A NeRF in [-radius, radius]^3, z up, optimised through renders from random cameras.
 
     `codec` is needed to guide in RGB mode (and decodes latent renders for previews when no
-    `latent_rgb` is given); `latent_rgb` maps latent colours to RGB for previews and meshes.
+    `latent_rgb` is given); `latent_rgb` maps latent colours to RGB for previews and meshes;
+    `check_interrupt` is called between the chunks of every render and stops it by raising
+    (ComfyUI's Cancel), so a long step or render stops within a chunk.
     """
 
     def __init__(
@@ -70,15 +73,16 @@ class NerfRepresentation(Representation):
         self.occupancy = OccupancyGrid(settings.occupancy, settings.radius) if settings.occupancy.enabled else None
         self.attach(codec, latent_rgb)
 
-    def attach(self, codec: LatentCodec | None = None, latent_rgb: LatentToRGB | None = None) -> "NerfRepresentation":
-        """Set the codec and/or the latent-to-RGB map given (kept outside the module tree, see the
-        module doc); returns the NeRF."""
+    def attach(self, codec: LatentCodec | None = None, latent_rgb: LatentToRGB | None = None,
+               check_interrupt: Callable[[], None] | None = None) -> "NerfRepresentation":
+        """Set the codec, the latent-to-RGB map and/or the interrupt check given (kept outside the
+        module tree, see the module doc); returns the NeRF."""
         if codec is not None and self.latent_colour and codec.latent_channels != self.settings.latent_channels:
             raise ValueError(
                 f"the codec makes {codec.latent_channels}-channel latents but this NeRF renders "
                 f"{self.settings.latent_channels}; set NerfSettings(latent_channels={codec.latent_channels})"
             )
-        for name, tool in (("codec", codec), ("latent_rgb", latent_rgb)):
+        for name, tool in (("codec", codec), ("latent_rgb", latent_rgb), ("check_interrupt", check_interrupt)):
             if tool is not None or name not in self.__dict__:
                 self.__dict__[name] = tool
         return self
@@ -127,14 +131,18 @@ class NerfRepresentation(Representation):
         """Render `cameras` at height x width pixels.
 
         With a `generator` (training) the samples are jittered and backgrounds drawn from it;
-        without one the render is deterministic (evaluation). `chunk` bounds the rays rendered at
-        once (for evaluation without gradients).
+        without one the render is deterministic (evaluation). The rays are rendered `chunk` at a
+        time (default: about `budget.SAMPLE_CHUNK` samples), with `check_interrupt` before each
+        chunk; chunks draw the jitter in order, so the render does not depend on the chunk size.
         """
         origins, directions = camera_rays(cameras.to(self.device), height, width)
         flat_origins, flat_directions = origins.reshape(-1, 3), directions.reshape(-1, 3)
-        chunk = chunk or flat_origins.shape[0]
-        outputs = [
-            render_rays(
+        chunk = chunk or chunk_rays(self.settings.samples_per_ray)
+        outputs = []
+        for start in range(0, flat_origins.shape[0], chunk):
+            if self.check_interrupt is not None:
+                self.check_interrupt()
+            outputs.append(render_rays(
                 self.field,
                 flat_origins[start : start + chunk],
                 flat_directions[start : start + chunk],
@@ -143,9 +151,7 @@ class NerfRepresentation(Representation):
                 generator,
                 normals=normals,
                 orientation=orientation,
-            )
-            for start in range(0, flat_origins.shape[0], chunk)
-        ]
+            ))
         rays = concatenate(outputs)
         shape = origins.shape[:-1]
 
@@ -178,7 +184,20 @@ class NerfRepresentation(Representation):
         return self.codec.encode(_resize(images, self.settings.guidance_size))
 
     def render_for_guidance(self, step: int, steps: int, generator: torch.Generator) -> GuidanceView:
+        """The step's render; an interrupt (or any error) inside it leaves the occupancy grid as the
+        step found it, so a state saved then is the state after the previous step and resumes exactly."""
         self.train()
+        saved_grid = None
+        if self.occupancy is not None and self.occupancy.updates_at(step):
+            saved_grid = {name: value.clone() for name, value in self.occupancy.state_dict().items()}
+        try:
+            return self._render_for_guidance(step, steps, generator)
+        except BaseException:
+            if saved_grid is not None:
+                self.occupancy.load_state_dict(saved_grid)
+            raise
+
+    def _render_for_guidance(self, step: int, steps: int, generator: torch.Generator) -> GuidanceView:
         settings = self.settings
         if self.occupancy is not None:
             step_size = render_step_size(settings.radius, settings.samples_per_ray)

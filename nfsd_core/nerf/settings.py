@@ -13,6 +13,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..limits import check_ranges, real, whole
 from .background import BackgroundSettings
 from .cameras import CameraSettings
 from .field import VolumeSettings
@@ -20,15 +21,19 @@ from .occupancy import OccupancySettings
 from .regularizers import RegularizerSettings
 
 COLOUR_SPACES = ("rgb", "latent")
+MAX_SIZE = 2048  # pixels per side of a render or of the images the model sees
 
 
 @dataclass(frozen=True)
 class LearningRateScales:
     """Learning rates of the parameter groups, relative to the optimiser's base lr."""
 
-    encoding: float = 1.0
-    networks: float = 0.1
-    background: float = 0.1
+    encoding: float = real(1.0, 0.0, 1000.0)
+    networks: float = real(0.1, 0.0, 1000.0)
+    background: float = real(0.1, 0.0, 1000.0)
+
+    def __post_init__(self):
+        check_ranges(self)
 
 
 @dataclass(frozen=True)
@@ -46,15 +51,15 @@ class NerfSettings:
     """
 
     colour: str = "rgb"
-    latent_channels: int = 4
-    latent_downscale: int = 8
-    radius: float = 1.0
-    samples_per_ray: int = 64
-    render_sizes: tuple[int, ...] = (64, 256)
-    size_milestones: tuple[float, ...] = (0.5,)
-    guidance_size: int = 512
-    batch_size: int = 1
-    seed: int = 0
+    latent_channels: int = whole(4, 1, 16)
+    latent_downscale: int = whole(8, 1, 64)
+    radius: float = real(1.0, 0.001, 1000.0)
+    samples_per_ray: int = whole(64, 1, 1024)
+    render_sizes: tuple[int, ...] = whole((64, 256), 1, MAX_SIZE)
+    size_milestones: tuple[float, ...] = real((0.5,), 0.0, 1.0)
+    guidance_size: int = whole(512, 8, MAX_SIZE)
+    batch_size: int = whole(1, 1, 64)
+    seed: int = whole(0, 0, 2**64 - 1)
     volume: VolumeSettings = field(default_factory=VolumeSettings)
     background: BackgroundSettings = field(default_factory=BackgroundSettings)
     cameras: CameraSettings = field(default_factory=CameraSettings)
@@ -65,10 +70,12 @@ class NerfSettings:
     def __post_init__(self):
         if self.colour not in COLOUR_SPACES:
             raise ValueError(f"unknown colour space {self.colour!r}; choose one of {', '.join(COLOUR_SPACES)}")
-        if self.radius <= 0 or self.samples_per_ray < 1 or self.batch_size < 1 or self.latent_channels < 1:
-            raise ValueError("radius, samples_per_ray, batch_size and latent_channels must be positive")
-        if not self.render_sizes or min(self.render_sizes) < 1:
-            raise ValueError(f"render_sizes must be positive pixel sizes, got {self.render_sizes}")
+        check_ranges(self)
+        if not self.render_sizes:
+            raise ValueError("render_sizes must list at least one pixel size")
+        if self.colour == "latent" and self.background.kind == "random":
+            raise ValueError("the 'random' background draws RGB colours, which latent colour mode cannot show; "
+                             "use the 'environment' background")
         milestones = list(self.size_milestones)
         if len(milestones) != len(self.render_sizes) - 1:
             raise ValueError(
@@ -106,8 +113,15 @@ def _from_dict(cls: type, data: dict[str, Any]) -> Any:
     for name, value in data.items():
         kind = hints[name]
         if dataclasses.is_dataclass(kind):
-            value = _from_dict(kind, value)
+            if not isinstance(value, dict):
+                raise ValueError(f"{name} must be a JSON object of {kind.__name__} settings, got {value!r}")
+            try:
+                value = _from_dict(kind, value)
+            except ValueError as error:
+                raise ValueError(f"{name}.{error}") from None
         elif typing.get_origin(kind) is tuple:
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(f"{name} must be a list, got {value!r}")
             value = tuple(value)
         values[name] = value
     return cls(**values)

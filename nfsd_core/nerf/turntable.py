@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from ..budget import Progress
 from .cameras import orbit_cameras
 from .rendering import concatenate
 from .representation import NerfRepresentation, Render
-
-# Rays rendered at once in evaluation renders (bounds memory at any image size).
-EVAL_CHUNK = 8192
 
 
 @torch.no_grad()
@@ -21,14 +19,16 @@ def render_turntable(
     distance: float | None = None,
     fovy: float | None = None,
     normals: bool = False,
-    chunk: int = EVAL_CHUNK,
+    chunk: int | None = None,
+    progress: Progress | None = None,
 ) -> Render:
     """`frames` evaluation renders, starting at the front and turning once around, on the CPU.
 
     Elevation, distance and fovy default to the NeRF's evaluation camera settings. The result's
     `colour` is RGB [N, size', size', 3] in [0, 1] (latent NeRFs are mapped to RGB, see
     `NerfRepresentation.to_rgb`); opacity, depth [N, size, size, 1]; normals [N, size, size, 3]
-    in world space (z up) when asked for.
+    in world space (z up) when asked for. `chunk` rays are rendered at once (default: see
+    `NerfRepresentation.render`); `progress(frames done, frames)` follows every frame.
     """
     settings = nerf.settings.cameras
     cameras = orbit_cameras(
@@ -42,6 +42,8 @@ def render_turntable(
         frame = nerf.render(cameras.select(index), size, size, normals=normals, chunk=chunk)
         frame.colour = nerf.to_rgb(frame.colour)
         renders.append(frame)
+        if progress is not None:
+            progress(index + 1, frames)
     turntable = concatenate(renders)
     for name in ("colour", "opacity", "depth", "normal"):
         values = getattr(turntable, name)

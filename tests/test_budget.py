@@ -1,0 +1,121 @@
+"""Memory estimates, bounded settings and interruptible NeRF work in the core."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from nfsd_core import Prompts, ScoreDistillation, optimize
+from nfsd_core.budget import (
+    GIB,
+    OverBudget,
+    check_budget,
+    chunk_rays,
+    largest_fitting,
+    mesh_bytes,
+    nerf_training_bytes,
+    turntable_bytes,
+)
+from nfsd_core.nerf import NerfRepresentation, NerfSettings, extract_mesh, orbit_cameras, render_turntable
+
+from nerf_helpers import PoolingCodec, pull_towards_denoiser, tiny_settings
+
+
+def test_largest_fitting_finds_the_boundary_on_the_step_grid():
+    assert largest_fitting(lambda value: value**3, 8, 1024, 512**3 + 5, step=8) == 512
+    assert largest_fitting(lambda value: value**3, 8, 1024, 100) is None
+    assert largest_fitting(lambda value: value, 1, 64, 10**9) == 64
+
+
+def test_check_budget_names_the_work_and_the_fix():
+    check_budget(GIB, 2 * GIB, "a mesh", ["resolution 448"])
+    with pytest.raises(OverBudget, match=r"a mesh needs about 12.0 GB of memory, more than the 2.0 GB available; "
+                                         r"resolution 448 fits"):
+        check_budget(12 * GIB, 2 * GIB, "a mesh", ["resolution 448"])
+
+
+def test_estimates_grow_with_the_inputs_that_cost_memory():
+    settings = NerfSettings()
+    bigger = {"samples_per_ray": 128, "render_sizes": (64, 512), "batch_size": 2}
+    for name, value in bigger.items():
+        assert nerf_training_bytes(dataclasses.replace(settings, **{name: value})) > nerf_training_bytes(settings)
+    assert turntable_bytes(settings, 60, 512) > turntable_bytes(settings, 60, 256) > turntable_bytes(settings, 8, 256)
+    assert mesh_bytes(settings, 1024) > 5 * mesh_bytes(settings, 512)  # the grid grows with its cube
+    # the issue's hostile values are refused on any machine of today: hundreds of terabytes
+    assert nerf_training_bytes(dataclasses.replace(settings, render_sizes=(1024,), size_milestones=(),
+                                                   samples_per_ray=1024, batch_size=64)) > 2**47
+
+
+def test_a_render_checks_the_interrupt_before_every_chunk_and_stops_at_once():
+    nerf = NerfRepresentation(tiny_settings())
+    calls = []
+
+    def cancel_second_chunk():
+        calls.append(len(calls))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    nerf.attach(check_interrupt=cancel_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        nerf.render(orbit_cameras(1, 15.0, 1.5, 60.0), 16, 16, chunk=64)  # 4 chunks of 64 rays
+    assert calls == [0, 1]
+    assert chunk_rays(tiny_settings().samples_per_ray) * tiny_settings().samples_per_ray <= 2**17
+
+
+def test_chunked_renders_equal_the_whole_render():
+    nerf = NerfRepresentation(tiny_settings())
+    camera = orbit_cameras(1, 15.0, 1.5, 60.0)
+    whole = nerf.render(camera, 16, 16, torch.Generator().manual_seed(0), chunk=256)
+    chunked = nerf.render(camera, 16, 16, torch.Generator().manual_seed(0), chunk=40)
+    torch.testing.assert_close(chunked.colour, whole.colour)
+
+
+def test_an_interrupted_step_leaves_the_state_of_the_previous_one():
+    """Cancel inside step 2 (an occupancy-update step): the grid is as step 1 left it, so a resume is exact."""
+    model = pull_towards_denoiser()
+    guidance = ScoreDistillation(model, Prompts.from_text(model, "x", None), "sds", seed=0)
+    nerf = NerfRepresentation(tiny_settings(), PoolingCodec())
+    optimize(nerf, guidance, steps=2)
+    grid = {name: value.clone() for name, value in nerf.occupancy.state_dict().items()}
+    weights = {name: value.clone() for name, value in nerf.state_dict().items()}
+
+    def cancel():
+        raise KeyboardInterrupt
+
+    nerf.attach(check_interrupt=cancel)
+    with pytest.raises(KeyboardInterrupt):
+        nerf.render_for_guidance(2, 4, guidance.noise_stream.generator(2, 1))
+    assert all(torch.equal(grid[name], value) for name, value in nerf.occupancy.state_dict().items())
+    assert all(torch.equal(weights[name], value) for name, value in nerf.state_dict().items())
+
+
+def test_turntable_and_mesh_report_progress_and_stop_when_it_raises():
+    nerf = NerfRepresentation(tiny_settings(), latent_rgb=None)
+    frames = []
+    render_turntable(nerf, frames=3, size=8, progress=lambda done, total: frames.append((done, total)))
+    assert frames == [(1, 3), (2, 3), (3, 3)]
+
+    def cancel(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        render_turntable(nerf, frames=3, size=8, progress=cancel)
+    chunks = []
+    extract_mesh(nerf, resolution=24, threshold="auto", chunk=4096,
+                 progress=lambda done, total: chunks.append((done, total)))
+    assert chunks[-1] == (4, 4) and len(chunks) == 4  # 24^3 = 13824 points in chunks of 4096
+    with pytest.raises(KeyboardInterrupt):
+        extract_mesh(nerf, resolution=24, chunk=4096, progress=cancel)
+
+
+def test_the_address_space_limit_is_read_in_a_child_process():
+    import subprocess
+    import sys
+
+    code = ("import os, resource; from nfsd_core.budget import address_space_left as left; "
+            "assert left() is None or resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY; "
+            "mapped = int(open('/proc/self/statm').read().split()[0]) * os.sysconf('SC_PAGE_SIZE'); "
+            "resource.setrlimit(resource.RLIMIT_AS, (mapped + 2**30, resource.RLIM_INFINITY)); "
+            "print(left())")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert 0.8 * 2**30 < int(result.stdout) <= 2**30
