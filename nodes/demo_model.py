@@ -20,7 +20,7 @@ from ..nfsd_core.digits.data import to_images
 from .diffusers_sd import load_diffusers_sd
 from .types import CATEGORY
 
-CALIBRATION_DIGITS = 64  # real digits shipped with the prior that fit the latent preview factors
+CALIBRATION_DIGITS = 64  # real digits shipped with the prior that fit the latent preview factors (KSampler's)
 
 
 @functools.cache
@@ -31,7 +31,7 @@ def demo_models():
                                 "reinstall the pack (ComfyUI-Manager: Try Fix, or git pull)")
     with torch.inference_mode():  # as CheckpointLoaderSimple's models are built, whoever asks first
         digits = load_digits_evaluator().split.train_digits[:CALIBRATION_DIGITS]
-        return load_diffusers_sd(DIGITS_PRIOR_DIR, calibration_images=to_images(digits))
+        return load_diffusers_sd(DIGITS_PRIOR_DIR, calibration_images=to_images(digits), preview_through_vae=True)
 
 
 class DemoModel(io.ComfyNode):

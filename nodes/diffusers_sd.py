@@ -129,7 +129,11 @@ class DiffusersLatentFormat(comfy.latent_formats.LatentFormat):
     `scaling_factor` for the UNet. The pixels per latent are `spacial_downscale_ratio`, the name newer
     ComfyUI's latent formats give them, so the Optimizer can check a canvas against the MODEL.
 
-    `latent_rgb_factors` [C][3] and `latent_rgb_factors_bias` [3] are None until `set_preview`."""
+    `latent_rgb_factors` [C][3] and `latent_rgb_factors_bias` [3] are None until `set_preview`.
+    `preview_vae`: a VAE cheap enough to decode every preview with; NFSD Optimizer then previews
+    through it (see representation.select_previewer), others use the factors."""
+
+    preview_vae = None
 
     def __init__(self, scale_factor: float, channels: int, pixels_per_latent: int):
         self.scale_factor = scale_factor
@@ -249,11 +253,14 @@ def build_vae(directory: Path, config: dict) -> comfy.sd.VAE:
 
 # -------------------------------------------------------------------------------------- together
 
-def load_diffusers_sd(directory: str | Path, calibration_images: Tensor | None = None):
+def load_diffusers_sd(directory: str | Path, calibration_images: Tensor | None = None,
+                      preview_through_vae: bool = False):
     """(MODEL, CLIP, VAE) of the diffusers SD directory, built with ComfyUI's classes.
 
     `calibration_images` [B, 3, H, W] in [0, 1], typical of the model's images, fit the latent
-    preview factors (KSampler's and NFSD Optimizer's previews); without them there are none.
+    preview factors (KSampler's previews, and NFSD Optimizer's unless `preview_through_vae`);
+    without them there are none. `preview_through_vae`: NFSD Optimizer previews through the VAE
+    (for a VAE as small as the demo model's).
     """
     directory = Path(directory)
     configs = check_layout(directory)
@@ -267,4 +274,6 @@ def load_diffusers_sd(directory: str | Path, calibration_images: Tensor | None =
         codec = ComfyLatentCodec(vae, latent_format)
         latents = latent_format.process_in(vae.encode(calibration_images.movedim(1, -1)))
         latent_format.set_preview(fit_latent_to_rgb(codec, latents))
+    if preview_through_vae:
+        latent_format.preview_vae = vae
     return build_model(directory, configs, latent_format), build_clip(directory, configs["text_encoder"]), vae

@@ -90,9 +90,10 @@ class ScoreDistillationGuidance(io.ComfyNode):
                                tooltip="NFSD: noise-free score distillation (Katzir et al. 2024). SDS: DreamFusion's "
                                "score distillation. CSD: classifier score distillation. SDS with negative prompt: SDS "
                                "with the negative prompt in place of the empty one."),
-                io.Float.Input("scale", default=0.0, min=-1.0, max=1000.0, step=0.1,
-                               tooltip=f"Guidance scale s. 0 (or any negative value) uses the rule's default: "
-                               f"{RULE_DEFAULTS}."),
+                io.Float.Input("scale", default=RULES["nfsd"].default_scale, min=0.0, max=1000.0, step=0.1,
+                               round=0.01,
+                               tooltip=f"Guidance scale s, like KSampler's cfg. Set it with the rule; the papers' "
+                               f"values: {RULE_DEFAULTS}."),
                 io.Float.Input("t_min", default=0.02, min=0.0, max=1.0, step=0.01,
                                tooltip="Smallest timestep, as a fraction of the diffusion length (0.02 = t 20 of "
                                "1000)."),
@@ -101,9 +102,9 @@ class ScoreDistillationGuidance(io.ComfyNode):
                 io.Combo.Input("timestep_schedule", options=list(SCHEDULE_KINDS), default="uniform",
                                tooltip="uniform: random t in [t_min, t_max] each step. sqrt_anneal: t falls from t_max "
                                "to t_min as sqrt(progress) (HiFA). decreasing: t falls linearly."),
-                io.Float.Input("t_max_end", default=0.0, min=0.0, max=1.0, step=0.01,
+                io.Float.Input("t_max_end", default=0.98, min=0.0, max=1.0, step=0.01,
                                tooltip="Max-t annealing: from anneal_at of the run on, t_max drops to this value "
-                               "(ProlificDreamer uses 0.5). 0 turns annealing off."),
+                               "(ProlificDreamer uses 0.5). At or above t_max (the default): no annealing."),
                 io.Float.Input("anneal_at", default=0.5, min=0.0, max=1.0, step=0.05,
                                tooltip="Fraction of the run after which t_max_end applies."),
                 io.Combo.Input("weighting", options=list(WEIGHTINGS), default="sds",
@@ -128,7 +129,7 @@ class ScoreDistillationGuidance(io.ComfyNode):
         guidance_rule = make_rule(RULE_NAMES[rule], nfsd_threshold)
         prompts = prompt_conditioning(rule, guidance_rule, split_views(positive), negative, unconditional, clip)
         timesteps = TimestepSchedule(t_min=t_min, t_max=t_max, kind=timestep_schedule,
-                                     t_max_end=t_max_end or None, anneal_at=anneal_at)
-        guidance = ScoreDistillation(score_model, prompts, guidance_rule, scale=scale if scale > 0 else None,
+                                     t_max_end=t_max_end if t_max_end < t_max else None, anneal_at=anneal_at)
+        guidance = ScoreDistillation(score_model, prompts, guidance_rule, scale=scale,
                                      timesteps=timesteps, weighting=weighting, grad_clip=grad_clip or None)
         return io.NodeOutput(guidance)

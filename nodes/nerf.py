@@ -201,8 +201,9 @@ class NerfState(NodeRepresentation):
     def render(self, vae) -> Tensor:
         return self.turntable(RENDERER_VIEWS, self.settings.render_sizes[-1]).colour
 
-    def preview(self, trained: NerfRepresentation, done: int, steps: int, latent_format) -> Image.Image | None:
-        """The evaluation view at the current render size, from a camera that circles once over the run."""
+    def preview(self, trained: NerfRepresentation, done: int, steps: int, previewer) -> Image.Image | None:
+        """The evaluation view at the current render size, from a camera that circles once over the run
+        (a latent NeRF's colours through its own latent-to-RGB map: no `previewer` is needed)."""
         if trained.latent_colour and trained.latent_rgb is None:
             return None
         settings = self.settings

@@ -36,7 +36,7 @@ from .fingerprint import fingerprint, model_fingerprint, sampled_weights
 from .graph_checks import check_consumers, check_numbers
 from .limits import check_finite, check_memory, model_call_bytes
 from .paths import confined
-from .representation import NodeRepresentation
+from .representation import NodeRepresentation, select_previewer
 from .types import CATEGORY, Guidance, Representation
 
 CHECKPOINT_EVERY = 100  # steps between saves into a checkpoint directory the user chose
@@ -161,8 +161,10 @@ class Optimizer(io.ComfyNode):
                              tooltip="Seed of the timesteps and noise of every step: the same seed gives the same "
                              "result, and two rules under one seed see the same draws."),
                 io.Int.Input("preview_every", default=10, min=0, max=10000,
-                             tooltip="Show a preview on the node every N steps (0: progress only). NeRFs show their "
-                             "evaluation view from a camera that circles the object once over the run."),
+                             tooltip="Show a preview on the node every N steps (0: progress only), drawn as for "
+                             "KSampler (--preview-method taesd uses models/vae_approx; NFSD Demo Model: through its "
+                             "VAE). NeRFs show their evaluation view from a camera that circles the object once over "
+                             "the run."),
                 io.String.Input("checkpoint_dir", default="", optional=True,
                                 tooltip=f"Save the run's state in this folder inside ComfyUI's output folder (a "
                                 f"relative path, e.g. {CHECKPOINT_EXAMPLE}), every {CHECKPOINT_EVERY} steps and when "
@@ -197,12 +199,13 @@ class Optimizer(io.ComfyNode):
         run_guidance = guidance.with_seed(seed)
         latent_format = model.latent_format
         progress = comfy.utils.ProgressBar(steps, node_id=cls.hidden.unique_id)
+        previewer = select_previewer(latent_format, model.device) if preview_every else None
 
         def on_step(record: StepRecord) -> None:
             progress.update_absolute(record.step + 1, steps)
 
         def on_preview(done: int, trained) -> None:
-            image = representation.preview(trained, done, steps, latent_format)
+            image = representation.preview(trained, done, steps, previewer)
             if image is not None:
                 progress.update_absolute(done, steps, ("JPEG", image, latent_preview.MAX_PREVIEW_RESOLUTION))
 

@@ -16,14 +16,47 @@ from dataclasses import dataclass, replace
 
 import latent_preview
 import torch
+from comfy.cli_args import LatentPreviewMethod, args
 from PIL import Image
 from torch import Tensor
 
 from ..nfsd_core import LatentCanvas, Representation
 from ..nfsd_core.budget import canvas_bytes
+from ..nfsd_core.image_files import to_pil
 from ..nfsd_core.representations import initial_latents
+from .codec import ComfyLatentCodec
 
 SD_DOWNSCALE = 8  # pixels per latent of the SD 1.x/2.x/SDXL VAE, as EmptyLatentImage assumes
+
+
+class VAEPreviewer(latent_preview.LatentPreviewer):
+    """Previews through the model's own VAE: the image the Renderer will show, for models whose VAE
+    is cheap enough to decode at every preview (NFSD Demo Model's)."""
+
+    def __init__(self, vae, latent_format):
+        self.codec = ComfyLatentCodec(vae, latent_format)
+
+    def decode_latent_to_preview(self, x0: Tensor) -> Image.Image:
+        return to_pil(self.codec.decode(x0[:1])[0])
+
+
+def select_previewer(latent_format, device: torch.device) -> latent_preview.LatentPreviewer | None:
+    """The previewer for model latents in `latent_format` (None: the format has none).
+
+    A latent format that carries a `preview_vae` (NFSD Demo Model's) is previewed through that VAE.
+    Otherwise ComfyUI's samplers' choice (`latent_preview.get_previewer`): the user's --preview-method,
+    TAESD from models/vae_approx, else the latent-to-RGB factors. The Optimizer's own `preview_every`
+    says whether to preview, so ComfyUI's default method, none, counts as auto (the factors) here.
+    """
+    vae = getattr(latent_format, "preview_vae", None)
+    if vae is not None:
+        return VAEPreviewer(vae, latent_format)
+    if args.preview_method == LatentPreviewMethod.NoPreviews:
+        if latent_format.latent_rgb_factors is None:
+            return None
+        return latent_preview.Latent2RGBPreviewer(latent_format.latent_rgb_factors,
+                                                  latent_format.latent_rgb_factors_bias)
+    return latent_preview.get_previewer(device, latent_format)
 
 
 class NodeRepresentation(abc.ABC):
@@ -74,16 +107,14 @@ class NodeRepresentation(abc.ABC):
     def render(self, vae) -> Tensor:
         """ComfyUI IMAGE [B, H, W, 3] in [0, 1]; `vae` is ComfyUI's VAE, or None when not wired."""
 
-    def preview(self, trained: Representation, done: int, steps: int, latent_format) -> Image.Image | None:
+    def preview(self, trained: Representation, done: int, steps: int, previewer) -> Image.Image | None:
         """An image of `trained` after `done` of `steps` steps for the progress bar (None: none).
 
-        By default its first latent through the model's latent-to-RGB preview factors, as
+        By default its first latent through `previewer` (from `select_previewer`, or None), as
         ComfyUI's samplers show theirs.
         """
-        if latent_format.latent_rgb_factors is None:
+        if previewer is None:
             return None
-        previewer = latent_preview.Latent2RGBPreviewer(latent_format.latent_rgb_factors,
-                                                       latent_format.latent_rgb_factors_bias)
         with torch.no_grad():
             latents = trained.render_for_guidance(0, 1, torch.Generator()).latents
         return previewer.decode_latent_to_preview(latents)

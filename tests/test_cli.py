@@ -5,7 +5,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from PIL import Image
 
 from diffusers_helpers import tiny_sd_dir  # noqa: F401
 from nfsd_core import cli
-from torchvision_stub import torchvision_is_a_stub
+from torchvision_stub import python_without_torchvision_stub
 from nfsd_core.checkpoint import read_checkpoint
 from nfsd_core.image_files import load_image
 
@@ -26,10 +25,8 @@ def generate_args(model, output, *extra):
             "--output", str(output), *extra]
 
 
-@pytest.mark.skipif(torchvision_is_a_stub(), reason="an import-only torchvision (ComfyUI's CPU test venv) breaks "
-                    "transformers in the CLI subprocess")
 def test_generate_writes_pngs_and_step_statistics(tiny_sd_dir, tmp_path):
-    command = [sys.executable, "-m", "nfsd_core", *generate_args(tiny_sd_dir, tmp_path), "--rule", "nfsd", "sds",
+    command = [*python_without_torchvision_stub(), "nfsd_core", *generate_args(tiny_sd_dir, tmp_path), "--rule", "nfsd", "sds",
                "--batch", "2", "--steps", "3", "--preview-every", "2"]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -103,6 +103,35 @@ def test_latent_previews_show_the_decoded_digit(comfyui, diffusers_prior):
     assert our_error < 0.2 and our_error < 0.7 * sd15_error
 
 
+def test_optimizer_previews_through_the_vae_what_the_renderer_shows(comfyui, monkeypatch):
+    """On the demo model the Optimizer's previews are its VAE's decodes, so the last one is the result;
+    KSampler keeps ComfyUI's latent-to-RGB previews (one pixel per latent)."""
+    import numpy as np
+    from comfy.cli_args import LatentPreviewMethod, args
+
+    from comfyui_helpers import progress_hook, text_to_image_prompt
+
+    prompt = text_to_image_prompt(size=32, steps=4, preview_every=2)
+    prompt["1"] = {"class_type": "NFSD_DemoModel", "inputs": {}}
+    prompt["5"]["inputs"]["vae"] = ["1", 2]
+    prompt["10"] = {"class_type": "KSampler", "inputs": {
+        "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["6", 1], "seed": 0,
+        "steps": 1, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 0.5}}
+    prompt["11"] = {"class_type": "PreviewAny", "inputs": {"source": ["10", 0]}}
+    monkeypatch.setattr(args, "preview_method", LatentPreviewMethod.Auto)  # KSampler's, off by default
+    previews = []
+    with progress_hook(lambda value, total, preview, node_id: previews.append((node_id, value, preview))):
+        result = comfyui.execute(prompt)
+    assert result.success, result.error_message
+    ours = [(value, preview[1]) for node_id, value, preview in previews if node_id == "6" and preview]
+    assert [(value, image.size) for value, image in ours] == [(2, (32, 32)), (4, (32, 32))]
+    rendered = np.asarray(result.values["7"][0][0].numpy() * 255.0)
+    assert np.abs(np.asarray(ours[-1][1], dtype=float) - rendered).max() <= 1.0  # uint8 rounding only
+    assert np.abs(np.asarray(ours[0][1], dtype=float) - rendered).max() > 1.0  # an earlier state
+    sampler = [preview[1] for node_id, value, preview in previews if node_id is None and preview]  # KSampler names none
+    assert [image.size for image in sampler] == [(8, 8)]
+
+
 def test_built_once_with_comfyuis_classes_and_registered_nowhere(comfyui):
     import comfy.ldm.modules.diffusionmodules.model
     import comfy.model_base

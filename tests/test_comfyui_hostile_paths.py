@@ -10,6 +10,7 @@ from nfsd_core.checkpoint import STATE_FILE
 
 from comfyui_helpers import comfyui, progress_hook, requires_comfyui  # noqa: F401 (comfyui: a fixture)
 from comfyui_helpers import text_to_image_prompt, text_to_nerf_prompt
+from permissions import unwritable
 
 pytestmark = requires_comfyui
 OPTIMIZER, SAVE_MESH = "6", "9"
@@ -148,15 +149,11 @@ def test_a_file_in_place_of_the_checkpoint_folder_is_refused_before_work(comfyui
     assert "is a file" in message and steps == [] and file.read_text() == "mine"
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs a user that file permissions bind")
 def test_an_unwritable_checkpoint_folder_is_refused_before_work(comfyui, tmp_path):
     folder = comfyui.base / "output" / "NFSD" / "tests" / tmp_path.name
     folder.mkdir(parents=True)
-    folder.chmod(0o500)
-    try:
+    with unwritable(folder):
         message, steps = run_refused(comfyui, text_to_image_prompt(steps=2, checkpoint_dir=f"NFSD/tests/{tmp_path.name}"))
-    finally:
-        folder.chmod(0o700)
     assert "cannot write to the checkpoint folder" in message and steps == []
 
 

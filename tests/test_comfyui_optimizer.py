@@ -28,7 +28,7 @@ def test_same_seed_same_result_and_rules_share_the_draws(comfyui):
     first, stats = run(comfyui, seed=3)
     again, _ = run(comfyui, seed=3)
     other_seed, _ = run(comfyui, seed=4)
-    sds, sds_stats = run(comfyui, seed=3, rule="SDS")
+    sds, sds_stats = run(comfyui, seed=3, rule="SDS", scale=100.0)
     assert torch.equal(first, again)
     assert not torch.allclose(first, other_seed)
     assert stats["history"]["t"] == sds_stats["history"]["t"]  # same seed, same timesteps for both rules
@@ -47,6 +47,50 @@ def test_progress_every_step_and_previews_every_n_steps(comfyui):
     assert [value for value, _ in previews] == [2, 4]
     for _, (kind, image, max_size) in previews:
         assert kind == "JPEG" and image.size == (8, 8)
+
+
+def test_guidance_widgets_mean_what_they_show(comfyui):
+    """No magic values: the scale shown is the scale used (0 too), and t_max_end anneals only below t_max."""
+    spec = comfyui.object_info()["NFSD_ScoreDistillationGuidance"]["input"]["required"]
+    assert spec["scale"][1]["default"] == 7.5
+    assert spec["t_max_end"][1]["default"] == spec["t_max"][1]["default"]
+    assert run(comfyui, steps=1, scale=0.0)[1]["scale"] == 0.0
+    plain = run(comfyui, steps=6, seed=1)[1]["history"]["t"]
+    annealed = run(comfyui, steps=6, seed=1, t_max_end=0.3, anneal_at=0.5)[1]["history"]["t"]
+    assert all(t <= 300 for step in annealed[3:] for t in step) and annealed != plain
+
+
+def optimizer_previews(comfyui, **settings) -> list:
+    updates = []
+    with progress_hook(lambda value, total, preview, node_id: updates.append((node_id, value, preview))):
+        run(comfyui, **settings)
+    return [preview for node_id, value, preview in updates if node_id == OPTIMIZER and preview is not None]
+
+
+def test_previews_follow_the_users_preview_method(comfyui, monkeypatch):
+    """ComfyUI's previewer selection, as for KSampler: taesd decodes with models/vae_approx/taesd_decoder*
+    (a full-size image), latent2rgb uses the factors (one pixel per latent); ComfyUI's default, none,
+    leaves it to preview_every and shows what auto shows."""
+    import comfy.taesd.taesd
+    import comfy.utils
+    from comfy.cli_args import LatentPreviewMethod, args
+    from safetensors.torch import save_file
+
+    for method in (LatentPreviewMethod.NoPreviews, LatentPreviewMethod.Latent2RGB):
+        monkeypatch.setattr(args, "preview_method", method)
+        assert [image.size for kind, image, max_size in optimizer_previews(comfyui, steps=1, preview_every=1)] == [(8, 8)]
+        assert optimizer_previews(comfyui, steps=1, preview_every=0) == []
+
+    decoder = comfyui.base / "models" / "vae_approx" / "taesd_decoder.safetensors"
+    decoder.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    save_file(comfy.taesd.taesd.Decoder().state_dict(), str(decoder))
+    monkeypatch.setattr(args, "preview_method", LatentPreviewMethod.TAESD)
+    try:
+        previews = optimizer_previews(comfyui, steps=2, preview_every=1)
+    finally:
+        decoder.unlink()
+    assert [image.size for kind, image, max_size in previews] == [(64, 64), (64, 64)]  # 8 x 8 latents, 8 x
 
 
 def test_interrupt_stops_within_one_step_and_the_run_resumes(comfyui, tmp_path):

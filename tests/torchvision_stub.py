@@ -2,9 +2,12 @@
 (ComfyUI needs `import torchvision` to start; no torchvision build matches the CPU torch).
 transformers takes that stand-in for the real package and then fails importing its transforms,
 which breaks every diffusers model import. `hide_torchvision_stub` tells transformers the truth:
-there is no torchvision. It does nothing where torchvision is real or absent, and cannot reach
-new processes: a test that runs the CLI in a subprocess skips with `torchvision_is_a_stub()`.
+there is no torchvision. It does nothing where torchvision is real or absent. A new process (the
+CLI run by a test) is started through `python_without_torchvision_stub()`, which hides the stand-in
+from the import system there.
 """
+
+import sys
 
 
 def torchvision_is_a_stub() -> bool:
@@ -24,3 +27,13 @@ def hide_torchvision_stub() -> None:
 
     for module in (transformers.utils, transformers.utils.import_utils):
         module.is_torchvision_available = lambda: False
+
+
+def python_without_torchvision_stub() -> list[str]:
+    """The start of a command line that runs `python -m MODULE ARGS...` as `[*this, MODULE, *ARGS]`,
+    with the import-only stand-in hidden (`import torchvision` fails, so transformers sees none)."""
+    if not torchvision_is_a_stub():
+        return [sys.executable, "-m"]
+    launcher = ("import runpy, sys; sys.modules['torchvision'] = None; module = sys.argv.pop(1); "
+                "runpy.run_module(module, run_name='__main__', alter_sys=True)")
+    return [sys.executable, "-c", launcher]
