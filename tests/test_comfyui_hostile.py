@@ -241,8 +241,8 @@ def test_allocation_errors_never_stand_in_for_a_refusal(capped):
 # Cancel: the node runs long enough that only a working interrupt ends it within a second.
 CANCELLED = {
     "optimizer_canvas": (lambda: text_to_image_prompt(steps=100000), OPTIMIZER),
-    "optimizer_nerf_inside_a_step": (lambda: {  # one step renders 128^2 x 64 samples: several seconds here
-        **only(text_to_nerf_prompt(steps=3, colour="latent", render_size=128, samples_per_ray=64), "1", "2", "4", "5",
+    "optimizer_nerf_inside_a_step": (lambda: {  # one step renders 256^2 x 128 samples: far over a second anywhere
+        **only(text_to_nerf_prompt(steps=3, colour="latent", render_size=256, samples_per_ray=128), "1", "2", "4", "5",
                "6"),
         "9": {"class_type": "PreviewAny", "inputs": {"source": ["6", 2]}}}, OPTIMIZER),
     "turntable": (lambda: turntable(200, 96), "7"),
