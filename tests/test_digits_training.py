@@ -25,7 +25,7 @@ def small_split():
 
 
 def mean_loss(log, stage, key, rows):
-    values = [entry[key] for entry in log if entry["stage"] == stage][rows]
+    values = [entry[key] for entry in log if entry["stage"] == stage and key in entry][rows]
     return sum(values) / len(values)
 
 

@@ -100,7 +100,8 @@ def test_the_prior_building_path_saves_a_loadable_shapes_prior_and_a_judge(tiny_
     from nfsd_core.shapes.prior import load_shapes_prior
 
     directory, record = tiny_prior
-    assert [entry["stage"] for entry in record["log"]] == ["vae", "vae", "denoiser", "denoiser"]
+    assert [entry["stage"] for entry in record["log"]] == ["vae", "vae", "vae", "denoiser", "denoiser"]
+    assert 0 < record["log"][2]["reconstruction_rmse"] < 1
     model, codec = load_shapes_prior(directory=directory)
     images = make_shape_set(2, seed=5).images
     latents = codec.encode(images)

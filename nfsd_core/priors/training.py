@@ -119,6 +119,17 @@ def train_vae(images: Tensor, settings: TrainingSettings, log: Log = print) -> n
 
 
 @torch.no_grad()
+def reconstruction_rmse(vae: nn.Module, images: Tensor, chunk: int = 256) -> float:
+    """RMSE in [0, 1] of `images` [N, 3, H, W] decoded from their posterior means: what the
+    denoiser's samples can be at best, so a blurry VAE shows here before the denoiser trains."""
+    squared = 0.0
+    for part in images.split(chunk):
+        decoded = vae.decode(vae.encode(part * 2.0 - 1.0).latent_dist.mean).sample
+        squared += float(((decoded.clamp(-1.0, 1.0) + 1.0) / 2.0 - part).pow(2).sum())
+    return (squared / images.numel()) ** 0.5
+
+
+@torch.no_grad()
 def encode_posteriors(vae: nn.Module, images: Tensor, chunk: int = 256) -> tuple[Tensor, Tensor]:
     """Posterior means and stds of `images` [N, 3, H, W] in [0, 1], unscaled."""
     means, stds = [], []
@@ -246,6 +257,8 @@ def train_prior(directory: str | Path, data: PriorData, settings: TrainingSettin
     vae_images = torch.cat([data.images, degraded_images(data, 1, generator)])
     vae = train_vae(vae_images, settings, record)
     vae_seconds = (time.perf_counter() - started_wall, time.process_time() - started_cpu)
+    vae_rmse = reconstruction_rmse(vae, data.images[:1024])
+    record({"stage": "vae", "reconstruction_rmse": round(vae_rmse, 5)})
     bank = build_latent_bank(vae, data, settings)
     tokenizer = build_tokenizer(data.words, settings.architecture.max_length)
     unet, text_encoder = train_denoiser(bank, data, tokenizer, settings, record)
