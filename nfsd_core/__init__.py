@@ -23,11 +23,15 @@ from .checkpoint import (CheckpointError, claim_checkpoint_dir, has_checkpoint, 
 from .decomposition import ScoreDecomposition, decompose_score, decomposition_images
 from .digits.prior import load_digits_prior
 from .distillation import DistillationStep, Prompts, ScoreDistillation, distillation_loss
-from .guidance import DEFAULT_NEGATIVE_PROMPT, RULES, WEIGHTINGS, GuidanceRule, make_rule
+from .guidance import (
+    DEFAULT_NEGATIVE_PROMPT, DEFAULT_WEIGHTING, NFSD_THRESHOLD, RULES, WEIGHTINGS, GuidanceRule, make_rule,
+)
 from .identity import identity_digest, run_identity
-from .models import CallableScoreModel, LatentCodec, NoiseRequest, ScoreModel
+from .models import (
+    SD_LATENT_CHANNELS, SD_PIXELS_PER_LATENT, CallableScoreModel, LatentCodec, NoiseRequest, ScoreModel,
+)
 from .models.diffusers import DiffusersLatentCodec, DiffusersScoreModel, load_diffusers
-from .optimize import OptimizerSettings, RunResult, StepRecord, optimize
+from .optimize import OptimizerSettings, RunResult, StepRecord, history_columns, optimize
 from .preview import LatentToRGB, fit_latent_to_rgb
 from .representations import GuidanceView, LatentCanvas, Representation
 from .sampling import ddim_sample
@@ -36,7 +40,11 @@ from .timesteps import NoiseStream, TimestepSchedule
 
 __all__ = [
     "DEFAULT_NEGATIVE_PROMPT",
+    "DEFAULT_WEIGHTING",
+    "NFSD_THRESHOLD",
     "RULES",
+    "SD_LATENT_CHANNELS",
+    "SD_PIXELS_PER_LATENT",
     "WEIGHTINGS",
     "CallableScoreModel",
     "CheckpointError",
@@ -67,6 +75,7 @@ __all__ = [
     "distillation_loss",
     "fit_latent_to_rgb",
     "has_checkpoint",
+    "history_columns",
     "identity_digest",
     "load_checkpoint",
     "load_digits_prior",

@@ -28,11 +28,13 @@ from .checkpoint import CheckpointError, claim_checkpoint_dir
 from .demo import add_demo
 from .decomposition import COMPONENTS, decompose_score, decomposition_images
 from .distillation import Prompts, ScoreDistillation
-from .guidance import DEFAULT_NEGATIVE_PROMPT, RULES, WEIGHTINGS, GuidanceRule, make_rule
+from .guidance import (
+    DEFAULT_NEGATIVE_PROMPT, DEFAULT_WEIGHTING, NFSD_THRESHOLD, RULES, WEIGHTINGS, GuidanceRule, make_rule,
+)
 from .image_files import image_size, load_image, save_grid
 from .limits import json_ready
 from .models.diffusers import DTYPES, check_layout, load_diffusers, vae_downscale_factor
-from .optimize import OptimizerSettings, StepRecord, optimize
+from .optimize import OptimizerSettings, StepRecord, history_columns, optimize
 from .preview import LatentToRGB, fit_latent_to_rgb
 from .representations.canvas import LatentCanvas
 from .shapes.demo import add_demo3d
@@ -73,7 +75,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="local diffusers Stable Diffusion directory")
     parser.add_argument("--prompt", required=True)
     parser.add_argument("--negative-prompt", default=DEFAULT_NEGATIVE_PROMPT, help="default: the paper's")
-    parser.add_argument("--nfsd-threshold", type=int, default=200, help="NFSD uses e_u alone below this t")
+    parser.add_argument("--nfsd-threshold", type=int, default=NFSD_THRESHOLD, help="NFSD uses e_u alone below this t")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="network precision")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -94,7 +96,7 @@ def add_generate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--t-min", type=float, default=TimestepSchedule.t_min, help="fraction of T")
     parser.add_argument("--t-max", type=float, default=TimestepSchedule.t_max, help="fraction of T")
     parser.add_argument("--t-schedule", choices=SCHEDULE_KINDS, default="uniform")
-    parser.add_argument("--weighting", choices=WEIGHTINGS, default="sds")
+    parser.add_argument("--weighting", choices=WEIGHTINGS, default=DEFAULT_WEIGHTING)
     parser.add_argument("--grad-clip", type=float, default=None, help="clamp the gradient to +-this")
     parser.add_argument("--output", default="outputs/generate", help="directory for PNGs and run.json")
     parser.add_argument("--preview-every", type=int, default=0, help="write a fast preview PNG every N steps")
@@ -191,7 +193,7 @@ def optimize_canvas(
         "steps_done": result.steps_done,
         "seconds_this_session": time.perf_counter() - started,
         "evaluations": sum(record.evaluations for record in history),
-        "history": [dataclasses.asdict(record) for record in history],
+        "history": history_columns(history),
     }
 
 

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from .guidance import (
     DEFAULT_NEGATIVE_PROMPT,
+    DEFAULT_WEIGHTING,
     WEIGHTINGS,
     GuidanceRule,
     NoisePredictions,
@@ -114,7 +115,7 @@ class ScoreDistillation:
         rule: GuidanceRule | str = "nfsd",
         scale: float | None = None,
         timesteps: TimestepSchedule = TimestepSchedule(),
-        weighting: str = "sds",
+        weighting: str = DEFAULT_WEIGHTING,
         grad_clip: float | None = None,
         seed: int = 0,
     ):

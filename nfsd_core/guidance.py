@@ -26,6 +26,8 @@ DEFAULT_NEGATIVE_PROMPT = (
     "unrealistic, blurry, low quality, out of focus, ugly, low contrast, dull, dark, low-resolution, gloomy"
 )
 WEIGHTINGS = ("sds", "uniform", "fantasia3d")
+DEFAULT_WEIGHTING = "sds"
+NFSD_THRESHOLD = 200  # the paper's: below it delta_D is e_u alone
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ class NFSD(GuidanceRule):
     negative prompt's prediction removes the noise it contains instead of subtracting eps.
     """
 
-    threshold: int = 200
+    threshold: int = NFSD_THRESHOLD
     name: ClassVar[str] = "nfsd"
     default_scale: ClassVar[float] = 7.5
 
@@ -140,7 +142,7 @@ class SDSNegative(GuidanceRule):
 RULES: dict[str, type[GuidanceRule]] = {rule.name: rule for rule in (NFSD, SDS, CSD, SDSNegative)}
 
 
-def make_rule(name: str, nfsd_threshold: int = 200) -> GuidanceRule:
+def make_rule(name: str, nfsd_threshold: int = NFSD_THRESHOLD) -> GuidanceRule:
     """The rule called `name` (one of RULES); `nfsd_threshold` only applies to NFSD."""
     key = name.lower().replace("-", "_").replace(" ", "_")
     if key not in RULES:
@@ -150,7 +152,7 @@ def make_rule(name: str, nfsd_threshold: int = 200) -> GuidanceRule:
     return NFSD(threshold=nfsd_threshold) if key == NFSD.name else RULES[key]()
 
 
-def weight(alpha_bar: Tensor, weighting: str = "sds") -> Tensor:
+def weight(alpha_bar: Tensor, weighting: str = DEFAULT_WEIGHTING) -> Tensor:
     """w(t) from alpha_bar_t: `sds` 1 - ab, `uniform` 1, `fantasia3d` sqrt(ab) (1 - ab)."""
     if weighting == "sds":
         return 1.0 - alpha_bar

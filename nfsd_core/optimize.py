@@ -60,6 +60,21 @@ class StepRecord:
     nonfinite_gradient: int = 0
 
 
+HISTORY_FIELDS = ("step", "t", "loss", "grad_norm", "regularization", "evaluations", "nonfinite_gradient")
+
+
+def history_columns(history: list[StepRecord]) -> dict[str, list]:
+    """A run's per-step history as columns, one list per statistic: the fields of HISTORY_FIELDS,
+    then each guidance component and each of the representation's own statistics (e.g. opacity),
+    None where a step lacks one. Step times are left out, so the same run always gives the same
+    columns (resumed or not)."""
+    columns = {name: [getattr(record, name) for record in history] for name in HISTORY_FIELDS}
+    for source in ("components", "stats"):
+        for name in sorted({name for record in history for name in getattr(record, source)}):
+            columns[name] = [getattr(record, source).get(name) for record in history]
+    return columns
+
+
 @dataclass
 class RunResult:
     representation: Representation

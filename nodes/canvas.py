@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from ..nfsd_core import SD_LATENT_CHANNELS, SD_PIXELS_PER_LATENT
 from ..nfsd_core.budget import canvas_bytes
 from .limits import check_memory
-from .representation import SD_DOWNSCALE, CanvasState
+from .representation import CanvasState
 from .types import CATEGORY, Canvas
-
-SD_LATENT_CHANNELS = 4
 
 
 def canvas_state(width: int, height: int, batch: int, seed: int, initial_latent: dict | None,
-                 downscale: int = SD_DOWNSCALE, channels: int = SD_LATENT_CHANNELS) -> CanvasState:
+                 downscale: int = SD_PIXELS_PER_LATENT, channels: int = SD_LATENT_CHANNELS) -> CanvasState:
     """A CanvasState of `width` x `height` pixels at `downscale` pixels per latent (the VAE's),
     optionally starting from a LATENT of that size."""
     if width % downscale or height % downscale:
@@ -58,10 +57,10 @@ class LatentCanvas(io.ComfyNode):
             category=f"{CATEGORY}/representations",
             description="A latent image for NFSD Optimizer to optimise: random (seeded) or from a LATENT.",
             inputs=[
-                io.Int.Input("width", default=512, min=SD_DOWNSCALE, max=8192, step=SD_DOWNSCALE,
+                io.Int.Input("width", default=512, min=SD_PIXELS_PER_LATENT, max=8192, step=SD_PIXELS_PER_LATENT,
                              tooltip="Image width in pixels (a multiple of the VAE's pixels per latent: 8 for SD "
                              "checkpoints, 4 for NFSD Demo Model)."),
-                io.Int.Input("height", default=512, min=SD_DOWNSCALE, max=8192, step=SD_DOWNSCALE,
+                io.Int.Input("height", default=512, min=SD_PIXELS_PER_LATENT, max=8192, step=SD_PIXELS_PER_LATENT,
                              tooltip="Image height in pixels (a multiple of the VAE's pixels per latent)."),
                 io.Int.Input("batch_size", default=1, min=1, max=64,
                              tooltip="Number of images optimised together (each gets its own timestep and noise)."),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..nfsd_core import decompose_score, decomposition_images
+from ..nfsd_core import NFSD_THRESHOLD, decompose_score, decomposition_images
 from ..nfsd_core.budget import FLOAT_BYTES
 from ..nfsd_core.decomposition import COMPONENTS
 from ..nfsd_core.guidance import NFSD
@@ -79,7 +79,7 @@ class ScoreDecomposition(io.ComfyNode):
                                 "image per timestep in every output."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the noise; the same noise is used at every timestep."),
-                io.Int.Input("nfsd_threshold", default=200, min=0, max=1000,
+                io.Int.Input("nfsd_threshold", default=NFSD_THRESHOLD, min=0, max=1000,
                              tooltip="Below this timestep delta_D is the empty prompt's prediction alone."),
                 io.Boolean.Input("normalize", default=True,
                                  tooltip="Scale every map to unit standard deviation before decoding, so small "

@@ -6,6 +6,8 @@ from comfy_api.latest import io
 
 from ..nfsd_core import (
     DEFAULT_NEGATIVE_PROMPT,
+    DEFAULT_WEIGHTING,
+    NFSD_THRESHOLD,
     RULES,
     WEIGHTINGS,
     Prompts,
@@ -14,6 +16,8 @@ from ..nfsd_core import (
     make_rule,
 )
 from ..nfsd_core.timesteps import SCHEDULE_KINDS
+
+TIMESTEPS = TimestepSchedule()  # the core's defaults, shown by the widgets
 from .backend import ComfyScoreModel
 from .limits import check_finite
 from .types import CATEGORY, Guidance
@@ -94,25 +98,25 @@ class ScoreDistillationGuidance(io.ComfyNode):
                                round=0.01,
                                tooltip=f"Guidance scale s, like KSampler's cfg. Set it with the rule; the papers' "
                                f"values: {RULE_DEFAULTS}."),
-                io.Float.Input("t_min", default=0.02, min=0.0, max=1.0, step=0.01,
+                io.Float.Input("t_min", default=TIMESTEPS.t_min, min=0.0, max=1.0, step=0.01,
                                tooltip="Smallest timestep, as a fraction of the diffusion length (0.02 = t 20 of "
                                "1000)."),
-                io.Float.Input("t_max", default=0.98, min=0.0, max=1.0, step=0.01,
+                io.Float.Input("t_max", default=TIMESTEPS.t_max, min=0.0, max=1.0, step=0.01,
                                tooltip="Largest timestep, as a fraction of the diffusion length."),
-                io.Combo.Input("timestep_schedule", options=list(SCHEDULE_KINDS), default="uniform",
+                io.Combo.Input("timestep_schedule", options=list(SCHEDULE_KINDS), default=TIMESTEPS.kind,
                                tooltip="uniform: random t in [t_min, t_max] each step. sqrt_anneal: t falls from t_max "
                                "to t_min as sqrt(progress) (HiFA). decreasing: t falls linearly."),
-                io.Float.Input("t_max_end", default=0.98, min=0.0, max=1.0, step=0.01,
+                io.Float.Input("t_max_end", default=TIMESTEPS.t_max, min=0.0, max=1.0, step=0.01,
                                tooltip="Max-t annealing: from anneal_at of the run on, t_max drops to this value "
                                "(ProlificDreamer uses 0.5). At or above t_max (the default): no annealing."),
-                io.Float.Input("anneal_at", default=0.5, min=0.0, max=1.0, step=0.05,
+                io.Float.Input("anneal_at", default=TIMESTEPS.anneal_at, min=0.0, max=1.0, step=0.05,
                                tooltip="Fraction of the run after which t_max_end applies."),
-                io.Combo.Input("weighting", options=list(WEIGHTINGS), default="sds",
+                io.Combo.Input("weighting", options=list(WEIGHTINGS), default=DEFAULT_WEIGHTING,
                                tooltip="w(t): sds = 1 - alpha_bar_t, uniform = 1, fantasia3d = sqrt(alpha_bar_t) "
                                "(1 - alpha_bar_t)."),
                 io.Float.Input("grad_clip", default=0.0, min=0.0, max=100.0, step=0.1,
                                tooltip="Clamp every gradient entry to +-grad_clip. 0 turns clipping off."),
-                io.Int.Input("nfsd_threshold", default=200, min=0, max=1000,
+                io.Int.Input("nfsd_threshold", default=NFSD_THRESHOLD, min=0, max=1000,
                              tooltip="NFSD only: below this timestep the empty prompt's prediction is used alone; from "
                              "it on the negative prompt's prediction is subtracted (the paper uses 200)."),
                 *optional_prompt_inputs(),

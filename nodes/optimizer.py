@@ -28,7 +28,7 @@ import latent_preview
 from comfy_api.latest import io
 
 from ..nfsd_core import (CheckpointError, OptimizerSettings, RunResult, ScoreDistillation, StepRecord,
-                         claim_checkpoint_dir, identity_digest, optimize, run_identity)
+                         claim_checkpoint_dir, history_columns, identity_digest, optimize, run_identity)
 from ..nfsd_core.limits import json_ready
 from .autograd import autograd_enabled
 from .backend import ComfyScoreModel, condition_names
@@ -73,13 +73,6 @@ def run_statistics(result: RunResult, guidance: ScoreDistillation) -> dict:
     """The run's settings and its per-step history as columns (strict JSON once `json_ready`:
     a NaN loss becomes null); `nonfinite_gradient` counts the gradient entries zeroed per step."""
     history = result.history
-    columns = {"t": [r.t for r in history], "loss": [r.loss for r in history],
-               "grad_norm": [r.grad_norm for r in history],
-               "nonfinite_gradient": [r.nonfinite_gradient for r in history]}
-    for name in sorted({name for r in history for name in r.components}):
-        columns[name] = [r.components.get(name) for r in history]
-    for name in sorted({name for r in history for name in r.stats}):  # the representation's own, e.g. opacity
-        columns[name] = [r.stats.get(name) for r in history]
     return {
         "rule": guidance.rule.name,
         "scale": guidance.scale,
@@ -88,7 +81,7 @@ def run_statistics(result: RunResult, guidance: ScoreDistillation) -> dict:
         "steps_done": result.steps_done,
         "evaluations": sum(r.evaluations for r in history),
         "seconds": round(sum(r.seconds for r in history), 3),
-        "history": columns,
+        "history": history_columns(history),
     }
 
 
@@ -155,7 +148,7 @@ class Optimizer(io.ComfyNode):
                 io.Int.Input("steps", default=500, min=1, max=100000,
                              tooltip="Optimisation steps; each costs 2 (SDS, CSD) or 2 to 3 (NFSD) model evaluations "
                              "per image. A canvas needs hundreds, a NeRF thousands (threestudio: 10000)."),
-                io.Float.Input("learning_rate", default=0.01, min=0.0001, max=10.0, step=0.001,
+                io.Float.Input("learning_rate", default=OptimizerSettings.lr, min=0.0001, max=10.0, step=0.001,
                                tooltip="AdamW learning rate (betas 0.9/0.99, eps 1e-15, as in SDS-Bridge's 2D setup)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the timesteps and noise of every step: the same seed gives the same "

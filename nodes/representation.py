@@ -20,13 +20,12 @@ from comfy.cli_args import LatentPreviewMethod, args
 from PIL import Image
 from torch import Tensor
 
-from ..nfsd_core import LatentCanvas, Representation
+from ..nfsd_core import SD_PIXELS_PER_LATENT, LatentCanvas, Representation
 from ..nfsd_core.budget import canvas_bytes
 from ..nfsd_core.image_files import to_pil
 from ..nfsd_core.representations import initial_latents
 from .codec import ComfyLatentCodec
 
-SD_DOWNSCALE = 8  # pixels per latent of the SD 1.x/2.x/SDXL VAE, as EmptyLatentImage assumes
 
 
 class VAEPreviewer(latent_preview.LatentPreviewer):
@@ -75,7 +74,7 @@ class NodeRepresentation(abc.ABC):
     checkpoint_by_default: bool = False
     socket_type: str = ""
     size_input: str = ""
-    pixels_per_latent: int = SD_DOWNSCALE
+    pixels_per_latent: int = SD_PIXELS_PER_LATENT
 
     @abc.abstractmethod
     def memory_needed(self, batch: int) -> int:
@@ -136,7 +135,7 @@ class CanvasState(NodeRepresentation):
     width: int
     seed: int = 0
     samples: Tensor | None = None
-    pixels_per_latent: int = SD_DOWNSCALE
+    pixels_per_latent: int = SD_PIXELS_PER_LATENT
 
     socket_type = "NFSD_CANVAS"
     size_input = "width and height"

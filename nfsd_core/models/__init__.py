@@ -2,6 +2,8 @@
 
 from .base import (
     PREDICTION_TYPES,
+    SD_LATENT_CHANNELS,
+    SD_PIXELS_PER_LATENT,
     FlatBatchScoreModel,
     LatentCodec,
     NoiseRequest,
@@ -12,6 +14,8 @@ from .callable import CallableScoreModel
 
 __all__ = [
     "PREDICTION_TYPES",
+    "SD_LATENT_CHANNELS",
+    "SD_PIXELS_PER_LATENT",
     "CallableScoreModel",
     "FlatBatchScoreModel",
     "LatentCodec",

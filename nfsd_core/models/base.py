@@ -107,6 +107,12 @@ class FlatBatchScoreModel(ScoreModel):
         """
 
 
+# Stable Diffusion 1.x / 2.x / SDXL's VAE: 4 latent channels, 8 pixels per latent (what ComfyUI's
+# EmptyLatentImage assumes); the defaults wherever a codec is not at hand.
+SD_LATENT_CHANNELS = 4
+SD_PIXELS_PER_LATENT = 8
+
+
 class LatentCodec(abc.ABC):
     """The VAE between images [B, 3, H, W] in [0, 1] and score-model latents [B, C, H/f, W/f].
 
@@ -114,8 +120,8 @@ class LatentCodec(abc.ABC):
     factor). `encode` must stay differentiable with respect to the images.
     """
 
-    latent_channels: int = 4
-    downscale_factor: int = 8
+    latent_channels: int = SD_LATENT_CHANNELS
+    downscale_factor: int = SD_PIXELS_PER_LATENT
 
     @abc.abstractmethod
     def encode(self, images: Tensor) -> Tensor: ...

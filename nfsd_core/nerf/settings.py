@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..limits import check_ranges, real, whole
+from ..models.base import SD_LATENT_CHANNELS, SD_PIXELS_PER_LATENT
 from .background import BackgroundSettings
 from .cameras import CameraSettings
 from .field import VolumeSettings
@@ -51,8 +52,8 @@ class NerfSettings:
     """
 
     colour: str = "rgb"
-    latent_channels: int = whole(4, 1, 16)
-    latent_downscale: int = whole(8, 1, 64)
+    latent_channels: int = whole(SD_LATENT_CHANNELS, 1, 16)
+    latent_downscale: int = whole(SD_PIXELS_PER_LATENT, 1, 64)
     radius: float = real(1.0, 0.001, 1000.0)
     samples_per_ray: int = whole(64, 1, 1024)
     render_sizes: tuple[int, ...] = whole((64, 256), 1, MAX_SIZE)
