@@ -12,11 +12,13 @@ from pathlib import Path
 
 import torch
 
+from ..distillation import Prompts
 from ..priors.architecture import MiniatureSD
 from ..priors.training import Log, TrainingSettings, train_prior
+from ..sampling import ddim_sample
 from .data import VIEWS, fine_prompt, make_shape_set, shapes_training_data
 from .evaluator import ShapeJudge
-from .objects import COLOURS, OBJECTS
+from .objects import COLOURS, FRONTED, OBJECTS
 from .prior import SHAPES_PRIOR_DIR, load_shapes_prior
 
 # Coloured, shaded objects need a wider VAE and UNet than the grey digits; latents stay 4 x 8 x 8.
@@ -37,20 +39,18 @@ def train_shapes_prior(directory: str | Path, settings: TrainingSettings = SHAPE
 def check_samples(directory: str | Path, judge: ShapeJudge, per_prompt: int = 2, seed: int = 0) -> dict:
     """DDIM-50 samples at guidance 7.5 of every fine prompt with a view, judged: the share named
     with the prompt's shape, colour and view."""
-    from ..distillation import Prompts
-    from ..sampling import ddim_sample
-
     model, codec = load_shapes_prior(directory=directory)
     rows = [(shape, colour, view) for shape in OBJECTS for colour in COLOURS for view in VIEWS] * per_prompt
     texts = [fine_prompt(colour, shape, view) for shape, colour, view in rows]
     prompts = Prompts(positive={text: model.encode_prompt(text) for text in dict.fromkeys(texts)},
                       unconditional=model.encode_prompt(""), negative=model.encode_prompt(""))
-    noise = torch.randn((len(rows), 4, 8, 8), generator=torch.Generator().manual_seed(seed))
+    size = SHAPES_SD.latent_size
+    noise = torch.randn((len(rows), SHAPES_SD.latent_channels, size, size), generator=torch.Generator().manual_seed(seed))
     images = codec.decode(ddim_sample(model, prompts, noise, views=texts))
     named = judge.predict(images)
     scores = {name: sum(p == truth for p, truth in zip(named[name], column)) / len(rows)
               for name, column in zip(("shape", "colour", "view"), zip(*rows))}
-    fronted_views = [(p, v) for p, (s, _, v) in zip(named["view"], rows) if s in ("mug", "house")]
+    fronted_views = [(p, v) for p, (s, _, v) in zip(named["view"], rows) if s in FRONTED]
     scores["view_of_fronted"] = sum(p == v for p, v in fronted_views) / len(fronted_views)
     return {"ddim_50_cfg_7.5": {key: round(value, 4) for key, value in scores.items()}, "samples": len(rows)}
 
