@@ -26,6 +26,6 @@ def random_models(seed: int = 0) -> tuple[DiffusersScoreModel, DiffusersLatentCo
     """The score model and VAE codec, weights drawn from `seed`."""
     torch.manual_seed(seed)
     tokenizer = byte_tokenizer()
-    unet, text_encoder, vae = build_unet(BENCHMARK_SD), build_text_encoder(BENCHMARK_SD, tokenizer), build_vae(BENCHMARK_SD)
-    model = DiffusersScoreModel(unet.eval(), text_encoder.eval(), tokenizer, NoiseSchedule.scaled_linear())
-    return model, DiffusersLatentCodec(vae.eval())
+    unet, text_encoder = build_unet(BENCHMARK_SD).eval(), build_text_encoder(BENCHMARK_SD, tokenizer).eval()
+    model = DiffusersScoreModel(unet, text_encoder, tokenizer, NoiseSchedule.scaled_linear())
+    return model, DiffusersLatentCodec(build_vae(BENCHMARK_SD).eval())

@@ -75,7 +75,8 @@ def measure(nerf, shape: str, colour: str | None, judge: ShapeJudge) -> tuple[di
         "chamfer": mesh_chamfer(mesh.vertices, shape) if mesh is not None and len(mesh.faces) else None,
         "judge_shape": sum(name == shape for name in judged["shape"]) / TURNTABLE_FRAMES,
         "judge_colour": None if colour is None else sum(name == colour for name in judged["colour"]) / TURNTABLE_FRAMES,
-        "janus": janus_rate(judged["view"], view_names(cameras.elevation, cameras.azimuth)) if shape in FRONTED else None,
+        "janus": (janus_rate(judged["view"], view_names(cameras.elevation, cameras.azimuth))
+                  if shape in FRONTED else None),
         "colour_error": None if colour is None else colour_error(mean_colour, colour),
         "saturation": saturation(mean_colour),
         "true_saturation": None if colour is None else saturation(torch.tensor(COLOURS[colour])),
@@ -84,7 +85,8 @@ def measure(nerf, shape: str, colour: str | None, judge: ShapeJudge) -> tuple[di
     return record, frames
 
 
-def run_one(model, codec, judge, prompt: str, shape: str, colour: str | None, run: TextToNerf) -> tuple[dict, torch.Tensor]:
+def run_one(model, codec, judge, prompt: str, shape: str, colour: str | None,
+            run: TextToNerf) -> tuple[dict, torch.Tensor]:
     evaluations, seconds = [], []
 
     def on_step(step_record) -> None:
@@ -94,8 +96,8 @@ def run_one(model, codec, judge, prompt: str, shape: str, colour: str | None, ru
     started = time.perf_counter()
     nerf = text_to_nerf(model, codec, prompt, run, on_step=on_step)
     record, frames = measure(nerf, shape, colour, judge)
-    record.update(evaluations_per_step=sum(evaluations) / len(evaluations), seconds_per_step=sum(seconds) / len(seconds),
-                  minutes=(time.perf_counter() - started) / 60)
+    record.update(evaluations_per_step=sum(evaluations) / len(evaluations),
+                  seconds_per_step=sum(seconds) / len(seconds), minutes=(time.perf_counter() - started) / 60)
     return record, frames
 
 

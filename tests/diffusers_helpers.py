@@ -18,7 +18,9 @@ diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 hide_torchvision_stub()  # an import-only torchvision (ComfyUI's CPU test venv) would break transformers
 
-from nfsd_core.priors.architecture import MiniatureSD, build_scheduler, build_text_encoder, build_unet, build_vae  # noqa: E402,E501
+from nfsd_core.priors.architecture import (  # noqa: E402
+    MiniatureSD, build_scheduler, build_text_encoder, build_unet, build_vae,
+)
 from nfsd_core.priors.tokenizer import build_tokenizer  # noqa: E402
 
 # SD's VAE factor 8 (four blocks), a two-level UNet; 128 byte-level tokens fit the default negative prompt.

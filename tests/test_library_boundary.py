@@ -38,7 +38,8 @@ def test_the_library_has_no_import_cycles():
                 target = f"{base}.{node.module}" if node.module else base
                 imported |= {f"{target}.{alias.name}" for alias in node.names} | {target}
         graph[module] = imported
-    graph = {module: {name for name in imported if name in graph and name != module} for module, imported in graph.items()}
+    graph = {module: {name for name in imported if name in graph and name != module}
+             for module, imported in graph.items()}
 
     def cycle_from(start: str) -> list[str] | None:
         stack = [(start, [start])]

@@ -48,7 +48,8 @@ def test_a_sphere_rendered_here_and_by_the_nerf_renderer_covers_the_same_pixels_
 def test_the_truth_of_each_image_renders_it_again_and_names_the_nerf_trainers_view():
     shape_set = make_shape_set(12, seed=3)
     samples = shape_set.samples
-    cameras = make_cameras(*([getattr(s, name) for s in samples] for name in ("elevation", "azimuth", "distance", "fovy")))
+    cameras = make_cameras(*([getattr(s, name) for s in samples]
+                             for name in ("elevation", "azimuth", "distance", "fovy")))
     assert [s.view for s in samples] == cameras.views
     assert torch.allclose(render_samples(samples, cameras), shape_set.images, atol=1e-6)
     assert torch.equal(make_shape_set(12, seed=3).images, shape_set.images)

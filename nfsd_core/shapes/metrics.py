@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .objects import COLOURS, object_sdf
@@ -71,7 +72,7 @@ def colour_error(mean_colour: Tensor, colour: str) -> float:
     """Distance between unit-length RGB directions of `mean_colour` [3] and the named colour (0: same hue and
     saturation at any brightness; sqrt(2): orthogonal, e.g. red against green)."""
     truth = torch.tensor(COLOURS[colour])
-    return float((torch.nn.functional.normalize(mean_colour, dim=0) - torch.nn.functional.normalize(truth, dim=0)).norm())
+    return float((F.normalize(mean_colour, dim=0) - F.normalize(truth, dim=0)).norm())
 
 
 def saturation(rgb: Tensor) -> float:

@@ -45,7 +45,8 @@ def check_samples(directory: str | Path, judge: ShapeJudge, per_prompt: int = 2,
     prompts = Prompts(positive={text: model.encode_prompt(text) for text in dict.fromkeys(texts)},
                       unconditional=model.encode_prompt(""), negative=model.encode_prompt(""))
     size = SHAPES_SD.latent_size
-    noise = torch.randn((len(rows), SHAPES_SD.latent_channels, size, size), generator=torch.Generator().manual_seed(seed))
+    noise = torch.randn((len(rows), SHAPES_SD.latent_channels, size, size),
+                        generator=torch.Generator().manual_seed(seed))
     images = codec.decode(ddim_sample(model, prompts, noise, views=texts))
     named = judge.predict(images)
     scores = {name: sum(p == truth for p, truth in zip(named[name], column)) / len(rows)
