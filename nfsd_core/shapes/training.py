@@ -24,7 +24,8 @@ from .prior import SHAPES_PRIOR_DIR, load_shapes_prior
 # Coloured, shaded objects need a wider VAE and UNet than the grey digits; latents stay 4 x 8 x 8.
 SHAPES_SD = MiniatureSD(vae_channels=(32, 64, 64), unet_channels=(48, 96, 96))
 # The digits' 300 VAE steps left these renders at reconstruction RMSE 0.12 (blobs of the wrong
-# colour, and samples no better); 2000 is the next setting to try, not yet measured.
+# colour, and samples no better); 2000 steps reach 0.033 (0.038 on held-out renders), 17 minutes
+# alone on 2 CPU cores. The denoiser has not been trained on that VAE yet.
 SHAPES_TRAINING = TrainingSettings(vae_steps=2000, denoiser_steps=2400, architecture=SHAPES_SD)
 TRAINING_IMAGES = 8000
 JUDGE_IMAGES = (6000, 1400)  # training and held-out renders of the judge (other seeds than the prior's)
