@@ -39,10 +39,7 @@ from .preview import LatentToRGB, fit_latent_to_rgb
 from .representations.canvas import LatentCanvas
 from .shapes.demo import add_demo3d
 from .timesteps import SCHEDULE_KINDS, TimestepSchedule
-
-
-class UsageError(Exception):
-    """Bad command-line input; the message names the argument and the fix."""
+from .usage import UsageError
 
 
 def checked(argument: str, make: Callable[[], Any]) -> Any:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -25,6 +24,7 @@ from ..nerf.background import BackgroundSettings
 from ..nerf.field import VolumeSettings
 from ..optimize import OptimizerSettings, StepRecord, optimize
 from ..timesteps import TimestepSchedule
+from ..usage import UsageError
 
 CPU_NERF = NerfSettings(
     latent_downscale=4,
@@ -102,9 +102,8 @@ def run_demo3d(args: argparse.Namespace) -> int:
 
     prior = SHAPES_PRIOR_DIR if args.prior is None else args.prior
     if not (prior / "model_index.json").is_file():
-        print(f"python -m nfsd_core demo3d: error: --prior: no 3D prior in {prior}; train one with "
-              "`python -m nfsd_core.shapes.training --output DIR` and pass --prior DIR", file=sys.stderr)
-        return 2
+        raise UsageError(f"--prior: no 3D prior in {prior}; train one with "
+                         "`python -m nfsd_core.shapes.training --output DIR` and pass --prior DIR")
     model, codec = load_shapes_prior(directory=prior)
     run = replace(TextToNerf(), rule=args.rule, steps=args.steps, seed=args.seed)
     args.output.mkdir(parents=True, exist_ok=True)
