@@ -13,38 +13,53 @@ The pieces, each in its own module:
 - `preview`: a fitted linear latent -> RGB map for fast previews;
 - `decomposition`: the NFSD paper's score decomposition view (delta_C, delta_D, noise);
 - `sampling`: DDIM sampling with classifier-free guidance (the reference for distillation);
-- `digits`: the bundled miniature Stable Diffusion on handwritten digits, and its benchmark;
+- `budget`, `limits`, `usage`: memory estimates, bounds of settings, errors that name the fix;
+- `image_files`: tensors to PNGs and labelled grids;
+- `shipped_priors`: the miniature Stable Diffusions that ship with the package (`digits`, `shapes`);
+- `digits`, `shapes`: how those priors are built and judged, and their benchmarks (not imported here);
 - `cli` (`python -m nfsd_core`): generate, decompose and the offline demo from the command line.
 This package never imports ComfyUI.
 """
 
+from .budget import (address_space_left, canvas_bytes, check_budget, largest_fitting, mesh_bytes, nerf_training_bytes,
+                     turntable_bytes)
 from .checkpoint import (CheckpointError, claim_checkpoint_dir, has_checkpoint, load_checkpoint, read_checkpoint,
                          save_checkpoint)
-from .decomposition import ScoreDecomposition, decompose_score, decomposition_images
+from .decomposition import (COMPONENTS as DECOMPOSITION_COMPONENTS, ScoreDecomposition, decompose_score,
+                            decomposition_image_bytes, decomposition_images)
 from .digits.prior import load_digits_prior
-from .distillation import DistillationStep, Prompts, ScoreDistillation, distillation_loss
+from .distillation import VIEW_SUFFIXES, DistillationStep, Prompts, ScoreDistillation, distillation_loss
 from .guidance import (
     DEFAULT_NEGATIVE_PROMPT, DEFAULT_WEIGHTING, NFSD_THRESHOLD, RULES, WEIGHTINGS, GuidanceRule, make_rule,
 )
 from .identity import identity_digest, run_identity
+from .image_files import to_pil
+from .limits import json_ready
 from .models import (
     SD_LATENT_CHANNELS, SD_PIXELS_PER_LATENT, CallableScoreModel, LatentCodec, NoiseRequest, ScoreModel,
 )
-from .models.diffusers import DiffusersLatentCodec, DiffusersScoreModel, load_diffusers
+from .models.diffusers import (DiffusersLatentCodec, DiffusersScoreModel, check_layout, load_diffusers,
+                               vae_downscale_factor)
 from .optimize import OptimizerSettings, RunResult, StepRecord, history_columns, optimize
 from .preview import LatentToRGB, fit_latent_to_rgb
-from .representations import GuidanceView, LatentCanvas, Representation
+from .representations import GuidanceView, LatentCanvas, Representation, initial_latents
 from .sampling import ddim_sample
 from .schedule import NoiseSchedule
-from .timesteps import NoiseStream, TimestepSchedule
+from .shapes.prior import load_shapes_prior
+from .shipped_priors import SHIPPED_PRIORS, ShippedPrior
+from .timesteps import SCHEDULE_KINDS, NoiseStream, TimestepSchedule
 
 __all__ = [
+    "DECOMPOSITION_COMPONENTS",
     "DEFAULT_NEGATIVE_PROMPT",
     "DEFAULT_WEIGHTING",
     "NFSD_THRESHOLD",
     "RULES",
+    "SCHEDULE_KINDS",
     "SD_LATENT_CHANNELS",
     "SD_PIXELS_PER_LATENT",
+    "SHIPPED_PRIORS",
+    "VIEW_SUFFIXES",
     "WEIGHTINGS",
     "CallableScoreModel",
     "CheckpointError",
@@ -66,23 +81,38 @@ __all__ = [
     "ScoreDecomposition",
     "ScoreDistillation",
     "ScoreModel",
+    "ShippedPrior",
     "StepRecord",
     "TimestepSchedule",
+    "address_space_left",
+    "canvas_bytes",
+    "check_budget",
+    "check_layout",
     "claim_checkpoint_dir",
     "ddim_sample",
     "decompose_score",
+    "decomposition_image_bytes",
     "decomposition_images",
     "distillation_loss",
     "fit_latent_to_rgb",
     "has_checkpoint",
     "history_columns",
     "identity_digest",
+    "initial_latents",
+    "json_ready",
+    "largest_fitting",
     "load_checkpoint",
-    "load_digits_prior",
     "load_diffusers",
+    "load_digits_prior",
+    "load_shapes_prior",
     "make_rule",
+    "mesh_bytes",
+    "nerf_training_bytes",
     "optimize",
     "read_checkpoint",
     "run_identity",
     "save_checkpoint",
+    "to_pil",
+    "turntable_bytes",
+    "vae_downscale_factor",
 ]

@@ -16,12 +16,18 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .budget import Progress
+from .budget import FLOAT_BYTES, Progress
 from .distillation import Prompts, ScoreDistillation
 from .guidance import NFSD, make_rule
 from .models.base import ScoreModel
 
 COMPONENTS = ("delta_C", "delta_D", "noise_residual", "delta_N")
+
+
+def decomposition_image_bytes(timesteps: int, batch: int, pixels: int) -> int:
+    """Bytes of the images of a decomposition: every map of COMPONENTS at each timestep as RGB
+    images of `pixels` pixels, kept three times (the map, its decode and the caller's copy)."""
+    return 3 * len(COMPONENTS) * timesteps * batch * 3 * pixels * FLOAT_BYTES
 
 
 @dataclass(frozen=True)

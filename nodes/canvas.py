@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..nfsd_core import SD_LATENT_CHANNELS, SD_PIXELS_PER_LATENT
-from ..nfsd_core.budget import canvas_bytes
-from .limits import check_memory
-from .representation import CanvasState
-from .types import CATEGORY, Canvas
+from ..nfsd_core import SD_LATENT_CHANNELS, SD_PIXELS_PER_LATENT, canvas_bytes
+from .guards.limits import check_memory
+from .schema import CATEGORY
+from .sockets import Canvas
+from .sockets.canvas import CanvasState
 
 
 def canvas_state(width: int, height: int, batch: int, seed: int, initial_latent: dict | None,

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..nfsd_core import NFSD_THRESHOLD, decompose_score, decomposition_images
-from ..nfsd_core.budget import FLOAT_BYTES
-from ..nfsd_core.decomposition import COMPONENTS
-from ..nfsd_core.guidance import NFSD
-from .backend import ComfyScoreModel
-from .codec import ComfyLatentCodec
-from .guidance import optional_prompt_inputs, prompt_conditioning
-from .limits import check_memory, interrupt_progress, model_call_bytes
-from .types import CATEGORY
+from ..nfsd_core import (DECOMPOSITION_COMPONENTS as COMPONENTS, NFSD_THRESHOLD, decompose_score,
+                         decomposition_image_bytes, decomposition_images, make_rule)
+from .adapters.codec import ComfyLatentCodec
+from .adapters.conditioning import prompt_conditioning
+from .adapters.score_model import ComfyScoreModel
+from .guards.limits import check_memory, interrupt_progress, model_call_bytes
+from .schema import CATEGORY, optional_prompt_inputs
 
 MAX_TIMESTEPS = 100  # one model call each; a figure of more columns shows nothing new
 
@@ -51,12 +49,10 @@ def check_latent(samples, score_model: ComfyScoreModel, vae) -> None:
 
 
 def decomposition_memory(score_model: ComfyScoreModel, vae, shape, timesteps: int) -> int:
-    """One timestep's model call (ComfyUI's estimate) plus every output image (4 maps per timestep,
-    RGB at the VAE's scale, kept as the map, its decode and the IMAGE)."""
+    """One timestep's model call (ComfyUI's estimate) plus every output image, RGB at the VAE's scale."""
     batch, _, height, width = shape
     pixels = height * width * vae.spacial_compression_decode() ** 2
-    images = 3 * len(COMPONENTS) * timesteps * batch * 3 * pixels * FLOAT_BYTES
-    return model_call_bytes(score_model.patcher, shape) + images
+    return model_call_bytes(score_model.patcher, shape) + decomposition_image_bytes(timesteps, batch, pixels)
 
 
 class ScoreDecomposition(io.ComfyNode):
@@ -102,7 +98,8 @@ class ScoreDecomposition(io.ComfyNode):
                      f"a decomposition of a {tuple(samples.shape)} latent at {len(steps)} timesteps",
                      {"the number of timesteps": (lambda n: decomposition_memory(score_model, vae, samples.shape, n),
                                                   1, len(steps), 1)}, score_model.device)
-        prompts = prompt_conditioning("NFSD", NFSD(nfsd_threshold), positive, negative, unconditional, clip)
+        rule = make_rule("nfsd", nfsd_threshold)
+        prompts = prompt_conditioning("NFSD", rule, positive, negative, unconditional, clip)
         codec = ComfyLatentCodec(vae, score_model.latent_format)
         latents = score_model.latent_format.process_in(samples.float()).to(score_model.device)
         decomposition = decompose_score(score_model, prompts, latents, steps, seed=seed, nfsd_threshold=nfsd_threshold,

@@ -1,10 +1,11 @@
-"""NFSD Demo Model (digits): the pack's own miniature Stable Diffusion as MODEL, CLIP and VAE.
+"""NFSD Demo Model: a miniature Stable Diffusion that ships with the pack, as MODEL, CLIP and VAE.
 
-The digits prior ships inside nfsd_core (`nfsd_core/assets/digits_prior`, a diffusers SD
-directory): 32x32 RGB images of handwritten digits, 4x8x8 latents (4 pixels per latent), a
-64-wide CLIP over the project's own tokenizer. It is built once per process with ComfyUI's own
-classes (diffusers_sd.py), so every core and NFSD node takes it like a loaded checkpoint and the
-demo workflows run on a CPU with nothing to download.
+The priors ship inside nfsd_core (`SHIPPED_PRIORS`, diffusers SD directories): `digits`, 32x32
+images of handwritten digits, and `shapes`, 32x32 renders of simple objects for text to NeRF;
+both have 4x8x8 latents (4 pixels per latent) and a 64-wide CLIP over the project's own
+tokenizer. Each is built once per process with ComfyUI's own classes (adapters.diffusers_sd), so
+every core and NFSD node takes it like a loaded checkpoint and the demo workflows run on a CPU
+with nothing to download.
 """
 
 from __future__ import annotations
@@ -14,41 +15,47 @@ import functools
 import torch
 from comfy_api.latest import io
 
-from ..nfsd_core.digits.evaluator import load_digits_evaluator
-from ..nfsd_core.digits.prior import DIGITS_PRIOR_DIR
-from ..nfsd_core.digits.data import to_images
-from .diffusers_sd import load_diffusers_sd
-from .types import CATEGORY
+from ..nfsd_core import SHIPPED_PRIORS
+from .adapters.diffusers_sd import load_diffusers_sd
+from .schema import CATEGORY
 
-CALIBRATION_DIGITS = 64  # real digits shipped with the prior that fit the latent preview factors (KSampler's)
+DEFAULT_PRIOR = "digits"
 
 
 @functools.cache
-def demo_models():
-    """(MODEL, CLIP, VAE) of the digits prior, built on first use (well under a second) and kept."""
-    if not DIGITS_PRIOR_DIR.is_dir():
-        raise FileNotFoundError(f"the digits prior that ships with the pack is missing ({DIGITS_PRIOR_DIR}): "
+def demo_models(name: str):
+    """(MODEL, CLIP, VAE) of the shipped prior `name`, built on first use (about a second) and kept."""
+    prior = SHIPPED_PRIORS[name]
+    if not prior.directory.is_dir():
+        raise FileNotFoundError(f"the {name} prior that ships with the pack is missing ({prior.directory}): "
                                 "reinstall the pack (ComfyUI-Manager: Try Fix, or git pull)")
     with torch.inference_mode():  # as CheckpointLoaderSimple's models are built, whoever asks first
-        digits = load_digits_evaluator().split.train_digits[:CALIBRATION_DIGITS]
-        return load_diffusers_sd(DIGITS_PRIOR_DIR, calibration_images=to_images(digits), preview_through_vae=True)
+        return load_diffusers_sd(prior.directory, calibration_images=prior.calibration_images(),
+                                 preview_through_vae=True)
 
 
 class DemoModel(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
+        priors = "; ".join(f"{name}: {prior.subject} (e.g. {', '.join(repr(p) for p in prior.example_prompts)})"
+                           for name, prior in SHIPPED_PRIORS.items())
         return io.Schema(
             node_id="NFSD_DemoModel",
-            display_name="NFSD Demo Model (digits)",
+            display_name="NFSD Demo Model",
             category=f"{CATEGORY}/loaders",
-            description="The pack's own miniature Stable Diffusion, trained on handwritten digits and shipped with "
-                        "it: no download, runs on a CPU in seconds. It makes 32x32 images (8x8 latents, 4 pixels "
-                        "per latent: give the NFSD Latent Canvas this VAE); prompts such as 'a handwritten digit "
-                        "seven', 'an odd handwritten digit'; its negative prompt means blurry, low-contrast digits.",
-            inputs=[],
+            description="A miniature Stable Diffusion shipped with the pack: no download, runs on a CPU in seconds. "
+                        "It makes 32x32 images (8x8 latents, 4 pixels per latent: give NFSD Latent Canvas this VAE, "
+                        "and NFSD NeRF Representation the advanced setting {\"latent_downscale\": 4}); its negative "
+                        f"prompt means blurry, low-contrast images. Priors: {priors}.",
+            inputs=[
+                io.Combo.Input("prior", options=list(SHIPPED_PRIORS), default=DEFAULT_PRIOR, optional=True,
+                               tooltip="digits: handwritten digits, for latent canvases. shapes: renders of simple "
+                               "objects from the NeRF's own cameras, for text to NeRF (prompts such as 'a red mug', "
+                               "with view prompts)."),
+            ],
             outputs=[
-                io.Model.Output(display_name="MODEL", tooltip="The digits UNet (eps-prediction, SD's schedule), for "
-                                "NFSD guidance, KSampler or any node that takes a MODEL."),
+                io.Model.Output(display_name="MODEL", tooltip="The UNet (eps-prediction, SD's schedule), for NFSD "
+                                "guidance, KSampler or any node that takes a MODEL."),
                 io.Clip.Output(display_name="CLIP", tooltip="Its 64-wide text encoder with the project's tokenizer, "
                                "for CLIP Text Encode and NFSD View Prompts."),
                 io.Vae.Output(display_name="VAE", tooltip="Its VAE: 32x32 RGB images <-> 4x8x8 latents (4 pixels per "
@@ -57,6 +64,6 @@ class DemoModel(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls) -> io.NodeOutput:
-        model, clip, vae = demo_models()
+    def execute(cls, prior: str | None = None) -> io.NodeOutput:
+        model, clip, vae = demo_models(prior or DEFAULT_PRIOR)
         return io.NodeOutput(model.clone(), clip.clone(), vae)

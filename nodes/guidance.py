@@ -5,75 +5,25 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..nfsd_core import (
-    DEFAULT_NEGATIVE_PROMPT,
     DEFAULT_WEIGHTING,
     NFSD_THRESHOLD,
     RULES,
+    SCHEDULE_KINDS,
     WEIGHTINGS,
-    Prompts,
     ScoreDistillation,
     TimestepSchedule,
     make_rule,
 )
-from ..nfsd_core.timesteps import SCHEDULE_KINDS
+from .adapters.conditioning import prompt_conditioning, split_views
+from .adapters.score_model import ComfyScoreModel
+from .guards.limits import check_finite
+from .schema import CATEGORY, optional_prompt_inputs
+from .sockets import Guidance
 
 TIMESTEPS = TimestepSchedule()  # the core's defaults, shown by the widgets
-from .backend import ComfyScoreModel
-from .limits import check_finite
-from .types import CATEGORY, Guidance
 
-VIEW_KEY = "nfsd_view"  # the CONDITIONING option naming an entry's camera view (NFSD View Prompts)
 RULE_NAMES = {"NFSD": "nfsd", "SDS": "sds", "CSD": "csd", "SDS with negative prompt": "sds_negative"}
 RULE_DEFAULTS = ", ".join(f"{label} {RULES[key].default_scale:g}" for label, key in RULE_NAMES.items())
-
-
-def encode_text(clip, text: str):
-    """CONDITIONING for `text`, as CLIPTextEncode makes it."""
-    return clip.encode_from_tokens_scheduled(clip.tokenize(text))
-
-
-def split_views(positive: list) -> list | dict[str, list]:
-    """`positive` itself if no entry names a view, else {view: its entries + the untagged ones}."""
-    views = [options[VIEW_KEY] for _, options in positive if VIEW_KEY in options]
-    if not views:
-        return positive
-    shared = [entry for entry in positive if VIEW_KEY not in entry[1]]
-    return {view: [entry for entry in positive if entry[1].get(VIEW_KEY) == view] + shared
-            for view in dict.fromkeys(views)}
-
-
-def prompt_conditioning(rule_label: str, rule, positive, negative, unconditional, clip) -> Prompts:
-    """The Prompts `rule` reads (others are left out), encoding the empty and the default negative
-    prompt with `clip` where they are not wired."""
-    wanted = {  # input name: (needed, wired conditioning, text to encode, what it is)
-        "unconditional": (rule.needs_unconditional, unconditional, "", "the empty prompt"),
-        "negative": (rule.needs_negative_prompt, negative, DEFAULT_NEGATIVE_PROMPT, "a negative prompt"),
-    }
-    missing = [name for name, (needed, wired, _, _) in wanted.items() if needed and wired is None]
-    if missing and clip is None:
-        raise ValueError(
-            f"the {rule_label} rule needs {' and '.join(wanted[name][3] for name in missing)}: wire "
-            + " and ".join(f"'{name}' (a CLIPTextEncode of {wanted[name][2]!r})" for name in missing)
-            + ", or wire 'clip' and the node encodes them for you"
-        )
-    resolved = {name: (wired if wired is not None else encode_text(clip, text)) if needed else None
-                for name, (needed, wired, text, _) in wanted.items()}
-    return Prompts(positive, resolved["unconditional"], resolved["negative"])
-
-
-def optional_prompt_inputs() -> list[io.Input]:
-    """The `negative`, `unconditional` and `clip` inputs of the nodes that take prompts."""
-    return [
-        io.Conditioning.Input("negative", optional=True,
-                              tooltip="Negative prompt, used by NFSD (t >= nfsd_threshold) and by SDS with negative "
-                              f"prompt. If not wired, 'clip' encodes the paper's default: {DEFAULT_NEGATIVE_PROMPT!r}."),
-        io.Conditioning.Input("unconditional", optional=True,
-                              tooltip="The empty prompt's conditioning (CLIPTextEncode of ''). If not wired, 'clip' "
-                              "encodes it."),
-        io.Clip.Input("clip", optional=True,
-                      tooltip="Text encoder for the empty and default negative prompts when 'unconditional' or "
-                      "'negative' are not wired."),
-    ]
 
 
 class ScoreDistillationGuidance(io.ComfyNode):

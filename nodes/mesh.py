@@ -18,13 +18,13 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
-from ..nfsd_core.budget import mesh_bytes
-from ..nfsd_core.nerf import Mesh, export_mesh, extract_mesh
-from ..nfsd_core.nerf.mesh import MESH_FORMATS
-from .limits import check_finite, check_memory, interrupt_progress
-from .nerf import check_nerf
-from .paths import confined, refusal
-from .types import CATEGORY, Nerf
+from ..nfsd_core import mesh_bytes
+from ..nfsd_core.nerf import MESH_FORMATS, Mesh, export_mesh, extract_mesh
+from .guards.limits import check_finite, check_memory, interrupt_progress
+from .guards.paths import confined, refusal
+from .schema import CATEGORY
+from .sockets import Nerf
+from .sockets.nerf import check_nerf
 
 try:  # newer ComfyUI: the MESH type of the V3 API, with optional vertex colours
     from comfy_api.latest._util.geometry_types import MESH as CoreMesh

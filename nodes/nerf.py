@@ -1,57 +1,26 @@
-"""NFSD NeRF Representation: NeRF settings -> a NeRF for NFSD Optimizer; and `NerfState`, the NeRF
-as it travels on an NFSD_NERF socket.
+"""NFSD NeRF Representation: NeRF settings -> a NeRF (sockets.nerf.NerfState) for NFSD Optimizer.
 
 The node turns its widgets into nfsd_core's `NerfSettings` (threestudio's ProlificDreamer stage 1
-by default), with a JSON field for every other setting. `NerfState` holds the settings and, once
-optimised, the NeRF's weights on the CPU; nodes downstream rebuild the NeRF from them to render
-turntables and meshes. An RGB NeRF reaches the model through the VAE, a latent NeRF renders the
-model's latents directly and is shown through the model's latent-to-RGB preview factors.
+by default), with a JSON field for every other setting, and refuses settings whose training step
+cannot fit in memory before anything is built.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
-import comfy.model_management
-import torch
 from comfy_api.latest import io
-from PIL import Image
-from torch import Tensor
 
-from ..nfsd_core import LatentToRGB
-from ..nfsd_core.budget import nerf_training_bytes, turntable_bytes
-from ..nfsd_core.nerf import NerfRepresentation, NerfSettings, Render, orbit_cameras, render_turntable
-from ..nfsd_core.nerf.background import BACKGROUND_KINDS
-from ..nfsd_core.nerf.settings import COLOUR_SPACES
-from .autograd import autograd_enabled
-from .codec import ComfyLatentCodec
-from .limits import check_finite, check_memory, interrupt_progress
-from .representation import NodeRepresentation
-from .types import CATEGORY, Nerf
+from ..nfsd_core import nerf_training_bytes
+from ..nfsd_core.nerf import BACKGROUND_KINDS, COLOUR_SPACES, NerfSettings
+from .guards.limits import check_finite, check_memory
+from .schema import CATEGORY
+from .sockets import Nerf
+from .sockets.nerf import NerfState
 
 DEFAULTS = NerfSettings()
-RENDERER_VIEWS = 8  # frames of the turntable that NFSD Renderer shows for a NeRF
-
-
-def latent_to_rgb(latent_format) -> LatentToRGB | None:
-    """ComfyUI's latent preview factors as a LatentToRGB (model-space latents -> RGB in [0, 1]), or None.
-
-    ComfyUI maps a latent pixel to factors^T latent + bias in [-1, 1] and shows (x + 1) / 2.
-    """
-    if latent_format.latent_rgb_factors is None:
-        return None
-    factors = torch.tensor(latent_format.latent_rgb_factors, dtype=torch.float32)  # [C, 3]
-    bias = latent_format.latent_rgb_factors_bias
-    bias = torch.zeros(3) if bias is None else torch.tensor(bias, dtype=torch.float32)
-    return LatentToRGB(matrix=0.5 * factors.T, bias=0.5 * (bias + 1.0))
-
-
-def to_pil(image: Tensor) -> Image.Image:
-    """A PIL image of an RGB image [H, W, 3] in [0, 1]."""
-    return Image.fromarray((image.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
 
 
 def merge_into(config: dict[str, Any], overrides: dict[str, Any]) -> None:
@@ -77,28 +46,28 @@ def parse_advanced(text: str) -> dict[str, Any]:
     return overrides
 
 
-def nerf_settings(colour: str, render_size: int, high_res_size: int, high_res_at: float, guidance_size: int,
-                  samples_per_ray: int, batch_size: int, background: str, elevation_min: float,
-                  elevation_max: float, distance_min: float, distance_max: float, sparsity: float, opaque: float,
-                  orientation: float, seed: int, advanced: str = "") -> NerfSettings:
-    """NerfSettings from the node's widgets; `advanced` (JSON) overrides any setting last."""
-    for name, low, high in (("elevation", elevation_min, elevation_max), ("distance", distance_min, distance_max)):
+def nerf_settings(widgets: Mapping[str, Any]) -> NerfSettings:
+    """NerfSettings from the node's widgets (input name -> value); `advanced` (JSON) overrides any
+    setting last."""
+    for name in ("elevation", "distance"):
+        low, high = widgets[f"{name}_min"], widgets[f"{name}_max"]
         if low > high:
             raise ValueError(f"{name}_min ({low:g}) is above {name}_max ({high:g}): swap them")
     config = DEFAULTS.to_config()
+    render_size, high_res_size = widgets["render_size"], widgets["high_res_size"]
     two_sizes = high_res_size > 0 and high_res_size != render_size
-    config.update(colour=colour, guidance_size=guidance_size, samples_per_ray=samples_per_ray,
-                  batch_size=batch_size, seed=seed,
+    passed_through = ("colour", "guidance_size", "samples_per_ray", "batch_size", "seed")
+    config.update({name: widgets[name] for name in passed_through},
                   render_sizes=[render_size, high_res_size] if two_sizes else [render_size],
-                  size_milestones=[high_res_at] if two_sizes else [])
-    config["background"]["kind"] = background
-    config["cameras"].update(elevation_range=[elevation_min, elevation_max],
-                             distance_range=[distance_min, distance_max])
+                  size_milestones=[widgets["high_res_at"]] if two_sizes else [])
+    config["background"]["kind"] = widgets["background"]
+    config["cameras"].update(elevation_range=[widgets["elevation_min"], widgets["elevation_max"]],
+                             distance_range=[widgets["distance_min"], widgets["distance_max"]])
     regularizers = config["regularizers"]
-    regularizers["sparsity"].update(start=sparsity, end=sparsity)
-    regularizers["opaque"].update(end=opaque)  # keeps the default ramp: 0 until 40 % of the run
-    regularizers["orientation"].update(start=orientation, end=orientation)
-    merge_into(config, parse_advanced(advanced))
+    regularizers["sparsity"].update(start=widgets["sparsity"], end=widgets["sparsity"])
+    regularizers["opaque"].update(end=widgets["opaque"])  # keeps the default ramp: 0 until 40 % of the run
+    regularizers["orientation"].update(start=widgets["orientation"], end=widgets["orientation"])
+    merge_into(config, parse_advanced(widgets.get("advanced", "")))
     try:
         return NerfSettings.from_config(config)
     except (TypeError, ValueError) as error:
@@ -126,129 +95,6 @@ def check_training_memory(settings: NerfSettings) -> None:
                          lambda n: with_values(volume=dataclasses.replace(volume, log2_table_size=n)), 4,
                          volume.log2_table_size, 1),
                  })
-
-
-@torch.no_grad()
-def front_view_latent(nerf: NerfRepresentation, latent_format) -> Tensor:
-    """LATENT samples [1, C, h, w] (VAE units) of the front evaluation view, as the model sees it."""
-    settings = nerf.settings
-    cameras = settings.cameras
-    size = settings.render_sizes[-1]
-    front = orbit_cameras(1, cameras.eval_elevation, cameras.eval_distance, cameras.eval_fovy)
-    render = nerf.render(front, size, size)
-    return latent_format.process_out(nerf.latents_for_guidance(render.colour).float()).cpu()
-
-
-@dataclass(frozen=True, eq=False)  # compared by identity: it holds tensors
-class NerfState(NodeRepresentation):
-    """A NeRF: its settings, and after optimisation its `weights` (state dict, CPU), the map of its
-    latent colours to RGB (latent NeRFs) and the LATENT of its front view (VAE units)."""
-
-    settings: NerfSettings
-    weights: dict[str, Tensor] | None = None
-    latent_rgb: LatentToRGB | None = None
-    front_latent: Tensor | None = None
-
-    has_views = True
-    checkpoint_by_default = True
-    socket_type = "NFSD_NERF"
-    size_input = "guidance_size"
-
-    @property
-    def pixels_per_latent(self) -> int:
-        return self.settings.latent_downscale
-
-    @property
-    def needs_vae(self) -> bool:
-        return self.settings.colour == "rgb"
-
-    @property
-    def latent_shape(self) -> tuple[int, int, int, int]:
-        settings = self.settings
-        side = settings.guidance_size // settings.latent_downscale
-        return (settings.batch_size, settings.latent_channels, side, side)
-
-    def memory_needed(self, batch: int) -> int:
-        return nerf_training_bytes(dataclasses.replace(self.settings, batch_size=batch))
-
-    def build(self, latent_format, device: torch.device, vae=None) -> NerfRepresentation:
-        settings = self.settings
-        if latent_format.latent_channels != settings.latent_channels:
-            raise ValueError(f"the MODEL works on {latent_format.latent_channels}-channel latents but NeRFs are made "
-                             f"for {settings.latent_channels}; use an SD 1.x, 2.x or SDXL checkpoint")
-        codec = None
-        if self.needs_vae:
-            codec = ComfyLatentCodec(vae, latent_format)
-            if codec.downscale_factor != settings.latent_downscale:
-                raise ValueError(f"the VAE shrinks images {codec.downscale_factor}x but the NeRF expects "
-                                 f"{settings.latent_downscale}x; use the VAE of an SD 1.x, 2.x or SDXL checkpoint, "
-                                 f"or set NFSD NeRF Representation's advanced to "
-                                 f'{{"latent_downscale": {codec.downscale_factor}}} for this one')
-        nerf = NerfRepresentation(settings, codec, latent_to_rgb(latent_format))
-        nerf.attach(check_interrupt=comfy.model_management.throw_exception_if_processing_interrupted)
-        if self.weights is not None:  # optimised before: go on from there
-            nerf.load_state_dict(self.weights)
-        return nerf.to(device)
-
-    def with_result(self, trained: NerfRepresentation, latent_format) -> "NerfState":
-        weights = {name: value.detach().cpu().clone() for name, value in trained.state_dict().items()}
-        return NerfState(self.settings, weights, trained.latent_rgb, front_view_latent(trained, latent_format))
-
-    def latent(self) -> dict[str, Tensor]:
-        self._check_optimised()
-        return {"samples": self.front_latent}
-
-    def render(self, vae) -> Tensor:
-        return self.turntable(RENDERER_VIEWS, self.settings.render_sizes[-1]).colour
-
-    def preview(self, trained: NerfRepresentation, done: int, steps: int, previewer) -> Image.Image | None:
-        """The evaluation view at the current render size, from a camera that circles once over the run
-        (a latent NeRF's colours through its own latent-to-RGB map: no `previewer` is needed)."""
-        if trained.latent_colour and trained.latent_rgb is None:
-            return None
-        settings = self.settings
-        cameras = settings.cameras
-        size = settings.render_size(max(done - 1, 0), steps)
-        camera = orbit_cameras(1, cameras.eval_elevation, cameras.eval_distance, cameras.eval_fovy,
-                               start_azimuth=360.0 * done / steps)
-        with torch.no_grad():
-            colour = trained.render(camera, size, size).colour
-            return to_pil(trained.to_rgb(colour)[0])
-
-    def restore(self, device: torch.device) -> NerfRepresentation:
-        """The optimised NeRF on `device`, for rendering and meshing; its renders stop on Cancel."""
-        self._check_optimised()
-        nerf = NerfRepresentation(self.settings, latent_rgb=self.latent_rgb)
-        nerf.load_state_dict(self.weights)
-        nerf.attach(check_interrupt=comfy.model_management.throw_exception_if_processing_interrupted)
-        return nerf.to(device)
-
-    def turntable(self, views: int, size: int, elevation: float | None = None, distance: float | None = None,
-                  normals: bool = False, node_id: str | None = None) -> Render:
-        """`views` renders turning once around (see nfsd_core's render_turntable), on ComfyUI's device,
-        refused when they cannot fit in memory; the progress bar follows the views, Cancel stops them."""
-        settings = self.settings
-        check_memory(turntable_bytes(settings, views, size, normals), f"{views} views of {size} px", {
-            "views": (lambda n: turntable_bytes(settings, n, size, normals), 1, views, 1),
-            "size": (lambda side: turntable_bytes(settings, views, side, normals), 8, size, 8),
-        })
-        with autograd_enabled():  # normals are density gradients
-            nerf = self.restore(comfy.model_management.get_torch_device())
-            return render_turntable(nerf, views, size, elevation, distance, normals=normals,
-                                    progress=interrupt_progress(views, node_id))
-
-    def _check_optimised(self) -> None:
-        if self.weights is None:
-            raise ValueError("this NeRF has not been optimised yet: connect it through NFSD Optimizer first")
-
-
-def check_nerf(representation) -> NerfState:
-    """`representation` if it is a NeRF, else a ValueError for a node's `nerf` input (its socket
-    type refuses a canvas when the graph is validated; this catches what reaches it otherwise)."""
-    if not isinstance(representation, NerfState):
-        raise ValueError("nerf must come from NFSD NeRF Representation through NFSD Optimizer (a latent canvas has no "
-                         "views: use NFSD Renderer for it)")
-    return representation
 
 
 class NeRFRepresentation(io.ComfyNode):
@@ -321,14 +167,8 @@ class NeRFRepresentation(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, colour, render_size, high_res_size, high_res_at, guidance_size, samples_per_ray, batch_size,
-                background, elevation_min, elevation_max, distance_min, distance_max, sparsity, opaque, orientation,
-                seed, advanced="") -> io.NodeOutput:
-        check_finite(cls, {"high_res_at": high_res_at, "elevation_min": elevation_min, "elevation_max": elevation_max,
-                           "distance_min": distance_min, "distance_max": distance_max, "sparsity": sparsity,
-                           "opaque": opaque, "orientation": orientation})
-        settings = nerf_settings(colour, render_size, high_res_size, high_res_at, guidance_size, samples_per_ray,
-                                 batch_size, background, elevation_min, elevation_max, distance_min, distance_max,
-                                 sparsity, opaque, orientation, seed, advanced)
+    def execute(cls, **widgets) -> io.NodeOutput:
+        check_finite(cls, widgets)
+        settings = nerf_settings(widgets)
         check_training_memory(settings)  # the settings checked their own bounds; now their sum
         return io.NodeOutput(NerfState(settings))

@@ -5,7 +5,7 @@ once, as for a sampler), with autograd enabled only around it. Progress and prev
 ComfyUI's progress bar; an interrupt stops the run before the next step, after the core has
 saved its state when a checkpoint directory is set, so queueing the prompt again resumes it.
 
-A checkpoint_dir must stay inside ComfyUI's output folder (see paths.py) and be NFSD's own folder
+A checkpoint_dir must stay inside ComfyUI's output folder (see guards.paths) and be NFSD's own folder
 (see nfsd_core's checkpoint); both are checked, and the folder's writability, before the model
 loads. Representations that ask for it (NeRFs) checkpoint without a directory too: into ComfyUI's
 temp folder, named by the digest of the run's identity (nfsd_core's `run_identity`: every setting,
@@ -28,16 +28,17 @@ import latent_preview
 from comfy_api.latest import io
 
 from ..nfsd_core import (CheckpointError, OptimizerSettings, RunResult, ScoreDistillation, StepRecord,
-                         claim_checkpoint_dir, history_columns, identity_digest, optimize, run_identity)
-from ..nfsd_core.limits import json_ready
-from .autograd import autograd_enabled
-from .backend import ComfyScoreModel, condition_names
-from .fingerprint import fingerprint, model_fingerprint, sampled_weights
-from .graph_checks import check_consumers, check_numbers
-from .limits import check_finite, check_memory, model_call_bytes
-from .paths import confined
-from .representation import NodeRepresentation, select_previewer
-from .types import CATEGORY, Guidance, Representation
+                         claim_checkpoint_dir, history_columns, identity_digest, json_ready, optimize, run_identity)
+from .adapters.autograd import autograd_enabled
+from .adapters.fingerprint import fingerprint, model_fingerprint, sampled_weights
+from .adapters.preview import select_previewer
+from .adapters.score_model import ComfyScoreModel, condition_names
+from .guards.graph import check_consumers, check_numbers
+from .guards.limits import check_finite, check_memory, model_call_bytes
+from .guards.paths import confined
+from .schema import CATEGORY
+from .sockets import Guidance, Representation
+from .sockets.representation import NodeRepresentation
 
 CHECKPOINT_EVERY = 100  # steps between saves into a checkpoint directory the user chose
 CHECKPOINT_EXAMPLE = "NFSD/checkpoints/my_run"  # a checkpoint_dir that works, for tooltips and refusals
@@ -184,7 +185,7 @@ class Optimizer(io.ComfyNode):
                 checkpoint_dir="", vae=None) -> io.NodeOutput:
         check_finite(cls, {"learning_rate": learning_rate})
         model = check_inputs(guidance, representation, vae)
-        if cls.hidden.prompt:  # what would fail after the run fails now (graph_checks)
+        if cls.hidden.prompt:  # what would fail after the run fails now (guards.graph)
             check_numbers(cls.hidden.prompt)
             check_consumers(cls.hidden.prompt, cls.hidden.unique_id, representation.socket_type)
         check_step_memory(representation, model, vae)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from .representation import NodeRepresentation
-from .types import CATEGORY, Representation
+from .schema import CATEGORY
+from .sockets import Representation
+from .sockets.representation import NodeRepresentation
 
 
 class Renderer(io.ComfyNode):

@@ -12,9 +12,13 @@ import torch.nn.functional as F
 from comfy_api.latest import io
 from torch import Tensor
 
-from .limits import check_finite
-from .nerf import DEFAULTS, check_nerf
-from .types import CATEGORY, Nerf
+from ..nfsd_core.nerf import CameraSettings
+from .guards.limits import check_finite
+from .schema import CATEGORY
+from .sockets import Nerf
+from .sockets.nerf import check_nerf
+
+CAMERAS = CameraSettings()  # the evaluation view's defaults
 
 FOREGROUND = 0.5  # opacity above which a pixel counts as the object when the depth range is measured
 
@@ -61,9 +65,9 @@ class NeRFTurntable(io.ComfyNode):
                              "rendering, with the number that fits."),
                 io.Int.Input("size", default=256, min=8, max=2048, step=8,
                              tooltip="Side of the square renders in pixels."),
-                io.Float.Input("elevation", default=DEFAULTS.cameras.eval_elevation, min=-89.0, max=89.0, step=1.0,
+                io.Float.Input("elevation", default=CAMERAS.eval_elevation, min=-89.0, max=89.0, step=1.0,
                                tooltip="Camera elevation in degrees (0: level with the centre)."),
-                io.Float.Input("distance", default=DEFAULTS.cameras.eval_distance, min=0.1, max=10.0, step=0.05,
+                io.Float.Input("distance", default=CAMERAS.eval_distance, min=0.1, max=10.0, step=0.05,
                                tooltip="Camera distance from the centre (the NeRF fills a cube from -1 to 1)."),
             ],
             hidden=[io.Hidden.unique_id],

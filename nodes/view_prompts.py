@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..nfsd_core.distillation import VIEW_SUFFIXES
-from .guidance import VIEW_KEY, encode_text
-from .types import CATEGORY
+from ..nfsd_core import VIEW_SUFFIXES
+from .adapters.conditioning import VIEW_KEY, encode_text
+from .schema import CATEGORY
 
 
 def view_conditioning(clip, text: str) -> list:

@@ -92,7 +92,7 @@ class ComfyRuntime:
         self.tiny = sys.modules[str(base / "custom_nodes" / "tiny_sd_register").replace(".", "_x_")]
 
     def module(self, name: str):
-        """A module of the pack as ComfyUI loaded it, e.g. module("nodes.backend")."""
+        """A module of the pack as ComfyUI loaded it, e.g. module("nodes.adapters.score_model")."""
         return importlib.import_module(f"{self.pack.__name__}.{name}")
 
     @property

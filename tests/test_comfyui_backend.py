@@ -43,7 +43,7 @@ def raw_network_noise(model, x_t, t, conditioning, prediction_type):
 @pytest.mark.parametrize("checkpoint,prediction_type", [("tiny_sd_eps.safetensors", "epsilon"),
                                                         ("tiny_sd_v.safetensors", "v_prediction")])
 def test_predictions_equal_bare_apply_model(comfyui, checkpoint, prediction_type):
-    backend = comfyui.module("nodes.backend")
+    backend = comfyui.module("nodes.adapters.score_model")
     core = comfyui.module("nfsd_core")
     model, clip, _ = comfyui.load_checkpoint(checkpoint)
     positive, empty, negative = (encode(comfyui, clip, text) for text in ("a red apple", "", "blurry"))
@@ -70,7 +70,7 @@ def test_predictions_equal_bare_apply_model(comfyui, checkpoint, prediction_type
 
 
 def test_schedule_is_the_models_own(comfyui):
-    backend = comfyui.module("nodes.backend")
+    backend = comfyui.module("nodes.adapters.score_model")
     core = comfyui.module("nfsd_core")
     model, _, _ = comfyui.load_checkpoint()
     schedule = backend.ComfyScoreModel(model).schedule
@@ -90,7 +90,7 @@ def test_schedule_is_the_models_own(comfyui):
     ("ModelSamplingContinuousEDM", {"sampling": "edm", "sigma_max": 120.0, "sigma_min": 0.002}, None),
 ])
 def test_model_types_the_rules_cannot_serve_are_refused(comfyui, node, settings, accepted):
-    backend = comfyui.module("nodes.backend")
+    backend = comfyui.module("nodes.adapters.score_model")
     model, _, _ = comfyui.load_checkpoint()
     patched = comfyui.run_node(node, model=model, **settings)[0]
     if accepted:
@@ -127,7 +127,7 @@ def tiny_sdxl(runtime, v_prediction):
 def test_sdxl_gets_its_pooled_and_size_conditioning(comfyui, v_prediction):
     import comfy.model_management as model_management
 
-    backend = comfyui.module("nodes.backend")
+    backend = comfyui.module("nodes.adapters.score_model")
     core = comfyui.module("nfsd_core")
     model = tiny_sdxl(comfyui, v_prediction)
     generator = torch.Generator().manual_seed(2)

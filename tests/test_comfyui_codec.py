@@ -22,8 +22,8 @@ def kl_vae(runtime):
 
 @pytest.mark.parametrize("kind", ["taesd", "autoencoder_kl"])
 def test_encode_is_differentiable_and_matches_comfyui(comfyui, kind):
-    codec_module = comfyui.module("nodes.codec")
-    autograd = comfyui.module("nodes.autograd")
+    codec_module = comfyui.module("nodes.adapters.codec")
+    autograd = comfyui.module("nodes.adapters.autograd")
     model, _, vae = comfyui.load_checkpoint()
     if kind == "autoencoder_kl":
         vae = kl_vae(comfyui)
@@ -55,7 +55,7 @@ def test_encode_is_differentiable_and_matches_comfyui(comfyui, kind):
 
 
 def test_image_size_must_fit_the_vae(comfyui):
-    codec_module = comfyui.module("nodes.codec")
+    codec_module = comfyui.module("nodes.adapters.codec")
     model, _, vae = comfyui.load_checkpoint()
     codec = codec_module.ComfyLatentCodec(vae, model.get_model_object("latent_format"))
     with pytest.raises(ValueError, match="multiple of the VAE's downscale factor 8"):

@@ -25,7 +25,7 @@ def conditioning(comfyui, model, clip):
 
 
 def test_backend_sees_what_ksampler_sees(comfyui):
-    backend = comfyui.module("nodes.backend")
+    backend = comfyui.module("nodes.adapters.score_model")
     core = comfyui.module("nfsd_core")
     model, clip, _ = comfyui.load_checkpoint()
     (other, _, _) = comfyui.load_checkpoint("tiny_sd_v.safetensors")

@@ -43,7 +43,7 @@ def test_text_encoder_matches_diffusers(comfyui, diffusers_prior):
 
 def test_noise_predictions_match_diffusers(comfyui, diffusers_prior):
     core = comfyui.module("nfsd_core")
-    backend = comfyui.module("nodes.backend")
+    backend = comfyui.module("nodes.adapters.score_model")
     theirs, _ = diffusers_prior
     model, clip, _ = demo(comfyui)
     texts = [PROMPT, "", core.DEFAULT_NEGATIVE_PROMPT]
@@ -87,7 +87,7 @@ def test_latent_previews_show_the_decoded_digit(comfyui, diffusers_prior):
 
     _, codec = diffusers_prior
     model, _, _ = demo(comfyui)
-    to_preview = comfyui.module("nodes.nerf").latent_to_rgb
+    to_preview = comfyui.module("nodes.adapters.preview").latent_to_rgb
     digits = comfyui.module("nfsd_core.digits.evaluator").load_digits_evaluator().split.held_out_digits[:32]
     latents = codec.encode(comfyui.module("nfsd_core.digits.data").to_images(digits))
     decoded = torch.nn.functional.avg_pool2d(codec.decode(latents), 4).mean(dim=1).flatten()

@@ -59,7 +59,7 @@ def test_comfyui_and_diffusers_backends_agree(comfyui, prediction_type):
     from diffusers_helpers import tiny_text_encoder, tiny_tokenizer
 
     core = comfyui.module("nfsd_core")
-    backend = comfyui.module("nodes.backend")
+    backend = comfyui.module("nodes.adapters.score_model")
     unet = diffusers_unet()
     theirs = core.DiffusersScoreModel(unet, tiny_text_encoder(), tiny_tokenizer(), core.NoiseSchedule.scaled_linear(),
                                       prediction_type)

@@ -175,7 +175,7 @@ def test_a_checkpoint_resumes_only_its_own_run(comfyui, tmp_path):
 
 
 def test_the_model_fingerprint_sees_weights_and_patches_but_not_sessions(comfyui):
-    fingerprint = comfyui.module("nodes.fingerprint").model_fingerprint
+    fingerprint = comfyui.module("nodes.adapters.fingerprint").model_fingerprint
     model, _, _ = comfyui.load_checkpoint()
     reloaded, _, _ = comfyui.load_checkpoint()
     other, _, _ = comfyui.load_checkpoint("tiny_sd_v.safetensors")

@@ -5,7 +5,7 @@ from comfyui_helpers import PACK_FOLDER, REPO, comfyui, requires_comfyui  # noqa
 pytestmark = requires_comfyui
 
 NODE_IDS = {
-    "NFSD_DemoModel": "NFSD Demo Model (digits)",
+    "NFSD_DemoModel": "NFSD Demo Model",
     "NFSD_ScoreDistillationGuidance": "NFSD Score Distillation Guidance",
     "NFSD_LatentCanvas": "NFSD Latent Canvas",
     "NFSD_Optimizer": "NFSD Optimizer",
@@ -17,7 +17,6 @@ NODE_IDS = {
     "NFSD_ExtractMesh": "NFSD NeRF to Mesh",
     "NFSD_SaveMesh": "NFSD Save Mesh",
 }
-LOADERS = {"NFSD_DemoModel"}  # no inputs at all
 
 
 def test_every_node_is_listed_with_its_schema(comfyui):
@@ -29,7 +28,7 @@ def test_every_node_is_listed_with_its_schema(comfyui):
         assert node["category"].startswith("NFSD/")
         assert node["python_module"] == f"custom_nodes.{PACK_FOLDER}"
         inputs = {**node["input"]["required"], **node["input"].get("optional", {})}
-        assert bool(inputs) != (node_id in LOADERS), node_id
+        assert inputs, node_id
         for name, (kind, options) in inputs.items():
             assert options.get("tooltip"), f"{node_id}.{name} has no tooltip"
     assert info["NFSD_Optimizer"]["output"] == ["NFSD_CANVAS,NFSD_NERF", "LATENT", "STRING"]
@@ -43,6 +42,8 @@ def test_every_node_is_listed_with_its_schema(comfyui):
     assert info["NFSD_SaveMesh"]["output_node"] and info["NFSD_SaveMesh"]["output"] == ["STRING"]
     assert info["NFSD_DemoModel"]["output"] == ["MODEL", "CLIP", "VAE"]
     assert all(info["NFSD_DemoModel"]["output_tooltips"])
+    prior, options = info["NFSD_DemoModel"]["input"]["optional"]["prior"]  # optional: older prompts name none
+    assert prior == "COMBO" and options["options"] == ["digits", "shapes"] and options["default"] == "digits"
 
 
 def test_pack_types_do_not_clash_with_other_packs(comfyui):

@@ -1,8 +1,11 @@
-"""What `import nfsd_core` loads: the library, not the digits prior's training or benchmark code."""
+"""The architecture's boundaries: what `import nfsd_core` loads (the library, not the training or
+benchmark code), no import cycles, and nodes that reach the core only through its public API."""
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,20 +27,36 @@ def test_importing_the_library_loads_no_training_benchmark_or_cli_code():
     assert not modules & set(TRAINING_AND_BENCHMARK)
 
 
-def test_the_library_has_no_import_cycles():
-    import ast
+def module_level_statements(tree: ast.Module) -> Iterator[ast.stmt]:
+    """The statements that run on import: the module's own, and those inside its top-level `if`
+    and `try` blocks (not function bodies, whose imports are deferred on purpose)."""
+    for statement in tree.body:
+        yield statement
+        if isinstance(statement, (ast.If, ast.Try)):
+            yield from module_level_statements(ast.Module(body=statement.body + statement.orelse
+                                                          + [s for h in getattr(statement, "handlers", [])
+                                                             for s in h.body], type_ignores=[]))
 
+
+def relative_imports(folder: str) -> dict[str, set[str]]:
+    """module -> the modules and names it imports on import, for every module under `folder`, named
+    from the repository root as ComfyUI loads it (`pack.nodes.optimizer`, `pack.nfsd_core.optimize`)."""
     graph: dict[str, set[str]] = {}
-    for path in (ROOT / "nfsd_core").rglob("*.py"):
-        module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+    for path in (ROOT / folder).rglob("*.py"):
+        module = ".".join(("pack",) + path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
         package = module if path.name == "__init__.py" else module.rpartition(".")[0]
         imported = set()
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in module_level_statements(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.level:
                 base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
                 target = f"{base}.{node.module}" if node.module else base
                 imported |= {f"{target}.{alias.name}" for alias in node.names} | {target}
         graph[module] = imported
+    return graph
+
+
+def test_the_library_and_the_nodes_have_no_import_cycles():
+    graph = relative_imports("nfsd_core") | relative_imports("nodes")
     graph = {module: {name for name in imported if name in graph and name != module}
              for module, imported in graph.items()}
 
@@ -54,3 +73,27 @@ def test_the_library_has_no_import_cycles():
 
     cycles = {tuple(c) for c in map(cycle_from, graph) if c is not None}
     assert not cycles, f"import cycles: {sorted(cycles)}"
+
+
+def test_nodes_use_the_core_through_its_facades():
+    """The nodes import nfsd_core's public API (`nfsd_core`, and the NeRF's `nfsd_core.nerf`), never
+    a module behind it, so the core can rearrange its modules without breaking them."""
+    facades = {"pack.nfsd_core", "pack.nfsd_core.nerf"}
+    reaching_past = {module: sorted(name for name in imported if name.startswith("pack.nfsd_core.")
+                                    and name.rpartition(".")[0] not in facades and name not in facades)
+                     for module, imported in relative_imports("nodes").items()}
+    assert not {module: names for module, names in reaching_past.items() if names}
+
+
+def test_nodes_folder_holds_nodes_and_the_subpackages_none():
+    """Each module directly in nodes/ (but the package and the shared schema parts) defines a
+    ComfyUI node; the adapters, guards and socket values define none."""
+    def defines_node(path: Path) -> bool:
+        return any(isinstance(node, ast.ClassDef) and any(ast.unparse(base) == "io.ComfyNode" for base in node.bases)
+                   for node in ast.parse(path.read_text()).body)
+
+    top = {path.name: defines_node(path) for path in (ROOT / "nodes").glob("*.py")}
+    assert {name for name, has_node in top.items() if not has_node} == {"__init__.py", "schema.py"}
+    nested = [path for path in (ROOT / "nodes").glob("*/*.py") if defines_node(path)]
+    assert not nested and {path.parent.name for path in (ROOT / "nodes").glob("*/*.py")} == {
+        "adapters", "guards", "sockets"}

@@ -8,18 +8,21 @@
 """
 
 from .acceleration import nerfacc_extension_available
-from .background import BackgroundSettings
+from .background import BACKGROUND_KINDS, BackgroundSettings
 from .cameras import CameraSettings, Cameras, make_cameras, orbit_cameras, sample_cameras, view_names
 from .field import ImplicitVolume, VolumeSettings
 from .hashgrid import HashGrid
-from .mesh import Mesh, export_mesh, extract_mesh
+from .mesh import MESH_FORMATS, Mesh, export_mesh, extract_mesh
 from .occupancy import OccupancySettings
 from .regularizers import Ramp, RegularizerSettings
 from .representation import NerfRepresentation, Render
-from .settings import LearningRateScales, NerfSettings
+from .settings import COLOUR_SPACES, LearningRateScales, NerfSettings
 from .turntable import render_turntable
 
 __all__ = [
+    "BACKGROUND_KINDS",
+    "COLOUR_SPACES",
+    "MESH_FORMATS",
     "BackgroundSettings",
     "CameraSettings",
     "Cameras",

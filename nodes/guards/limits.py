@@ -19,7 +19,7 @@ import comfy.utils
 import torch
 from comfy_api.latest import io
 
-from ..nfsd_core.budget import address_space_left, check_budget, largest_fitting
+from ...nfsd_core import address_space_left, check_budget, largest_fitting
 
 
 def float_inputs(node_class) -> list[io.Float.Input]:

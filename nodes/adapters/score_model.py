@@ -28,7 +28,7 @@ from torch import Tensor
 import comfy.model_sampling
 import comfy.samplers
 
-from ..nfsd_core import NoiseRequest, NoiseSchedule, Prompts, ScoreModel
+from ...nfsd_core import NoiseRequest, NoiseSchedule, Prompts, ScoreModel
 
 Result = TypeVar("Result")
 

@@ -3,7 +3,7 @@
 ComfyUI runs the nodes after the Optimizer only once it has finished. What would fail there must
 fail before hours of optimisation instead: a NaN in a later node's widget, or a later input that
 cannot take what the Optimizer returns (a canvas wired on into NFSD NeRF Turntable: the
-Optimizer's output socket carries either kind, see types.Representation).
+Optimizer's output socket carries either kind, see sockets.Representation).
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from .limits import check_finite
-from .types import Representation
+from ..sockets import Representation
 
 KINDS = {"NFSD_CANVAS": "a latent canvas (NFSD Latent Canvas)", "NFSD_NERF": "a NeRF (NFSD NeRF Representation)"}
 
 
 def pack_classes() -> dict[str, Any]:
     """node id -> V3 class of this pack's nodes."""
-    from . import NODES  # here: the package imports the Optimizer, which imports this module
+    from .. import NODES  # here: the package imports the Optimizer, which imports this module
 
     return {node.define_schema().node_id: node for node in NODES}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..nfsd_core import LatentCodec
+from ...nfsd_core import LatentCodec
 from .autograd import trainable_copy
 
 

@@ -44,9 +44,9 @@ import comfy.sd1_clip
 import comfy.supported_models_base
 import comfy.utils
 
-from ..nfsd_core import LatentToRGB, fit_latent_to_rgb
-from ..nfsd_core.models.diffusers import check_layout, vae_downscale_factor
+from ...nfsd_core import LatentToRGB, check_layout, fit_latent_to_rgb, vae_downscale_factor
 from .codec import ComfyLatentCodec
+from .preview import preview_factors
 
 WEIGHT_FILES = {"unet": "diffusion_pytorch_model.safetensors", "vae": "diffusion_pytorch_model.safetensors",
                 "text_encoder": "model.safetensors"}
@@ -131,7 +131,7 @@ class DiffusersLatentFormat(comfy.latent_formats.LatentFormat):
 
     `latent_rgb_factors` [C][3] and `latent_rgb_factors_bias` [3] are None until `set_preview`.
     `preview_vae`: a VAE cheap enough to decode every preview with; NFSD Optimizer then previews
-    through it (see representation.select_previewer), others use the factors."""
+    through it (see preview.select_previewer), others use the factors."""
 
     preview_vae = None
 
@@ -141,10 +141,8 @@ class DiffusersLatentFormat(comfy.latent_formats.LatentFormat):
         self.spacial_downscale_ratio = pixels_per_latent
 
     def set_preview(self, preview: LatentToRGB) -> None:
-        """Use `preview` (model latents -> RGB in [0, 1]) as ComfyUI's latent preview factors, which map
-        latents to [-1, 1] (the inverse of nodes.nerf.latent_to_rgb)."""
-        self.latent_rgb_factors = (2.0 * preview.matrix).T.tolist()
-        self.latent_rgb_factors_bias = (2.0 * preview.bias - 1.0).tolist()
+        """Use `preview` (model latents -> RGB in [0, 1]) as the latent preview factors."""
+        self.latent_rgb_factors, self.latent_rgb_factors_bias = preview_factors(preview)
 
 
 class DiffusersModelConfig(comfy.supported_models_base.BASE):

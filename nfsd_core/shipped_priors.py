@@ -1,0 +1,68 @@
+"""The miniature Stable Diffusion priors that ship inside the package, by name.
+
+Each is a standard diffusers SD directory under `nfsd_core/assets`, small enough to run on a CPU
+with nothing to download:
+- `digits`: handwritten digits (scikit-learn's), for the 2D demos;
+- `shapes`: rendered simple objects seen from the NeRF trainer's own cameras, for the 3D demo.
+`calibration_images` are typical images of a prior, to which a fast latent -> RGB preview is
+fitted; they are made on demand, so loading a prior never loads its training code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from .digits.prior import DIGITS_PRIOR_DIR
+from .models.diffusers import DiffusersLatentCodec, DiffusersScoreModel, load_diffusers
+from .shapes.prior import SHAPES_PRIOR_DIR
+
+CALIBRATION_IMAGES = 64
+
+
+def digit_images(count: int) -> Tensor:
+    """The first `count` training digits the prior's evaluator ships with, as its images."""
+    from .digits.data import to_images
+    from .digits.evaluator import load_digits_evaluator
+
+    return to_images(load_digits_evaluator().split.train_digits[:count])
+
+
+def shape_images(count: int) -> Tensor:
+    """`count` renders of the objects, seeded apart from the prior's training set."""
+    from .shapes.data import make_shape_set
+
+    return make_shape_set(count, seed=12345).images
+
+
+@dataclass(frozen=True)
+class ShippedPrior:
+    """A prior's `directory`, what its images are (`subject`), prompts it knows (`example_prompts`)
+    and how to make `calibration_images`."""
+
+    name: str
+    directory: Path
+    subject: str
+    example_prompts: tuple[str, ...]
+    make_images: Callable[[int], Tensor]
+
+    def calibration_images(self, count: int = CALIBRATION_IMAGES) -> Tensor:
+        """[count, 3, H, W] in [0, 1]."""
+        return self.make_images(count)
+
+    def load(self, device: str | torch.device = "cpu",
+             dtype: str | torch.dtype = "fp32") -> tuple[DiffusersScoreModel, DiffusersLatentCodec]:
+        return load_diffusers(self.directory, dtype, device)
+
+
+SHIPPED_PRIORS = {
+    "digits": ShippedPrior("digits", DIGITS_PRIOR_DIR, "handwritten digits",
+                           ("a handwritten digit seven", "an odd handwritten digit"), digit_images),
+    "shapes": ShippedPrior("shapes", SHAPES_PRIOR_DIR, "simple objects (sphere, cube, cylinder, cone, torus, mug, "
+                           "house) in six colours, seen from the front, side, back or overhead",
+                           ("a red mug", "a blue house", "a green cube"), shape_images),
+}

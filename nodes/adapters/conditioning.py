@@ -1,0 +1,42 @@
+"""ComfyUI CONDITIONING as nfsd_core `Prompts`: the empty and negative prompts a rule needs, and
+view-tagged prompts (NFSD View Prompts) split by view."""
+
+from __future__ import annotations
+
+from ...nfsd_core import DEFAULT_NEGATIVE_PROMPT, Prompts
+
+VIEW_KEY = "nfsd_view"  # the CONDITIONING option naming an entry's camera view (NFSD View Prompts)
+
+
+def encode_text(clip, text: str):
+    """CONDITIONING for `text`, as CLIPTextEncode makes it."""
+    return clip.encode_from_tokens_scheduled(clip.tokenize(text))
+
+
+def split_views(positive: list) -> list | dict[str, list]:
+    """`positive` itself if no entry names a view, else {view: its entries + the untagged ones}."""
+    views = [options[VIEW_KEY] for _, options in positive if VIEW_KEY in options]
+    if not views:
+        return positive
+    shared = [entry for entry in positive if VIEW_KEY not in entry[1]]
+    return {view: [entry for entry in positive if entry[1].get(VIEW_KEY) == view] + shared
+            for view in dict.fromkeys(views)}
+
+
+def prompt_conditioning(rule_label: str, rule, positive, negative, unconditional, clip) -> Prompts:
+    """The Prompts `rule` reads (others are left out), encoding the empty and the default negative
+    prompt with `clip` where they are not wired."""
+    wanted = {  # input name: (needed, wired conditioning, text to encode, what it is)
+        "unconditional": (rule.needs_unconditional, unconditional, "", "the empty prompt"),
+        "negative": (rule.needs_negative_prompt, negative, DEFAULT_NEGATIVE_PROMPT, "a negative prompt"),
+    }
+    missing = [name for name, (needed, wired, _, _) in wanted.items() if needed and wired is None]
+    if missing and clip is None:
+        raise ValueError(
+            f"the {rule_label} rule needs {' and '.join(wanted[name][3] for name in missing)}: wire "
+            + " and ".join(f"'{name}' (a CLIPTextEncode of {wanted[name][2]!r})" for name in missing)
+            + ", or wire 'clip' and the node encodes them for you"
+        )
+    resolved = {name: (wired if wired is not None else encode_text(clip, text)) if needed else None
+                for name, (needed, wired, text, _) in wanted.items()}
+    return Prompts(positive, resolved["unconditional"], resolved["negative"])
