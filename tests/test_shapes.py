@@ -180,16 +180,23 @@ def test_demo3d_without_a_prior_says_how_to_make_one(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_the_3d_benchmark_measures_every_method_and_resumes(tiny_prior, tmp_path):
-    import json
+def benchmark_script(name: str):
+    """The module of benchmarks/<name>.py (benchmarks import their neighbours by name, as scripts)."""
+    import importlib
     import sys
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     try:
-        import shapes_benchmark
+        return importlib.import_module(name)
     finally:
         sys.path.pop(0)
+
+
+def test_the_3d_benchmark_measures_every_method_and_resumes(tiny_prior, tmp_path):
+    import json
+
+    shapes_benchmark = benchmark_script("shapes_benchmark")
     directory, _ = tiny_prior
     arguments = ["--prior", str(directory), "--steps", "2", "--prompts", "1", "--methods", "SDS 100", "NFSD 7.5",
                  "--output", str(tmp_path)]
@@ -202,4 +209,25 @@ def test_the_3d_benchmark_measures_every_method_and_resumes(tiny_prior, tmp_path
     assert (tmp_path / "grid.png").is_file() and "| NFSD 7.5 |" in (tmp_path / "results.md").read_text()
     journal = (tmp_path / "runs.jsonl").read_text()
     assert shapes_benchmark.main(arguments) == 0  # resumed: nothing run again
+    assert (tmp_path / "runs.jsonl").read_text() == journal
+
+
+def test_the_2d_canvas_benchmark_on_the_3d_prior_measures_every_method_and_resumes(tiny_prior, tmp_path):
+    import json
+
+    shapes_canvas_benchmark = benchmark_script("shapes_canvas_benchmark")
+    directory, _ = tiny_prior
+    arguments = ["--prior", str(directory), "--steps", "2", "--output", str(tmp_path)]
+    assert shapes_canvas_benchmark.main(arguments) == 0
+    records = json.loads((tmp_path / "results.json").read_text())["records"]
+    assert list(records) == [method.label for method in shapes_canvas_benchmark.METHODS] + [
+        shapes_canvas_benchmark.FLOOR]
+    floor = records[shapes_canvas_benchmark.FLOOR]["metrics"]
+    assert set(floor["fine"]) == {"shape", "view", "colour", "saturation", "pixel_std"}
+    assert set(floor["coarse"]) == {"shape", "view", "colours", "saturation", "pixel_std"}
+    assert 1 <= floor["coarse"]["colours"] <= 6
+    assert records["NFSD 7.5"]["evaluations_per_step"] > records["SDS 100"]["evaluations_per_step"] == 2.0
+    assert (tmp_path / "grid.png").is_file() and "| NFSD 7.5 |" in (tmp_path / "results.md").read_text()
+    journal = (tmp_path / "runs.jsonl").read_text()
+    assert shapes_canvas_benchmark.main(arguments) == 0  # resumed: nothing run again
     assert (tmp_path / "runs.jsonl").read_text() == journal
