@@ -31,7 +31,7 @@ from nfsd_core.digits.comparison import Method, encode_prompts, run_method  # no
 from nfsd_core.image_files import save_grid  # noqa: E402
 from nfsd_core.representations.canvas import initial_latents  # noqa: E402
 from nfsd_core.nerf import CameraSettings, make_cameras, sample_cameras  # noqa: E402
-from nfsd_core.shapes.data import IMAGE_SIZE, coarse_prompt, fine_prompt  # noqa: E402
+from nfsd_core.shapes.data import CAMERA_VIEWS, IMAGE_SIZE, coarse_prompt, fine_prompt  # noqa: E402
 from nfsd_core.shapes.evaluator import ShapeJudge, load_shapes_judge  # noqa: E402
 from nfsd_core.shapes.objects import COLOURS, OBJECTS  # noqa: E402
 from nfsd_core.shapes.prior import SHAPES_PRIOR_DIR, load_shapes_prior  # noqa: E402
@@ -42,7 +42,6 @@ OUTPUT = ROOT / "benchmarks" / "results" / "shapes_canvas"
 METHODS = [Method("DDIM 7.5 (reference)", None, 7.5), Method("SDS 100", "sds", 100.0), Method("SDS 7.5", "sds", 7.5),
            Method("NFSD 7.5", "nfsd", 7.5), Method("CSD", "csd")]
 FLOOR = "rendered objects (floor)"
-VIEWS = ("front", "side", "back")  # the training cameras' views (their elevations never reach "overhead")
 
 
 def canvas_rows() -> list[tuple[str, str, str | None, str]]:
@@ -51,7 +50,7 @@ def canvas_rows() -> list[tuple[str, str, str | None, str]]:
     rows = []
     for group in ("fine", "coarse"):
         for index, (shape, colour) in enumerate((s, c) for s in OBJECTS for c in COLOURS):
-            rows.append((group, shape, colour if group == "fine" else None, VIEWS[index % len(VIEWS)]))
+            rows.append((group, shape, colour if group == "fine" else None, CAMERA_VIEWS[index % len(CAMERA_VIEWS)]))
     return rows
 
 

@@ -5,6 +5,7 @@ import torch
 
 pytest.importorskip("diffusers")
 
+from benchmark_scripts import benchmark_script  # noqa: E402
 from nfsd_core.nerf import make_cameras  # noqa: E402
 from nfsd_core.nerf.field import FieldSamples  # noqa: E402
 from nfsd_core.nerf.rays import camera_rays  # noqa: E402
@@ -178,19 +179,6 @@ def test_demo3d_without_a_prior_says_how_to_make_one(tmp_path, capsys):
     assert cli.main(["demo3d", "--prior", str(tmp_path), "--output", str(tmp_path / "out")]) == 2
     assert "python -m nfsd_core.shapes.training" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
-
-
-def benchmark_script(name: str):
-    """The module of benchmarks/<name>.py (benchmarks import their neighbours by name, as scripts)."""
-    import importlib
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.pop(0)
 
 
 def test_the_3d_benchmark_measures_every_method_and_resumes(tiny_prior, tmp_path):

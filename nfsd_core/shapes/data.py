@@ -26,7 +26,9 @@ from .objects import COLOURS, OBJECTS
 from .render import Scene, render_scenes
 
 IMAGE_SIZE = 32
-VIEWS = ("front", "side", "back", "overhead")
+VIEWS = ("front", "side", "back", "overhead")  # the view names nfsd_core gives cameras (VIEW_SUFFIXES)
+# The views the training cameras show: their elevations (-10 to 45 degrees) never reach "overhead" (above 60).
+CAMERA_VIEWS = ("front", "side", "back")
 # How a real image's caption is drawn; the rest of the probability is the empty caption.
 CAPTION_PROBABILITIES = {"fine_view": 0.35, "fine": 0.15, "coarse_view": 0.25, "coarse": 0.15}
 

@@ -16,7 +16,7 @@ from ..distillation import Prompts
 from ..priors.architecture import MiniatureSD
 from ..priors.training import Log, TrainingSettings, train_prior
 from ..sampling import ddim_sample
-from .data import VIEWS, fine_prompt, make_shape_set, shapes_training_data
+from .data import CAMERA_VIEWS, fine_prompt, make_shape_set, shapes_training_data
 from .evaluator import ShapeJudge
 from .objects import COLOURS, FRONTED, OBJECTS
 from .prior import SHAPES_PRIOR_DIR, load_shapes_prior
@@ -38,10 +38,10 @@ def train_shapes_prior(directory: str | Path, settings: TrainingSettings = SHAPE
 
 
 def check_samples(directory: str | Path, judge: ShapeJudge, per_prompt: int = 2, seed: int = 0) -> dict:
-    """DDIM-50 samples at guidance 7.5 of every fine prompt with a view, judged: the share named
-    with the prompt's shape, colour and view."""
+    """DDIM-50 samples at guidance 7.5 of every fine prompt with a view the cameras show, judged:
+    the share named with the prompt's shape, colour and view."""
     model, codec = load_shapes_prior(directory=directory)
-    rows = [(shape, colour, view) for shape in OBJECTS for colour in COLOURS for view in VIEWS] * per_prompt
+    rows = [(shape, colour, view) for shape in OBJECTS for colour in COLOURS for view in CAMERA_VIEWS] * per_prompt
     texts = [fine_prompt(colour, shape, view) for shape, colour, view in rows]
     prompts = Prompts(positive={text: model.encode_prompt(text) for text in dict.fromkeys(texts)},
                       unconditional=model.encode_prompt(""), negative=model.encode_prompt(""))
