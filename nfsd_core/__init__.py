@@ -34,7 +34,7 @@ from .guidance import (
 )
 from .identity import identity_digest, run_identity
 from .image_files import to_pil
-from .limits import json_ready
+from .limits import json_ready, setting_bounds
 from .models import (
     SD_LATENT_CHANNELS, SD_PIXELS_PER_LATENT, CallableScoreModel, LatentCodec, NoiseRequest, ScoreModel,
 )
@@ -112,6 +112,7 @@ __all__ = [
     "read_checkpoint",
     "run_identity",
     "save_checkpoint",
+    "setting_bounds",
     "to_pil",
     "turntable_bytes",
     "vae_downscale_factor",

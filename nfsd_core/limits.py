@@ -27,6 +27,13 @@ def real(default: Any, low: float, high: float) -> Any:
     return dataclasses.field(default=default, metadata={RANGE: (low, high), WHOLE: False})
 
 
+def setting_bounds(settings_type: type, name: str) -> tuple[float, float]:
+    """(low, high) of the bounded field `name` of the settings dataclass `settings_type`, for
+    widgets and CLI options that must accept what the settings accept."""
+    (item,) = [item for item in dataclasses.fields(settings_type) if item.name == name]
+    return item.metadata[RANGE]
+
+
 def is_finite_number(value: Any) -> bool:
     """A real number (not a bool) that is neither NaN nor infinite."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

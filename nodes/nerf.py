@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from comfy_api.latest import io
 
-from ..nfsd_core import nerf_training_bytes
+from ..nfsd_core import nerf_training_bytes, setting_bounds
 from ..nfsd_core.nerf import BACKGROUND_KINDS, COLOUR_SPACES, NerfSettings
 from .guards.limits import check_finite, check_memory
 from .schema import CATEGORY
@@ -21,6 +21,8 @@ from .sockets import Nerf
 from .sockets.nerf import NerfState
 
 DEFAULTS = NerfSettings()
+GUIDANCE_SIZES, RAY_SAMPLES, BATCH_SIZES = (setting_bounds(NerfSettings, name)
+                                            for name in ("guidance_size", "samples_per_ray", "batch_size"))
 
 
 def merge_into(config: dict[str, Any], overrides: dict[str, Any]) -> None:
@@ -121,15 +123,17 @@ class NeRFRepresentation(io.ComfyNode):
                              "render_size. Slow on a CPU: use 0 there."),
                 io.Float.Input("high_res_at", default=DEFAULTS.size_milestones[0], min=0.01, max=0.99, step=0.01,
                                tooltip="Fraction of the steps after which high_res_size is rendered."),
-                io.Int.Input("guidance_size", default=DEFAULTS.guidance_size, min=64, max=2048, step=8,
+                io.Int.Input("guidance_size", default=DEFAULTS.guidance_size, min=GUIDANCE_SIZES[0],
+                             max=GUIDANCE_SIZES[1], step=8,
                              tooltip="Pixels the model sees: renders are resized to this square before the VAE "
                              "encodes them (latent NeRFs: to this / 8 latents). 512 for SD 1.x and 2.x-base, 768 for "
-                             "SD 2.x-768, 1024 for SDXL. Every model call and VAE encode grows with its square: on a "
-                             "CPU 128 to 256 is bearable."),
-                io.Int.Input("samples_per_ray", default=DEFAULTS.samples_per_ray, min=4, max=1024,
+                             "SD 2.x-768, 1024 for SDXL, 32 for NFSD Demo Model. Every model call and VAE encode "
+                             "grows with its square: on a CPU 128 to 256 is bearable."),
+                io.Int.Input("samples_per_ray", default=DEFAULTS.samples_per_ray, min=RAY_SAMPLES[0],
+                             max=RAY_SAMPLES[1],
                              tooltip="Points sampled along each ray; the render cost grows with it (threestudio: "
                              "64)."),
-                io.Int.Input("batch_size", default=DEFAULTS.batch_size, min=1, max=64,
+                io.Int.Input("batch_size", default=DEFAULTS.batch_size, min=BATCH_SIZES[0], max=BATCH_SIZES[1],
                              tooltip="Cameras per step, spread around the object; each costs a render and model "
                              "evaluations (threestudio: 1)."),
                 io.Combo.Input("background", options=list(BACKGROUND_KINDS), default=DEFAULTS.background.kind,

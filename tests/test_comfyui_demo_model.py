@@ -1,5 +1,5 @@
-"""NFSD Demo Model: the shipped digits prior built with ComfyUI's classes predicts what nfsd_core's
-diffusers backend predicts from the same directory, and core nodes take it like a checkpoint."""
+"""NFSD Demo Model: each shipped prior (digits, shapes) built with ComfyUI's classes predicts what
+nfsd_core's diffusers backend predicts from the same directory, and core nodes take it like a checkpoint."""
 
 import pytest
 import torch
@@ -12,41 +12,53 @@ pytest.importorskip("diffusers")  # the reference path; the node itself needs ne
 hide_torchvision_stub()  # before transformers imports its models
 
 PROMPT = "a handwritten digit seven"
+PRIOR_PROMPTS = {"digits": PROMPT, "shapes": "a red mug, side view"}
+
+
+def load_prior(name: str):
+    """(score model, codec) of a shipped prior on nfsd_core's diffusers backend."""
+    from comfyui_helpers import comfy_runtime
+
+    return comfy_runtime().module("nfsd_core").SHIPPED_PRIORS[name].load()
 
 
 @pytest.fixture(scope="module")
 def diffusers_prior():
-    from comfyui_helpers import comfy_runtime
-
-    return comfy_runtime().module("nfsd_core.digits.prior").load_digits_prior()
+    return load_prior("digits")
 
 
-def demo(comfyui):
-    """(MODEL, CLIP, VAE) as the node outputs them."""
-    return comfyui.run_node("NFSD_DemoModel")
+@pytest.fixture(scope="module", params=list(PRIOR_PROMPTS))
+def shipped(request):
+    """(name, its prompt, (score model, codec) on the diffusers backend) of each shipped prior."""
+    return request.param, PRIOR_PROMPTS[request.param], load_prior(request.param)
+
+
+def demo(comfyui, prior: str | None = None):
+    """(MODEL, CLIP, VAE) as the node outputs them (`prior` None: not given, the default)."""
+    return comfyui.run_node("NFSD_DemoModel", **({} if prior is None else {"prior": prior}))
 
 
 def encode(comfyui, clip, text):
     return comfyui.run_node("CLIPTextEncode", clip=clip, text=text)[0]
 
 
-def test_text_encoder_matches_diffusers(comfyui, diffusers_prior):
-    theirs, _ = diffusers_prior
-    _, clip, _ = demo(comfyui)
+def test_text_encoder_matches_diffusers(comfyui, shipped):
+    name, prompt, (theirs, _) = shipped
+    _, clip, _ = demo(comfyui, name)
     negative = comfyui.module("nfsd_core").DEFAULT_NEGATIVE_PROMPT
-    for text in (PROMPT, "", negative):
+    for text in (prompt, "", negative):
         conditioning = encode(comfyui, clip, text)
         expected = theirs.encode_prompt(text)
         assert conditioning[0][0].shape == expected.shape == (1, 77, 64)
         assert torch.allclose(conditioning[0][0], expected, atol=1e-5), text
 
 
-def test_noise_predictions_match_diffusers(comfyui, diffusers_prior):
+def test_noise_predictions_match_diffusers(comfyui, shipped):
     core = comfyui.module("nfsd_core")
     backend = comfyui.module("nodes.adapters.score_model")
-    theirs, _ = diffusers_prior
-    model, clip, _ = demo(comfyui)
-    texts = [PROMPT, "", core.DEFAULT_NEGATIVE_PROMPT]
+    name, prompt, (theirs, _) = shipped
+    model, clip, _ = demo(comfyui, name)
+    texts = [prompt, "", core.DEFAULT_NEGATIVE_PROMPT]
     generator = torch.Generator().manual_seed(0)
     x_t = torch.randn(5, 4, 8, 8, generator=generator)
     t = torch.tensor([20, 199, 400, 700, 980])
@@ -63,9 +75,9 @@ def test_noise_predictions_match_diffusers(comfyui, diffusers_prior):
     assert (expected[0] - expected[1]).abs().max() > 0.01  # the prompt matters
 
 
-def test_vae_matches_the_diffusers_codec(comfyui, diffusers_prior):
-    _, codec = diffusers_prior
-    model, _, vae = demo(comfyui)
+def test_vae_matches_the_diffusers_codec(comfyui, shipped):
+    name, _, (_, codec) = shipped
+    model, _, vae = demo(comfyui, name)
     latent_format = model.get_model_object("latent_format")
     assert vae.spacial_compression_encode() == vae.spacial_compression_decode() == codec.downscale_factor == 4
     assert latent_format.latent_channels == vae.latent_channels == 4
@@ -142,7 +154,7 @@ def test_built_once_with_comfyuis_classes_and_registered_nowhere(comfyui):
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
     model, clip, vae = demo(comfyui)
-    again = demo(comfyui)
+    again = demo(comfyui, "digits")  # the default
     assert isinstance(model, comfy.model_patcher.ModelPatcher) and isinstance(model.model, comfy.model_base.BaseModel)
     assert isinstance(model.model.diffusion_model, UNetModel)
     assert isinstance(clip, comfy.sd.CLIP) and isinstance(vae, comfy.sd.VAE)

@@ -31,6 +31,9 @@ TWINS = {
          8: UPSCALED, 10: UPSCALED, 11: UPSCALED, 12: UPSCALED, 13: UPSCALED},
         {"ImageScaleBy"}),
     ("nfsd_text_to_nerf", "nfsd_text_to_nerf_resume"): ({1: NOTE, 7: {"widgets_values"}}, set()),
+    ("nfsd_text_to_nerf", "demo_text_to_nerf"): (  # CPU settings, the shapes prior's prompt, own file names
+        {1: NOTE, 2: DEMO_LOADER, **{node: {"widgets_values"} for node in (3, 6, 7, 9, 10, 13, 14, 16)}},
+        set()),
 }
 
 

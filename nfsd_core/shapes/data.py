@@ -20,8 +20,7 @@ import torch
 from torch import Tensor
 
 from ..nerf.cameras import CameraSettings, Cameras, sample_cameras
-from ..priors.degradation import NEGATIVE_PHRASES, degrade, negative_caption
-from ..priors.training import PriorData
+from ..priors.degradation import NEGATIVE_PHRASES
 from .objects import COLOURS, OBJECTS
 from .render import Scene, render_scenes
 
@@ -112,14 +111,3 @@ def real_caption(sample: ShapeSample, generator: torch.Generator) -> str:
             return coarse_prompt(sample.shape, view)
         draw -= probability
     return ""
-
-
-def shapes_training_data(shape_set: ShapeSet) -> PriorData:
-    """`shape_set` as what `priors.training` learns from."""
-    return PriorData(
-        images=shape_set.images,
-        caption=lambda row, generator: real_caption(shape_set.samples[row], generator),
-        degrade=degrade,
-        negative_caption=negative_caption,
-        words=vocabulary_words(),
-    )

@@ -14,9 +14,10 @@ import torch
 
 from ..distillation import Prompts
 from ..priors.architecture import MiniatureSD
-from ..priors.training import Log, TrainingSettings, train_prior
+from ..priors.training import Log, PriorData, TrainingSettings, train_prior
 from ..sampling import ddim_sample
-from .data import CAMERA_VIEWS, fine_prompt, make_shape_set, shapes_training_data
+from ..priors.degradation import degrade, negative_caption
+from .data import CAMERA_VIEWS, ShapeSet, fine_prompt, make_shape_set, real_caption, vocabulary_words
 from .evaluator import ShapeJudge
 from .objects import COLOURS, FRONTED, OBJECTS
 from .prior import SHAPES_PRIOR_DIR, load_shapes_prior
@@ -29,6 +30,17 @@ SHAPES_SD = MiniatureSD(vae_channels=(32, 64, 64), unet_channels=(48, 96, 96))
 SHAPES_TRAINING = TrainingSettings(vae_steps=2000, denoiser_steps=2400, architecture=SHAPES_SD)
 TRAINING_IMAGES = 8000
 JUDGE_IMAGES = (6000, 1400)  # training and held-out renders of the judge (other seeds than the prior's)
+
+
+def shapes_training_data(shape_set: ShapeSet) -> PriorData:
+    """`shape_set` as what `priors.training` learns from."""
+    return PriorData(
+        images=shape_set.images,
+        caption=lambda row, generator: real_caption(shape_set.samples[row], generator),
+        degrade=degrade,
+        negative_caption=negative_caption,
+        words=vocabulary_words(),
+    )
 
 
 def train_shapes_prior(directory: str | Path, settings: TrainingSettings = SHAPES_TRAINING,
