@@ -22,12 +22,13 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
-from PIL import Image
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from nfsd_core.image_files import save_grid as save_image_grid  # noqa: E402
 from nfsd_core.nerf import extract_mesh, orbit_cameras, render_turntable, view_names  # noqa: E402
 from nfsd_core.nerf.mesh import density_grid, isosurface_threshold  # noqa: E402
 from nfsd_core.shapes.evaluator import ShapeJudge, load_shapes_judge  # noqa: E402
@@ -109,8 +110,17 @@ def mean(values: list) -> float | None:
 COLUMNS = [("occupancy IoU", "iou", "{:.2f}"), ("mesh Chamfer", "chamfer", "{:.3f}"),
            ("judge: shape", "judge_shape", "{:.0%}"), ("judge: colour", "judge_colour", "{:.0%}"),
            ("Janus rate", "janus", "{:.0%}"), ("colour error", "colour_error", "{:.2f}"),
-           ("saturation", "saturation", "{:.2f}"), ("evals / step", "evaluations_per_step", "{:.2f}"),
+           ("saturation", "saturation", "{:.2f}"), ("saturation - true", "saturation_excess", "{:+.2f}"),
+           ("evals / step", "evaluations_per_step", "{:.2f}"),
            ("s / step", "seconds_per_step", "{:.3f}"), ("min / object", "minutes", "{:.1f}")]
+
+
+def metric(record: dict, key: str) -> float | None:
+    """A column's value for one run: a record's field, or the object's saturation above its true
+    colour's (prompts that name a colour)."""
+    if key == "saturation_excess":
+        return None if record["true_saturation"] is None else record["saturation"] - record["true_saturation"]
+    return record[key]
 
 
 def markdown_table(records: dict[str, dict[str, dict]]) -> str:
@@ -120,20 +130,22 @@ def markdown_table(records: dict[str, dict[str, dict]]) -> str:
     for method, by_prompt in records.items():
         cells = []
         for _, key, form in COLUMNS:
-            value = mean([record[key] for record in by_prompt.values()])
+            value = mean([metric(record, key) for record in by_prompt.values()])
             cells.append("-" if value is None else form.format(value))
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def save_grid(frames: dict[str, dict[str, torch.Tensor]], path: Path) -> None:
-    """Rows = methods; per prompt, every fourth turntable frame (front, side, back, side)."""
+def save_grid(frames: dict[str, dict[str, torch.Tensor]], path: Path, crop: int = 6, upscale: int = 3) -> None:
+    """Rows = methods; per prompt, every fourth turntable frame (front, side, back, side), the
+    object's middle of the frame (`crop` pixels off each side) enlarged `upscale` times."""
     methods, prompts = list(frames), list(next(iter(frames.values())))
     step = TURNTABLE_FRAMES // GRID_FRAMES
-    rows = [torch.cat([torch.cat(list(frames[m][p][::step]), dim=2) for p in prompts], dim=2) for m in methods]
-    grid = torch.cat(rows, dim=1)  # [3, methods * 32, prompts * GRID_FRAMES * 32]
-    image = Image.fromarray((grid.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy())
-    image.resize((image.width * 2, image.height * 2), Image.NEAREST).save(path)
+    images = torch.stack([torch.cat([frames[m][p][::step] for p in prompts]) for m in methods])
+    images = images[..., crop:-crop, crop:-crop]  # [methods, prompts * GRID_FRAMES, 3, h, w]
+    images = F.interpolate(images.flatten(0, 1), scale_factor=upscale, mode="nearest").unflatten(0, images.shape[:2])
+    labels = [prompt.removeprefix("a ") if frame == 0 else "" for prompt in prompts for frame in range(GRID_FRAMES)]
+    save_image_grid(images, path, column_labels=labels, row_labels=methods)
 
 
 def main(argv: list[str] | None = None) -> int:

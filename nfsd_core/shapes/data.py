@@ -19,13 +19,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..distillation import VIEW_SUFFIXES
 from ..nerf.cameras import CameraSettings, Cameras, sample_cameras
 from ..priors.degradation import NEGATIVE_PHRASES
 from .objects import COLOURS, OBJECTS
 from .render import Scene, render_scenes
 
 IMAGE_SIZE = 32
-VIEWS = ("front", "side", "back", "overhead")  # the view names nfsd_core gives cameras (VIEW_SUFFIXES)
+VIEWS = tuple(VIEW_SUFFIXES)  # the view names nfsd_core gives cameras: front, side, back, overhead
 # The views the training cameras show: their elevations (-10 to 45 degrees) never reach "overhead" (above 60).
 CAMERA_VIEWS = ("front", "side", "back")
 # How a real image's caption is drawn; the rest of the probability is the empty caption.
