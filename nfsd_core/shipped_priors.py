@@ -24,7 +24,7 @@ from .shapes.prior import SHAPES_PRIOR_DIR
 CALIBRATION_IMAGES = 64
 
 
-def digit_images(count: int) -> Tensor:
+def digit_images(count: int = CALIBRATION_IMAGES) -> Tensor:
     """The first `count` training digits the prior's evaluator ships with, as its images."""
     from .digits.data import to_images
     from .digits.evaluator import load_digits_evaluator
@@ -32,7 +32,7 @@ def digit_images(count: int) -> Tensor:
     return to_images(load_digits_evaluator().split.train_digits[:count])
 
 
-def shape_images(count: int) -> Tensor:
+def shape_images(count: int = CALIBRATION_IMAGES) -> Tensor:
     """`count` renders of the objects, seeded apart from the prior's training set."""
     from .shapes.data import make_shape_set
 
@@ -42,17 +42,13 @@ def shape_images(count: int) -> Tensor:
 @dataclass(frozen=True)
 class ShippedPrior:
     """A prior's `directory`, what its images are (`subject`), prompts it knows (`example_prompts`)
-    and how to make `calibration_images`."""
+    and `calibration_images(count)`: [count, 3, H, W] in [0, 1]."""
 
     name: str
     directory: Path
     subject: str
     example_prompts: tuple[str, ...]
-    make_images: Callable[[int], Tensor]
-
-    def calibration_images(self, count: int = CALIBRATION_IMAGES) -> Tensor:
-        """[count, 3, H, W] in [0, 1]."""
-        return self.make_images(count)
+    calibration_images: Callable[..., Tensor]
 
     def load(self, device: str | torch.device = "cpu",
              dtype: str | torch.dtype = "fp32") -> tuple[DiffusersScoreModel, DiffusersLatentCodec]:
@@ -63,6 +59,6 @@ SHIPPED_PRIORS = {
     "digits": ShippedPrior("digits", DIGITS_PRIOR_DIR, "handwritten digits",
                            ("a handwritten digit seven", "an odd handwritten digit"), digit_images),
     "shapes": ShippedPrior("shapes", SHAPES_PRIOR_DIR, "simple objects (sphere, cube, cylinder, cone, torus, mug, "
-                           "house) in six colours, seen from the front, side, back or overhead",
+                           "house) in six colours, seen from the front, side or back",
                            ("a red mug", "a blue house", "a green cube"), shape_images),
 }
