@@ -4,6 +4,8 @@ All functions take plain tensors in the NeRF's world frame (z up, front +x) and 
 object of `objects`, so they measure any NeRF, mesh or render:
 
 - `occupancy_iou`: volumetric IoU of "density above a threshold" against "inside the object";
+- `volume_ratio`, `rescaled_fit`, `nearest_object`: the occupied volume against the object's, the
+  IoU the occupancy would reach with the object uniformly rescaled, and which object it is closest to;
 - `mesh_chamfer`: symmetric Chamfer distance between an extracted mesh and the object's surface;
 - `colour_error`, `saturation`: the object pixels' mean colour against the true colour, in
   chromaticity (lighting scales brightness, not hue) and in saturation;
@@ -17,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .objects import COLOURS, object_sdf
+from .objects import COLOURS, OBJECTS, object_sdf
 from .render import BOUND
 
 
@@ -27,12 +29,39 @@ def grid_points(resolution: int, radius: float) -> Tensor:
     return torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
 
 
-def occupancy_iou(density: Tensor, threshold: float, shape: str, radius: float) -> float:
-    """IoU of `density` [R, R, R] > `threshold` (a grid over [-radius, radius]^3) and the inside of `shape`."""
-    distances, _ = object_sdf(shape, grid_points(density.shape[0], radius))
-    inside = distances.view(density.shape) < 0
+def inside_object(shape: str, points: Tensor, scale: float = 1.0) -> Tensor:
+    """Boolean [P]: is each of `points` [P, 3] inside `shape` uniformly scaled by `scale` about the origin?"""
+    distances, _ = object_sdf(shape, points / scale)
+    return distances < 0
+
+
+def occupancy_iou(density: Tensor, threshold: float, shape: str, radius: float, scale: float = 1.0) -> float:
+    """IoU of `density` [R, R, R] > `threshold` (a grid over [-radius, radius]^3) and the inside of `shape`
+    (scaled by `scale`)."""
+    inside = inside_object(shape, grid_points(density.shape[0], radius), scale).view(density.shape)
     occupied = density > threshold
     return float((inside & occupied).sum() / (inside | occupied).sum().clamp_min(1))
+
+
+def volume_ratio(density: Tensor, threshold: float, shape: str, radius: float) -> float:
+    """The volume where `density` [R, R, R] > `threshold` over the volume of `shape` (same grid)."""
+    inside = inside_object(shape, grid_points(density.shape[0], radius))
+    return float((density > threshold).sum() / inside.sum().clamp_min(1))
+
+
+RESCALES = tuple(round(0.5 + 0.05 * step, 2) for step in range(31))  # 0.5 to 2.0
+
+
+def rescaled_fit(density: Tensor, threshold: float, shape: str, radius: float,
+                 scales: tuple[float, ...] = RESCALES) -> tuple[float, float]:
+    """(best IoU, its scale) of the occupancy against `shape` scaled by each of `scales`: how well the
+    occupancy would fit the object at another size."""
+    return max((occupancy_iou(density, threshold, shape, radius, scale), scale) for scale in scales)
+
+
+def nearest_object(density: Tensor, threshold: float, radius: float) -> str:
+    """The object of `OBJECTS` whose inside has the highest IoU with `density` > `threshold`."""
+    return max(OBJECTS, key=lambda shape: occupancy_iou(density, threshold, shape, radius))
 
 
 def surface_points(shape: str, resolution: int = 96) -> Tensor:
