@@ -75,7 +75,14 @@ VARIANTS: dict[str, dict] = {
                                                                   "fovy_range": (40.0, 55.0)}}},
     "close cameras, sparsity 0.16": {"nerf": {"cameras": {"distance_range": (1.0, 1.25), "fovy_range": (40.0, 55.0)},
                                               "regularizers": {"sparsity": {"start": 0.16, "end": 0.16}}}},
+    "closest cameras (d 1-1.1, fovy 40-47)": {"nerf": {"cameras": {"distance_range": (1.0, 1.1),
+                                                                   "fovy_range": (40.0, 47.0)}}},
 }
+CLOSE = VARIANTS["close cameras (d 1-1.25, fovy 40-55)"]
+for rule in ("SDS 100", "SDS 7.5", "CSD 1", "CSD 7.5"):
+    VARIANTS[f"close cameras, {rule}"] = {**VARIANTS[rule], **CLOSE}
+VARIANTS["close cameras, opaque ramp 0.2-0.8"] = {"nerf": {**CLOSE["nerf"],
+                                                           **VARIANTS["opaque ramp 0.2-0.8"]["nerf"]}}
 GRID = 96  # density grid over the NeRF's box for the volume measures
 SILHOUETTE_SIZE = 64
 RAY_SAMPLES = 256  # along each ray through the density grid, for the level sets' silhouettes
@@ -152,7 +159,7 @@ def trace_cameras():
     return sample_cameras(CameraSettings(), 8, torch.Generator().manual_seed(2))
 
 
-def run_variant(model, codec, prompt: str, shape: str, run: TextToNerf) -> dict:
+def run_variant(model, codec, prompt: str, shape: str, run: TextToNerf, save: Path | None = None) -> dict:
     """Distil `prompt` with `run` (as `shapes.demo.text_to_nerf`), tracing the soft coverage ratio."""
     cameras = trace_cameras()
     truth = true_masks(shape, cameras, 32).sum()
@@ -169,6 +176,9 @@ def run_variant(model, codec, prompt: str, shape: str, run: TextToNerf) -> dict:
     started = time.perf_counter()
     optimize(nerf, guidance, run.steps, OptimizerSettings(lr=run.lr), on_preview=on_preview,
              preview_every=TRACE_EVERY)
+    if save is not None:
+        save.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"settings": run.nerf.to_config(), "state": nerf.state_dict()}, save)
     record = measure(nerf, shape)
     record.update(coverage_trace=trace, minutes=(time.perf_counter() - started) / 60)
     return record
@@ -203,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default="size_nerf", help="results file stem in --output")
     parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument("--save-nerfs", type=Path, default=None, help="also save each NeRF here (for later looks)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     model, codec = load_shapes_prior(directory=SHAPES_PRIOR_DIR)
@@ -213,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
             key = f"{variant} | {prompt}"
             if key in journal.done:
                 continue
-            record = run_variant(model, codec, prompt, PROMPTS[prompt], overridden(base, VARIANTS[variant]))
+            save = None if args.save_nerfs is None else args.save_nerfs / (key.replace(" ", "_").replace("|", "") + ".pt")
+            record = run_variant(model, codec, prompt, PROMPTS[prompt], overridden(base, VARIANTS[variant]), save)
             record["overrides"] = VARIANTS[variant]
             journal.add(key, [record])
             print(key, json.dumps({k: record[k] for k in ("silhouette_size", "auto_silhouette_size")}), flush=True)
