@@ -2,13 +2,18 @@
 
     python benchmarks/shapes_benchmark.py --prior DIR      # table + turntable grid -> benchmarks/results/shapes/
 
-Each (method, prompt) distils a NeRF from the same initial weights (NeRF seed) with the same
-cameras, timesteps and noise per step (run seed), then is measured against the analytic object
-its prompt names: volumetric IoU of the NeRF's occupancy (density above the mesh threshold),
-Chamfer distance of the extracted mesh, the judge's reading of a turntable (shape, colour, and
-for the mug and the house the Janus rate: frames not in front that it calls "front"), the
-object's colour against the true colour (chromaticity error, saturation), and the cost. Finished
-runs are journalled, so an interrupted benchmark resumes where it stopped.
+Each (method, prompt, seed) distils a NeRF; under one seed every method starts from the same
+initial weights (NeRF seed) with the same cameras, timesteps and noise per step (run seed). Each
+NeRF is measured against the analytic object its prompt names: its size (the occupied volume,
+density above the mesh threshold, over the object's volume; the rendered silhouette's linear size
+against the object's own from the turntable cameras), volumetric IoU, the best IoU with the object
+uniformly rescaled (and at which scale), whether the prompted object is the nearest of the
+analytic objects, Chamfer distance of the extracted mesh, the judge's reading of a turntable
+(shape, colour, and for the mug and the house the Janus rate: frames not in front that it calls
+"front"), the object's colour against the true colour (chromaticity error, saturation), and the
+cost. Tables give the mean over prompts and seeds, and the spread over seeds (the standard
+deviation of the per-seed means). Finished runs are journalled, so an interrupted benchmark
+resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
+import statistics
 import sys
 import time
 from dataclasses import asdict, replace
@@ -33,11 +40,13 @@ from nfsd_core.nerf import extract_mesh, orbit_cameras, render_turntable, view_n
 from nfsd_core.nerf.mesh import density_grid, isosurface_threshold  # noqa: E402
 from nfsd_core.shapes.evaluator import ShapeJudge, load_shapes_judge  # noqa: E402
 from nfsd_core.shapes.metrics import (  # noqa: E402
-    colour_error, janus_rate, mesh_chamfer, object_colour, occupancy_iou, saturation,
+    colour_error, janus_rate, mesh_chamfer, nearest_object, object_colour, occupancy_iou, rescaled_fit, saturation,
+    volume_ratio,
 )
 from nfsd_core.shapes.demo import TextToNerf, text_to_nerf  # noqa: E402
 from nfsd_core.shapes.objects import COLOURS, FRONTED  # noqa: E402
 from nfsd_core.shapes.prior import SHAPES_PRIOR_DIR, load_shapes_prior  # noqa: E402
+from nfsd_core.shapes.render import Scene, render_scenes  # noqa: E402
 from journal import Journal  # noqa: E402
 
 OUTPUT = ROOT / "benchmarks" / "results" / "shapes"
@@ -51,9 +60,11 @@ METHODS = {
     "SDS 100": {"rule": "sds", "scale": 100.0},
     "SDS 7.5": {"rule": "sds", "scale": 7.5},
     "NFSD 7.5": {"rule": "nfsd", "scale": 7.5},
-    "CSD": {"rule": "csd", "scale": None},
+    "CSD 1": {"rule": "csd", "scale": 1.0},
+    "CSD 7.5": {"rule": "csd", "scale": 7.5},
     "NFSD 7.5, no view prompts": {"rule": "nfsd", "scale": 7.5, "view_prompts": False},
 }
+SEEDS = (0, 1, 2)
 TURNTABLE_FRAMES = 16  # the judge's frames; the grid shows every fourth
 GRID_FRAMES = 4
 MESH_RESOLUTION = 64
@@ -66,13 +77,23 @@ def measure(nerf, shape: str, colour: str | None, judge: ShapeJudge) -> tuple[di
     settings = nerf.settings.cameras
     cameras = orbit_cameras(TURNTABLE_FRAMES, settings.eval_elevation, settings.eval_distance, settings.eval_fovy)
     judged = judge.predict(frames)
+    radius = nerf.settings.radius
     density = density_grid(nerf, MESH_RESOLUTION)
     occupied = bool((density > 1e-5).any())
     threshold = isosurface_threshold(density, "auto") if occupied else float("inf")
     mesh = extract_mesh(nerf, resolution=MESH_RESOLUTION, y_up=False) if occupied else None
     mean_colour = object_colour(turntable.colour, turntable.opacity)
+    true_coverage = render_scenes([Scene(shape, "white", (0.0, 0.0, 0.0))] * TURNTABLE_FRAMES, cameras, 32).mask
+    best_iou, best_scale = rescaled_fit(density, threshold, shape, radius)
+    nearest = nearest_object(density, threshold, radius)
     record = {
-        "iou": occupancy_iou(density, threshold, shape, nerf.settings.radius),
+        "volume_ratio": volume_ratio(density, threshold, shape, radius),
+        "rendered_size": math.sqrt(float((turntable.opacity > 0.5).sum()) / float((true_coverage > 0.5).sum())),
+        "iou": occupancy_iou(density, threshold, shape, radius),
+        "best_rescaled_iou": best_iou,
+        "rescale": best_scale,
+        "nearest_object": nearest,
+        "nearest_is_prompted": float(nearest == shape),
         "chamfer": mesh_chamfer(mesh.vertices, shape) if mesh is not None and len(mesh.faces) else None,
         "judge_shape": sum(name == shape for name in judged["shape"]) / TURNTABLE_FRAMES,
         "judge_colour": None if colour is None else sum(name == colour for name in judged["colour"]) / TURNTABLE_FRAMES,
@@ -82,6 +103,7 @@ def measure(nerf, shape: str, colour: str | None, judge: ShapeJudge) -> tuple[di
         "saturation": saturation(mean_colour),
         "true_saturation": None if colour is None else saturation(torch.tensor(COLOURS[colour])),
         "coverage": float(turntable.opacity.mean()),
+        "true_coverage": float(true_coverage.mean()),
     }
     return record, frames
 
@@ -107,12 +129,15 @@ def mean(values: list) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-COLUMNS = [("occupancy IoU", "iou", "{:.2f}"), ("mesh Chamfer", "chamfer", "{:.3f}"),
-           ("judge: shape", "judge_shape", "{:.0%}"), ("judge: colour", "judge_colour", "{:.0%}"),
-           ("Janus rate", "janus", "{:.0%}"), ("colour error", "colour_error", "{:.2f}"),
-           ("saturation", "saturation", "{:.2f}"), ("saturation - true", "saturation_excess", "{:+.2f}"),
-           ("evals / step", "evaluations_per_step", "{:.2f}"),
-           ("s / step", "seconds_per_step", "{:.3f}"), ("min / object", "minutes", "{:.1f}")]
+GEOMETRY = [("volume / true volume", "volume_ratio", "{:.2f}"), ("rendered size", "rendered_size", "{:.2f}"),
+            ("occupancy IoU", "iou", "{:.2f}"), ("IoU rescaled", "best_rescaled_iou", "{:.2f}"),
+            ("at scale", "rescale", "{:.2f}"), ("nearest object = prompted", "nearest_is_prompted", "{:.0%}"),
+            ("mesh Chamfer", "chamfer", "{:.3f}")]
+APPEARANCE = [("judge: shape", "judge_shape", "{:.0%}"), ("judge: colour", "judge_colour", "{:.0%}"),
+              ("Janus rate", "janus", "{:.0%}"), ("colour error", "colour_error", "{:.2f}"),
+              ("saturation", "saturation", "{:.2f}"), ("saturation - true", "saturation_excess", "{:+.2f}"),
+              ("evals / step", "evaluations_per_step", "{:.2f}"), ("s / step", "seconds_per_step", "{:.3f}"),
+              ("min / object", "minutes", "{:.1f}")]
 
 
 def metric(record: dict, key: str) -> float | None:
@@ -123,15 +148,38 @@ def metric(record: dict, key: str) -> float | None:
     return record[key]
 
 
-def markdown_table(records: dict[str, dict[str, dict]]) -> str:
-    """One row per method: each metric averaged over the prompts that define it."""
-    lines = ["| method | " + " | ".join(title for title, _, _ in COLUMNS) + " |",
-             "|---|" + "---|" * len(COLUMNS)]
-    for method, by_prompt in records.items():
+def summary(runs: dict[int, list[dict]], key: str) -> tuple[float, float] | None:
+    """(mean over prompts and seeds, standard deviation over seeds of the per-seed means) of a column;
+    `runs` maps each seed to its records (one per prompt). None when no run defines the column."""
+    per_seed = [mean([metric(record, key) for record in records]) for records in runs.values()]
+    per_seed = [value for value in per_seed if value is not None]
+    if not per_seed:
+        return None
+    return sum(per_seed) / len(per_seed), statistics.pstdev(per_seed)
+
+
+def markdown_table(records: dict[str, dict[int, list[dict]]], columns: list[tuple[str, str, str]]) -> str:
+    """One row per method: each column's mean over prompts (that define it) and seeds, +- its spread over seeds."""
+    lines = ["| method | " + " | ".join(title for title, _, _ in columns) + " |", "|---|" + "---|" * len(columns)]
+    for method, runs in records.items():
         cells = []
-        for _, key, form in COLUMNS:
-            value = mean([metric(record, key) for record in by_prompt.values()])
-            cells.append("-" if value is None else form.format(value))
+        for _, key, form in columns:
+            value = summary(runs, key)
+            spread = "" if value is None or len(runs) < 2 else " ± " + form.format(value[1]).lstrip("+")
+            cells.append("-" if value is None else form.format(value[0]) + spread)
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def per_prompt_table(records: dict[str, dict[int, list[dict]]], prompts: list[str]) -> str:
+    """Volume ratio and nearest object of every method and prompt, over the seeds."""
+    lines = ["| method | " + " | ".join(prompts) + " |", "|---|" + "---|" * len(prompts)]
+    for method, runs in records.items():
+        cells = []
+        for index in range(len(prompts)):
+            rows = [records_of_seed[index] for records_of_seed in runs.values()]
+            ratios = "/".join(f"{row['volume_ratio']:.2f}" for row in rows)
+            cells.append(f"{ratios} {'/'.join(row['nearest_object'] for row in rows)}")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -148,11 +196,18 @@ def save_grid(frames: dict[str, dict[str, torch.Tensor]], path: Path, crop: int 
     save_image_grid(images, path, column_labels=labels, row_labels=methods)
 
 
+def prior_name(directory: Path) -> str:
+    """The prior directory as results record it: relative to the repository when inside it."""
+    directory = directory.resolve()
+    return str(directory.relative_to(ROOT)) if directory.is_relative_to(ROOT) else str(directory)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prior", type=Path, default=SHAPES_PRIOR_DIR)
     parser.add_argument("--steps", type=int, default=TextToNerf.steps)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
+                        help="run and NeRF seeds; each method and prompt runs once per seed")
     parser.add_argument("--prompts", type=int, default=len(PROMPTS), help="the first N prompts (a smaller run)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--output", type=Path, default=OUTPUT)
@@ -160,33 +215,39 @@ def main(argv: list[str] | None = None) -> int:
     prompts = PROMPTS[: args.prompts]
     model, codec = load_shapes_prior(directory=args.prior)
     judge = load_shapes_judge(args.prior)
-    base = TextToNerf(steps=args.steps, seed=args.seed)
-    settings = {"steps": args.steps, "seed": args.seed, "prior": str(args.prior), "nerf": base.nerf.to_config(),
+    base = TextToNerf(steps=args.steps)
+    settings = {"steps": args.steps, "prior": prior_name(args.prior), "nerf": base.nerf.to_config(),
                 "timesteps": asdict(base.timesteps)}
     journal = Journal(args.output / "runs.jsonl", settings)
     frames_dir = args.output / "frames"
     frames_dir.mkdir(parents=True, exist_ok=True)
-    records: dict[str, dict[str, dict]] = {}
+    records: dict[str, dict[int, list[dict]]] = {}
     frames: dict[str, dict[str, torch.Tensor]] = {}
-    todo = [(method, prompt) for method in args.methods for prompt in prompts]
+    todo = [(method, seed, prompt) for method in args.methods for seed in args.seeds for prompt in prompts]
     with tqdm(total=len(todo) * args.steps, desc="benchmark", unit="step") as bar:
-        for method, (prompt, shape, colour) in todo:
-            key = f"{method} | {prompt}"
+        for method, seed, (prompt, shape, colour) in todo:
+            key = f"{method} | {prompt} | seed {seed}"
             frame_file = frames_dir / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".pt")
             if key not in journal.done:
-                run = replace(base, **METHODS[method])
+                run = replace(base, **METHODS[method], seed=seed, nerf=replace(base.nerf, seed=seed))
                 record, run_frames = run_one(model, codec, judge, prompt, shape, colour, run)
                 torch.save(run_frames, frame_file)
                 journal.add(key, [record])
             bar.update(args.steps)
-            records.setdefault(method, {})[prompt] = journal.done[key][0]
-            frames.setdefault(method, {})[prompt] = torch.load(frame_file)
-    table = markdown_table(records)
-    (args.output / "results.md").write_text(table + "\n")
-    (args.output / "results.json").write_text(json.dumps({"settings": settings, "records": records},
-                                                         indent=1))
+            records.setdefault(method, {}).setdefault(seed, []).append(journal.done[key][0])
+            if seed == args.seeds[0]:
+                frames.setdefault(method, {})[prompt] = torch.load(frame_file)
+    names = [prompt for prompt, _, _ in prompts]
+    tables = (f"Geometry:\n\n{markdown_table(records, GEOMETRY)}\n\nAppearance and cost:\n\n"
+              f"{markdown_table(records, APPEARANCE)}\n\nVolume / true volume and nearest object per prompt "
+              f"(seeds {', '.join(map(str, args.seeds))}):\n\n{per_prompt_table(records, names)}")
+    (args.output / "results.md").write_text(tables + "\n")
+    by_prompt = {method: {prompt: {f"seed {seed}": runs[seed][index] for seed in runs}
+                          for index, prompt in enumerate(names)} for method, runs in records.items()}
+    (args.output / "results.json").write_text(json.dumps({"settings": settings, "seeds": args.seeds,
+                                                          "records": by_prompt}, indent=1))
     save_grid(frames, args.output / "grid.png")
-    print(table)
+    print(tables)
     return 0
 
 

@@ -5,6 +5,10 @@ import torch
 
 pytest.importorskip("diffusers")
 
+from torchvision_stub import hide_torchvision_stub  # noqa: E402
+
+hide_torchvision_stub()  # run alone too: an import-only torchvision would break the diffusers models
+
 from benchmark_scripts import benchmark_script  # noqa: E402
 from nfsd_core.nerf import make_cameras  # noqa: E402
 from nfsd_core.nerf.field import FieldSamples  # noqa: E402
@@ -187,14 +191,16 @@ def test_the_3d_benchmark_measures_every_method_and_resumes(tiny_prior, tmp_path
     shapes_benchmark = benchmark_script("shapes_benchmark")
     directory, _ = tiny_prior
     arguments = ["--prior", str(directory), "--steps", "2", "--prompts", "1", "--methods", "SDS 100", "NFSD 7.5",
-                 "--output", str(tmp_path)]
+                 "--seeds", "0", "1", "--output", str(tmp_path)]
     assert shapes_benchmark.main(arguments) == 0
     records = json.loads((tmp_path / "results.json").read_text())["records"]
-    assert set(records) == {"SDS 100", "NFSD 7.5"}
-    mug = records["NFSD 7.5"]["a red mug"]
-    assert 0 <= mug["iou"] <= 1 and mug["janus"] is not None and mug["colour_error"] is not None
-    assert mug["evaluations_per_step"] > records["SDS 100"]["a red mug"]["evaluations_per_step"] == 2.0
-    assert (tmp_path / "grid.png").is_file() and "| NFSD 7.5 |" in (tmp_path / "results.md").read_text()
+    assert set(records) == {"SDS 100", "NFSD 7.5"} and set(records["NFSD 7.5"]["a red mug"]) == {"seed 0", "seed 1"}
+    mug = records["NFSD 7.5"]["a red mug"]["seed 1"]
+    assert 0 <= mug["iou"] <= mug["best_rescaled_iou"] <= 1 and mug["janus"] is not None
+    assert mug["volume_ratio"] > 0 and mug["nearest_object"] in OBJECTS and mug["colour_error"] is not None
+    assert mug["evaluations_per_step"] > records["SDS 100"]["a red mug"]["seed 0"]["evaluations_per_step"] == 2.0
+    table = (tmp_path / "results.md").read_text()
+    assert (tmp_path / "grid.png").is_file() and "| NFSD 7.5 |" in table and " ± " in table
     journal = (tmp_path / "runs.jsonl").read_text()
     assert shapes_benchmark.main(arguments) == 0  # resumed: nothing run again
     assert (tmp_path / "runs.jsonl").read_text() == journal

@@ -8,6 +8,10 @@ import pytest
 
 pytest.importorskip("diffusers")
 
+from torchvision_stub import hide_torchvision_stub  # noqa: E402
+
+hide_torchvision_stub()  # run alone too: an import-only torchvision would break the diffusers models
+
 from benchmark_scripts import benchmark_script  # noqa: E402
 from nfsd_core import SHIPPED_PRIORS  # noqa: E402
 from nfsd_core.shapes.evaluator import load_shapes_judge  # noqa: E402

@@ -83,6 +83,16 @@ for rule in ("SDS 100", "SDS 7.5", "CSD 1", "CSD 7.5"):
     VARIANTS[f"close cameras, {rule}"] = {**VARIANTS[rule], **CLOSE}
 VARIANTS["close cameras, opaque ramp 0.2-0.8"] = {"nerf": {**CLOSE["nerf"],
                                                            **VARIANTS["opaque ramp 0.2-0.8"]["nerf"]}}
+# The NeRF's box as the data's (shapes.render.BOUND 0.5): no density can sit at the cameras (distance >= 1).
+BOX = {"nerf": {"radius": 0.5}}
+VARIANTS["box 0.5"] = BOX
+VARIANTS["box 0.5, close cameras"] = {"nerf": {**BOX["nerf"], **CLOSE["nerf"]}}
+VARIANTS["box 0.5, closest cameras"] = {"nerf": {**BOX["nerf"],
+                                                 **VARIANTS["closest cameras (d 1-1.1, fovy 40-47)"]["nerf"]}}
+for rule in ("SDS 100", "SDS 7.5", "CSD 1", "CSD 7.5"):
+    VARIANTS[f"box 0.5, close cameras, {rule}"] = {**VARIANTS[rule], **VARIANTS["box 0.5, close cameras"]}
+VARIANTS["box 0.5, close cameras, sparsity 1"] = {"nerf": {**VARIANTS["box 0.5, close cameras"]["nerf"], "regularizers": {
+    "sparsity": {"start": 1.0, "end": 1.0}}}}
 GRID = 96  # density grid over the NeRF's box for the volume measures
 SILHOUETTE_SIZE = 64
 RAY_SAMPLES = 256  # along each ray through the density grid, for the level sets' silhouettes

@@ -45,11 +45,15 @@ DDIM_SCALES = (1.0, 3.0, 7.5, 15.0, 30.0)
 PULL_PROMPTS = [("a red mug", "mug", "red"), ("a blue house", "house", "blue"), ("a green cube", "cube", "green"),
                 ("a yellow cone", "cone", "yellow"), ("a purple torus", "torus", "purple"),
                 ("a white cylinder", "cylinder", "white")]
-SCALES = (0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5)
+SCALES = (0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.65, 1.8)
 STEP = 0.04  # the finite difference of dz/ds
 RULES = {"SDS 100": ("sds", 100.0), "SDS 7.5": ("sds", 7.5), "NFSD 7.5": ("nfsd", 7.5), "CSD 1": ("csd", 1.0),
          "CSD 7.5": ("csd", 7.5)}
 SPARSITY_WEIGHT = 10.0  # the NeRF's default sparsity weight (RegularizerSettings)
+GUIDANCE_COMPONENTS = ("delta_C", "sds_residual", "nfsd_delta_D")
+BAND_EDGE = 500  # the pull is also averaged over the draws with t below and from this timestep
+LOW, HIGH = f" (t < {BAND_EDGE})", f" (t >= {BAND_EDGE})"
+BANDS = ("", LOW, HIGH)
 
 
 def object_area(images: torch.Tensor, tolerance: float = 0.08) -> torch.Tensor:
@@ -118,7 +122,8 @@ def pull_on_true_object(model, codec, cameras_per_prompt: int, draws: int, seed:
                 up, coverage_up = scaled_renders(shape, colour, cameras, backgrounds, s + STEP)
                 down, coverage_down = scaled_renders(shape, colour, cameras, backgrounds, s - STEP)
                 dz = (codec.encode(up) - codec.encode(down)) / (2 * STEP)
-            sums = {name: torch.zeros(cameras_per_prompt) for name in ("delta_C", "sds_residual", "nfsd_delta_D")}
+            sums = {f"{name}{band}": torch.zeros(cameras_per_prompt) for name in GUIDANCE_COMPONENTS for band in BANDS}
+            counts = {band: torch.zeros(cameras_per_prompt) for band in BANDS}
             for k in range(draws):
                 t = CPU_TIMESTEPS.timesteps(int(steps[k]), run.steps, uniform[k], model.schedule.num_timesteps)
                 with torch.no_grad():
@@ -128,9 +133,13 @@ def pull_on_true_object(model, codec, cameras_per_prompt: int, draws: int, seed:
                 high = (t >= 200).view(-1, 1, 1, 1)
                 components = {"delta_C": e_c - e_u, "sds_residual": e_u - noise[k],
                               "nfsd_delta_D": torch.where(high, e_u - torch.nan_to_num(e_n), e_u)}
-                for name, value in components.items():
-                    sums[name] += -(w * value * dz).sum(dim=(1, 2, 3))
-            per_scale[f"{s:g}"] = {name: (total / draws).tolist() for name, total in sums.items()}
+                in_band = {"": torch.ones_like(t, dtype=torch.bool), LOW: t < BAND_EDGE, HIGH: t >= BAND_EDGE}
+                for band, rows in in_band.items():
+                    counts[band] += rows
+                    for name, value in components.items():
+                        sums[f"{name}{band}"] += -(w * value * dz).sum(dim=(1, 2, 3)) * rows
+            per_scale[f"{s:g}"] = {f"{name}{band}": (sums[f"{name}{band}"] / counts[band]).tolist()
+                                   for name in GUIDANCE_COMPONENTS for band in BANDS}
             per_scale[f"{s:g}"]["sparsity"] = (-SPARSITY_WEIGHT * (coverage_up - coverage_down) / (2 * STEP)).tolist()
             per_scale[f"{s:g}"]["coverage"] = coverage.tolist()
         apparent = 1.0 / (cameras.distance * torch.tan(torch.deg2rad(cameras.fovy) / 2))
@@ -141,9 +150,10 @@ def pull_on_true_object(model, codec, cameras_per_prompt: int, draws: int, seed:
 COMPONENTS = ("delta_C", "sds_residual", "nfsd_delta_D", "sparsity", "coverage")
 
 
-def rule_pull(components: dict, rule: str, scale: float) -> float:
+def rule_pull(components: dict, rule: str, scale: float, sparsity: bool = False) -> float:
+    """A rule's pull from its components' (with `sparsity`: plus the sparsity regulariser's push)."""
     domain = {"sds": components["sds_residual"], "nfsd": components["nfsd_delta_D"], "csd": 0.0}[rule]
-    return domain + scale * components["delta_C"]
+    return domain + scale * components["delta_C"] + (components["sparsity"] if sparsity else 0.0)
 
 
 def crossing(values: list[tuple[float, float]]) -> float | None:
@@ -154,21 +164,23 @@ def crossing(values: list[tuple[float, float]]) -> float | None:
     return None
 
 
-def averaged(pulls: dict, s: float, prompts: list[str], keep=lambda apparent, median: True) -> dict:
+def averaged(pulls: dict, s: float, prompts: list[str], keep=lambda apparent, median: True, band: str = "") -> dict:
     """Each component at scale `s`, averaged over `prompts` and their cameras that `keep` (apparent size
-    against the prompt's median camera)."""
+    against the prompt's median camera), over the draws of t in `band` (all by default)."""
     totals = {name: [] for name in COMPONENTS}
     for prompt in prompts:
         apparent = pulls[prompt]["apparent_size"]
         median = sorted(apparent)[len(apparent) // 2]
         rows = [i for i, a in enumerate(apparent) if keep(a, median)]
         for name in COMPONENTS:
-            totals[name] += [pulls[prompt]["scales"][f"{s:g}"][name][i] for i in rows]
+            column = f"{name}{band}" if name in GUIDANCE_COMPONENTS else name
+            totals[name] += [pulls[prompt]["scales"][f"{s:g}"][column][i] for i in rows]
     return {name: sum(values) / len(values) for name, values in totals.items()}
 
 
-def settles_at(pulls: dict, rule: str, scale: float, prompts: list[str], keep=lambda apparent, median: True) -> str:
-    c = crossing([(s, rule_pull(averaged(pulls, s, prompts, keep), rule, scale)) for s in SCALES])
+def settles_at(pulls: dict, rule: str, scale: float, prompts: list[str], keep=lambda apparent, median: True,
+               band: str = "", sparsity: bool = False) -> str:
+    c = crossing([(s, rule_pull(averaged(pulls, s, prompts, keep, band), rule, scale, sparsity)) for s in SCALES])
     return f">{SCALES[-1]:g}" if c is None else f"{c:.2f}"
 
 
@@ -196,12 +208,17 @@ def markdown(result: dict) -> str:
     lines += ["", "Size each rule settles on alone: the zero crossing of its mean pull ('>' if it still grows at "
               "the largest s); by camera: the half of each prompt's cameras that see the object larger "
               "(closer, narrower) and the other half:", "",
-              "| rule | all cameras | larger-view half | smaller-view half | per prompt |", "|---|---|---|---|---|"]
+              f"| rule | all cameras | larger-view half | smaller-view half | t < {BAND_EDGE} | t >= {BAND_EDGE} | "
+              "all, with sparsity 10 | larger-view half, with sparsity 10 | per prompt |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for name, (rule, scale) in RULES.items():
         per_prompt = ", ".join(f"{p.split()[-1]} {settles_at(pulls, rule, scale, [p])}" for p in prompts)
         lines.append(f"| {name} | {settles_at(pulls, rule, scale, prompts)} | "
                      f"{settles_at(pulls, rule, scale, prompts, near)} | {settles_at(pulls, rule, scale, prompts, far)} | "
-                     f"{per_prompt} |")
+                     f"{settles_at(pulls, rule, scale, prompts, band=LOW)} | "
+                     f"{settles_at(pulls, rule, scale, prompts, band=HIGH)} | "
+                     f"{settles_at(pulls, rule, scale, prompts, sparsity=True)} | "
+                     f"{settles_at(pulls, rule, scale, prompts, near, sparsity=True)} | {per_prompt} |")
     return "\n".join(lines) + "\n"
 
 
@@ -209,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prior", type=Path, default=SHAPES_PRIOR_DIR)
     parser.add_argument("--cameras", type=int, default=12, help="training cameras per prompt")
-    parser.add_argument("--draws", type=int, default=32, help="(t, noise) draws per camera and scale")
+    parser.add_argument("--draws", type=int, default=48, help="(t, noise) draws per camera and scale")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args(argv)
