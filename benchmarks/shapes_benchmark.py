@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nfsd_core.image_files import save_grid as save_image_grid  # noqa: E402
-from nfsd_core.nerf import extract_mesh, orbit_cameras, render_turntable, view_names  # noqa: E402
+from nfsd_core.nerf import NerfRepresentation, extract_mesh, orbit_cameras, render_turntable, view_names  # noqa: E402
 from nfsd_core.nerf.mesh import density_grid, isosurface_threshold  # noqa: E402
 from nfsd_core.shapes.evaluator import ShapeJudge, load_shapes_judge  # noqa: E402
 from nfsd_core.shapes.metrics import (  # noqa: E402
@@ -63,6 +63,7 @@ METHODS = {
     "CSD 1": {"rule": "csd", "scale": 1.0},
     "CSD 7.5": {"rule": "csd", "scale": 7.5},
     "NFSD 7.5, no view prompts": {"rule": "nfsd", "scale": 7.5, "view_prompts": False},
+    "untrained NeRF (floor)": {"steps": 0},
 }
 SEEDS = (0, 1, 2)
 TURNTABLE_FRAMES = 16  # the judge's frames; the grid shows every fourth
@@ -117,10 +118,13 @@ def run_one(model, codec, judge, prompt: str, shape: str, colour: str | None,
         seconds.append(step_record.seconds)
 
     started = time.perf_counter()
-    nerf = text_to_nerf(model, codec, prompt, run, on_step=on_step)
+    if run.steps:
+        nerf = text_to_nerf(model, codec, prompt, run, on_step=on_step)
+    else:  # the floor: what learning nothing scores
+        nerf = NerfRepresentation(run.nerf, codec=codec)
     record, frames = measure(nerf, shape, colour, judge)
-    record.update(evaluations_per_step=sum(evaluations) / len(evaluations),
-                  seconds_per_step=sum(seconds) / len(seconds), minutes=(time.perf_counter() - started) / 60)
+    record.update(evaluations_per_step=mean(evaluations), seconds_per_step=mean(seconds),
+                  minutes=(time.perf_counter() - started) / 60)
     return record, frames
 
 

@@ -74,6 +74,15 @@ def test_random_cameras_stay_in_their_ranges_and_repeat_under_a_seed():
     assert sorted(slices.long().tolist()) == list(range(64))
 
 
+def test_relative_distances_show_every_fovy_the_same_frame_at_the_origin():
+    settings = CameraSettings(distance_range=(0.5, 0.5), fovy_range=(40, 55), relative_distance=True)
+    cameras = sample_cameras(settings, 32, torch.Generator().manual_seed(0))
+    half_height = cameras.distance * torch.tan(torch.deg2rad(cameras.fovy) / 2)
+    assert torch.allclose(half_height, torch.full((32,), 0.5), atol=1e-5)
+    assert cameras.distance.min() > 0.95 and cameras.distance.max() < 1.38  # 0.5 / tan(27.5) .. 0.5 / tan(20)
+    assert torch.allclose(cameras.c2w[:, :3, 3].norm(dim=-1), cameras.distance, atol=1e-5)
+
+
 def test_an_orbit_turns_once_at_one_elevation_starting_at_the_front():
     orbit = orbit_cameras(8, elevation=15.0, distance=1.5, fovy=70.0)
     assert orbit.views[0] == "front" and orbit.views[4] == "back"

@@ -190,11 +190,13 @@ def test_the_3d_benchmark_measures_every_method_and_resumes(tiny_prior, tmp_path
 
     shapes_benchmark = benchmark_script("shapes_benchmark")
     directory, _ = tiny_prior
-    arguments = ["--prior", str(directory), "--steps", "2", "--prompts", "1", "--methods", "SDS 100", "NFSD 7.5",
+    floor = "untrained NeRF (floor)"
+    arguments = ["--prior", str(directory), "--steps", "2", "--prompts", "1", "--methods", "SDS 100", "NFSD 7.5", floor,
                  "--seeds", "0", "1", "--output", str(tmp_path)]
     assert shapes_benchmark.main(arguments) == 0
     records = json.loads((tmp_path / "results.json").read_text())["records"]
-    assert set(records) == {"SDS 100", "NFSD 7.5"} and set(records["NFSD 7.5"]["a red mug"]) == {"seed 0", "seed 1"}
+    assert set(records) == {"SDS 100", "NFSD 7.5", floor} and set(records["NFSD 7.5"]["a red mug"]) == {"seed 0", "seed 1"}
+    assert records[floor]["a red mug"]["seed 0"]["evaluations_per_step"] is None  # nothing distilled
     mug = records["NFSD 7.5"]["a red mug"]["seed 1"]
     assert 0 <= mug["iou"] <= mug["best_rescaled_iou"] <= 1 and mug["janus"] is not None
     assert mug["volume_ratio"] > 0 and mug["nearest_object"] in OBJECTS and mug["colour_error"] is not None

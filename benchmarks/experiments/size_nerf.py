@@ -91,6 +91,15 @@ VARIANTS["box 0.5, closest cameras"] = {"nerf": {**BOX["nerf"],
                                                  **VARIANTS["closest cameras (d 1-1.1, fovy 40-47)"]["nerf"]}}
 for rule in ("SDS 100", "SDS 7.5", "CSD 1", "CSD 7.5"):
     VARIANTS[f"box 0.5, close cameras, {rule}"] = {**VARIANTS[rule], **VARIANTS["box 0.5, close cameras"]}
+# Every camera frames the origin's half-height 0.5 (the data's box): distance 0.5 / tan(fovy / 2), 0.96 to 1.37.
+FRAME = {"nerf": {"cameras": {"distance_range": (0.5, 0.5), "fovy_range": (40.0, 55.0), "relative_distance": True}}}
+VARIANTS["fixed frame 0.5"] = FRAME
+for rule in ("SDS 100", "SDS 7.5", "CSD 1", "CSD 7.5"):
+    VARIANTS[f"fixed frame 0.5, {rule}"] = {**VARIANTS[rule], **FRAME}
+SPARSITY_1 = {"sparsity": {"start": 1.0, "end": 1.0}}
+VARIANTS["fixed frame 0.5, sparsity 1"] = {"nerf": {**FRAME["nerf"], "regularizers": SPARSITY_1}}
+for rule in ("SDS 100", "SDS 7.5", "CSD 1"):
+    VARIANTS[f"fixed frame 0.5, sparsity 1, {rule}"] = {**VARIANTS[rule], **VARIANTS["fixed frame 0.5, sparsity 1"]}
 VARIANTS["box 0.5, close cameras, sparsity 1"] = {"nerf": {**VARIANTS["box 0.5, close cameras"]["nerf"], "regularizers": {
     "sparsity": {"start": 1.0, "end": 1.0}}}}
 GRID = 96  # density grid over the NeRF's box for the volume measures

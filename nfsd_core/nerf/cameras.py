@@ -34,6 +34,12 @@ class CameraSettings:
     fovy [40, 70]; evaluation at elevation 15, distance 1.5, fovy 70. With `uniform_azimuth`
     a batch of B cameras takes one azimuth from each of B equal slices (threestudio's
     `batch_uniform_azimuth`).
+
+    Drawn independently, distance and fovy make the object look larger or smaller (a camera at d
+    with fovy f sees the half-height d tan(f / 2) at the origin). With `relative_distance` the drawn
+    distance is that half-height instead, and the camera stands at distance / tan(fovy / 2): every
+    fovy then sees the object at the same size (for (r, r)), only the perspective changes. The
+    evaluation camera's distance stays absolute.
     """
 
     elevation_range: tuple[float, float] = real((-10.0, 45.0), -90.0, 90.0)
@@ -41,6 +47,7 @@ class CameraSettings:
     distance_range: tuple[float, float] = real((1.0, 1.5), 0.01, 100.0)
     fovy_range: tuple[float, float] = real((40.0, 70.0), 1.0, 179.0)
     uniform_azimuth: bool = True
+    relative_distance: bool = False
     eval_elevation: float = real(15.0, -90.0, 90.0)
     eval_distance: float = real(1.5, 0.01, 100.0)
     eval_fovy: float = real(70.0, 1.0, 179.0)
@@ -138,6 +145,8 @@ def sample_cameras(settings: CameraSettings, batch: int, generator: torch.Genera
     azimuth = uniform(*settings.azimuth_range, slices)
     distance = uniform(*settings.distance_range, draws[4])
     fovy = uniform(*settings.fovy_range, draws[5])
+    if settings.relative_distance:
+        distance = distance / torch.tan(torch.deg2rad(fovy) / 2)
     return make_cameras(elevation, azimuth, distance, fovy)
 
 
