@@ -232,10 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default="size_nerf", help="results file stem in --output")
     parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument("--prior", type=Path, default=SHAPES_PRIOR_DIR)
     parser.add_argument("--save-nerfs", type=Path, default=None, help="also save each NeRF here (for later looks)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    model, codec = load_shapes_prior(directory=SHAPES_PRIOR_DIR)
+    model, codec = load_shapes_prior(directory=args.prior)
     journal = Journal(args.output / f"{args.name}.jsonl", {"steps": args.steps, "seed": args.seed})
     base = dataclasses.replace(TextToNerf(), steps=args.steps, seed=args.seed)
     for variant in args.variants:

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from nfsd_core.distillation import Prompts, ScoreDistillation  # noqa: E402
 from nfsd_core.guidance import weight  # noqa: E402
-from nfsd_core.nerf import CameraSettings, make_cameras, sample_cameras  # noqa: E402
+from nfsd_core.nerf import make_cameras, sample_cameras  # noqa: E402
 from nfsd_core.sampling import ddim_sample  # noqa: E402
 from nfsd_core.shapes.data import CAMERA_VIEWS, fine_prompt, make_shape_set  # noqa: E402
 from nfsd_core.shapes.demo import CPU_TIMESTEPS, TextToNerf  # noqa: E402
@@ -106,7 +106,7 @@ def pull_on_true_object(model, codec, cameras_per_prompt: int, draws: int, seed:
     generator = torch.Generator().manual_seed(seed)
     result: dict[str, dict] = {}
     for prompt, shape, colour in PULL_PROMPTS:
-        cameras = sample_cameras(CameraSettings(), cameras_per_prompt, generator)
+        cameras = sample_cameras(run.nerf.cameras, cameras_per_prompt, generator)
         backgrounds = torch.rand(cameras_per_prompt, 3, generator=generator)
         prompts = Prompts.from_text(model, prompt, view_dependent=True)
         guidance = ScoreDistillation(model, prompts, "nfsd", scale=1.0, timesteps=CPU_TIMESTEPS)

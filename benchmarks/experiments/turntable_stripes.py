@@ -39,9 +39,10 @@ from size_nerf import overridden  # noqa: E402
 OUTPUT = ROOT / "benchmarks" / "results" / "experiments"
 PROMPT, SHAPE, COLOUR = "a green cube", "cube", "green"
 VARIANTS: dict[str, dict] = {
-    "baseline": {},
-    "finest level 128": {"nerf": {"volume": {"finest_resolution": 128}}},
+    "12 levels, finest 512 (as shipped)": {"nerf": {"volume": {"levels": 12, "finest_resolution": 512}}},
+    "12 levels, finest 128": {"nerf": {"volume": {"levels": 12, "finest_resolution": 128}}},
     "8 levels, finest 128": {"nerf": {"volume": {"levels": 8, "finest_resolution": 128}}},
+    "6 levels, finest 64": {"nerf": {"volume": {"levels": 6, "finest_resolution": 64}}},
 }
 FRAMES = 8
 SIZES = (128, 256)

@@ -5,7 +5,8 @@ The prompt ("a red mug") is distilled into a small RGB NeRF with view-dependent 
 (a PNG strip and an animated WEBP) and a GLB mesh with vertex colours are written, and the
 benchmark's judge says what it sees in the turntable. Settings are sized for a CPU: 32 px
 renders (the prior's images), 32 samples per ray, two cameras per step, a 12-level hash grid,
-and the maximum timestep annealed from 0.98 to 0.5 half-way.
+and the maximum timestep annealed from 0.98 to 0.5 half-way. The cameras are the prior's data's
+(`shapes.data.SHAPE_CAMERAS`), so every render is framed like the images the prior learned.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..nerf.field import VolumeSettings
 from ..optimize import OptimizerSettings, StepRecord, optimize
 from ..timesteps import TimestepSchedule
 from ..usage import UsageError
+from .data import SHAPE_CAMERAS
 
 CPU_NERF = NerfSettings(
     latent_downscale=4,
@@ -35,6 +37,7 @@ CPU_NERF = NerfSettings(
     batch_size=2,
     volume=VolumeSettings(levels=12, log2_table_size=15, finest_resolution=512),
     background=BackgroundSettings(kind="random"),
+    cameras=SHAPE_CAMERAS,
 )
 CPU_TIMESTEPS = TimestepSchedule(t_max=0.98, t_max_end=0.5, anneal_at=0.5)
 
