@@ -4,16 +4,19 @@
 
 Each (method, prompt, seed) distils a NeRF; under one seed every method starts from the same
 initial weights (NeRF seed) with the same cameras, timesteps and noise per step (run seed). Each
-NeRF is measured against the analytic object its prompt names: its size (the occupied volume,
-density above the mesh threshold, over the object's volume; the rendered silhouette's linear size
-against the object's own from the turntable cameras), volumetric IoU, the best IoU with the object
-uniformly rescaled (and at which scale), whether the prompted object is the nearest of the
-analytic objects, Chamfer distance of the extracted mesh, the judge's reading of a turntable
-(shape, colour, and for the mug and the house the Janus rate: frames not in front that it calls
-"front"), the object's colour against the true colour (chromaticity error, saturation), and the
-cost. Tables give the mean over prompts and seeds, and the spread over seeds (the standard
-deviation of the per-seed means). Finished runs are journalled, so an interrupted benchmark
-resumes where it stopped.
+NeRF is measured against the analytic object its prompt names:
+- size: the occupied volume (density above the mesh threshold) over the object's volume; the
+  rendered silhouette's linear size against the object's own from the turntable cameras; the
+  mesh's silhouettes against the rendered ones (is the mesh where the renders are?);
+- shape: volumetric IoU, the best IoU with the object uniformly rescaled (and at which scale),
+  whether the prompted object is the nearest of the analytic objects, the mesh's Chamfer distance;
+- appearance: the judge's reading of a turntable (shape, colour, and for the mug and the house the
+  Janus rate: frames not in front that it calls "front"), the object's colour against the true
+  colour (chromaticity error, saturation);
+- cost.
+The untrained NeRF is measured as a row of its own: what learning nothing scores. Tables give the
+mean over prompts and seeds, and the spread over seeds (the standard deviation of the per-seed
+means). Finished runs are journalled, so an interrupted benchmark resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -40,8 +43,8 @@ from nfsd_core.nerf import NerfRepresentation, extract_mesh, orbit_cameras, rend
 from nfsd_core.nerf.mesh import density_grid, isosurface_threshold  # noqa: E402
 from nfsd_core.shapes.evaluator import ShapeJudge, load_shapes_judge  # noqa: E402
 from nfsd_core.shapes.metrics import (  # noqa: E402
-    colour_error, janus_rate, mesh_chamfer, nearest_object, object_colour, occupancy_iou, rescaled_fit, saturation,
-    volume_ratio,
+    colour_error, janus_rate, level_set_coverage, mesh_chamfer, nearest_object, object_colour, occupancy_iou,
+    rescaled_fit, saturation, volume_ratio,
 )
 from nfsd_core.shapes.demo import TextToNerf, text_to_nerf  # noqa: E402
 from nfsd_core.shapes.objects import COLOURS, FRONTED  # noqa: E402
@@ -69,6 +72,7 @@ SEEDS = (0, 1, 2)
 TURNTABLE_FRAMES = 16  # the judge's frames; the grid shows every fourth
 GRID_FRAMES = 4
 MESH_RESOLUTION = 64
+SILHOUETTE_SIZE = 64
 
 
 def measure(nerf, shape: str, colour: str | None, judge: ShapeJudge) -> tuple[dict, torch.Tensor]:
@@ -84,12 +88,16 @@ def measure(nerf, shape: str, colour: str | None, judge: ShapeJudge) -> tuple[di
     threshold = isosurface_threshold(density, "auto") if occupied else float("inf")
     mesh = extract_mesh(nerf, resolution=MESH_RESOLUTION, y_up=False) if occupied else None
     mean_colour = object_colour(turntable.colour, turntable.opacity)
-    true_coverage = render_scenes([Scene(shape, "white", (0.0, 0.0, 0.0))] * TURNTABLE_FRAMES, cameras, 32).mask
+    # Sizes as the turntable's cameras see them, at SILHOUETTE_SIZE px: the render (opacity > 0.5), the object, the mesh
+    rendered = render_turntable(nerf, frames=TURNTABLE_FRAMES, size=SILHOUETTE_SIZE).opacity[..., 0] > 0.5
+    true = render_scenes([Scene(shape, "white", (0.0, 0.0, 0.0))] * TURNTABLE_FRAMES, cameras, SILHOUETTE_SIZE).mask
+    meshed = level_set_coverage(density, threshold, radius, cameras, SILHOUETTE_SIZE)
     best_iou, best_scale = rescaled_fit(density, threshold, shape, radius)
     nearest = nearest_object(density, threshold, radius)
     record = {
         "volume_ratio": volume_ratio(density, threshold, shape, radius),
-        "rendered_size": math.sqrt(float((turntable.opacity > 0.5).sum()) / float((true_coverage > 0.5).sum())),
+        "rendered_size": math.sqrt(float(rendered.sum()) / float((true > 0.5).sum())),
+        "mesh_size_vs_render": math.sqrt(float(meshed.sum()) / max(float(rendered.sum()), 1.0)),
         "iou": occupancy_iou(density, threshold, shape, radius),
         "best_rescaled_iou": best_iou,
         "rescale": best_scale,
@@ -104,7 +112,7 @@ def measure(nerf, shape: str, colour: str | None, judge: ShapeJudge) -> tuple[di
         "saturation": saturation(mean_colour),
         "true_saturation": None if colour is None else saturation(torch.tensor(COLOURS[colour])),
         "coverage": float(turntable.opacity.mean()),
-        "true_coverage": float(true_coverage.mean()),
+        "true_coverage": float(true.mean()),
     }
     return record, frames
 
@@ -134,6 +142,7 @@ def mean(values: list) -> float | None:
 
 
 GEOMETRY = [("volume / true volume", "volume_ratio", "{:.2f}"), ("rendered size", "rendered_size", "{:.2f}"),
+            ("mesh size / rendered", "mesh_size_vs_render", "{:.2f}"),
             ("occupancy IoU", "iou", "{:.2f}"), ("IoU rescaled", "best_rescaled_iou", "{:.2f}"),
             ("at scale", "rescale", "{:.2f}"), ("nearest object = prompted", "nearest_is_prompted", "{:.0%}"),
             ("mesh Chamfer", "chamfer", "{:.3f}")]

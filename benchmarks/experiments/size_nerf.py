@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -38,10 +37,11 @@ from journal import Journal  # noqa: E402
 from nfsd_core.distillation import Prompts, ScoreDistillation  # noqa: E402
 from nfsd_core.nerf import CameraSettings, NerfRepresentation, make_cameras, orbit_cameras, sample_cameras  # noqa: E402
 from nfsd_core.nerf.mesh import density_grid, isosurface_threshold  # noqa: E402
-from nfsd_core.nerf.rays import camera_rays, ray_box_intersection  # noqa: E402
 from nfsd_core.optimize import OptimizerSettings, optimize  # noqa: E402
 from nfsd_core.shapes.demo import TextToNerf  # noqa: E402
-from nfsd_core.shapes.metrics import nearest_object, occupancy_iou, rescaled_fit, volume_ratio  # noqa: E402
+from nfsd_core.shapes.metrics import (  # noqa: E402
+    nearest_object, occupancy_iou, ray_maxima, rescaled_fit, volume_ratio,
+)
 from nfsd_core.shapes.prior import SHAPES_PRIOR_DIR, load_shapes_prior  # noqa: E402
 from nfsd_core.shapes.render import Scene, render_scenes  # noqa: E402
 
@@ -104,7 +104,6 @@ VARIANTS["box 0.5, close cameras, sparsity 1"] = {"nerf": {**VARIANTS["box 0.5, 
     "sparsity": {"start": 1.0, "end": 1.0}}}}
 GRID = 96  # density grid over the NeRF's box for the volume measures
 SILHOUETTE_SIZE = 64
-RAY_SAMPLES = 256  # along each ray through the density grid, for the level sets' silhouettes
 TRACE_EVERY = 100
 
 
@@ -129,22 +128,6 @@ def measurement_cameras(seed: int = 1):
 def true_masks(shape: str, cameras, size: int) -> torch.Tensor:
     scenes = [Scene(shape, "white", (0.0, 0.0, 0.0))] * len(cameras)
     return render_scenes(scenes, cameras, size).mask[:, 0]  # [N, H, W]
-
-
-@torch.no_grad()
-def ray_maxima(density: torch.Tensor, radius: float, cameras, size: int) -> torch.Tensor:
-    """The largest grid density [N, H, W] along each pixel's ray (trilinear in the grid)."""
-    origins, directions = camera_rays(cameras, size, size)
-    o, d = origins.reshape(-1, 3), directions.reshape(-1, 3)
-    near, far = ray_box_intersection(o, d, radius)
-    fractions = (torch.arange(RAY_SAMPLES) + 0.5) / RAY_SAMPLES
-    points = o[:, None] + d[:, None] * (near[:, None] + (far - near)[:, None] * fractions)[..., None]  # [R, S, 3]
-    volume = density.permute(2, 1, 0)[None, None]  # grid_sample reads (x, y, z) as (W, H, D)
-    maxima = []
-    for part in points.split(4096):
-        values = F.grid_sample(volume, (part / radius)[None, :, :, None], align_corners=True)  # [1, 1, r, S, 1]
-        maxima.append(values[0, 0, :, :, 0].amax(dim=1))
-    return torch.cat(maxima).view(len(cameras), size, size)
 
 
 @torch.no_grad()

@@ -7,6 +7,8 @@ object of `objects`, so they measure any NeRF, mesh or render:
 - `volume_ratio`, `rescaled_fit`, `nearest_object`: the occupied volume against the object's, the
   IoU the occupancy would reach with the object uniformly rescaled, and which object it is closest to;
 - `mesh_chamfer`: symmetric Chamfer distance between an extracted mesh and the object's surface;
+- `level_set_coverage`: which pixels of a set of cameras see density above a level (the silhouettes
+  of the mesh at that level), to compare with the rendered opacity;
 - `colour_error`, `saturation`: the object pixels' mean colour against the true colour, in
   chromaticity (lighting scales brightness, not hue) and in saturation;
 - `janus_rate`: the share of frames the judge calls "front" although the camera is not in front.
@@ -19,8 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..nerf.cameras import Cameras
+from ..nerf.rays import camera_rays, ray_box_intersection
 from .objects import COLOURS, OBJECTS, object_sdf
 from .render import BOUND
+
+RAY_SAMPLES = 256  # points per ray through the density grid in `level_set_coverage`
 
 
 def grid_points(resolution: int, radius: float) -> Tensor:
@@ -62,6 +68,27 @@ def rescaled_fit(density: Tensor, threshold: float, shape: str, radius: float,
 def nearest_object(density: Tensor, threshold: float, radius: float) -> str:
     """The object of `OBJECTS` whose inside has the highest IoU with `density` > `threshold`."""
     return max(OBJECTS, key=lambda shape: occupancy_iou(density, threshold, shape, radius))
+
+
+@torch.no_grad()
+def ray_maxima(density: Tensor, radius: float, cameras: Cameras, size: int, chunk: int = 4096) -> Tensor:
+    """The largest density [N, size, size] along each pixel's ray of `cameras`, read trilinearly from the
+    grid `density` [R, R, R] over [-radius, radius]^3 (as `nerf.mesh.density_grid` samples it) at
+    RAY_SAMPLES evenly spaced points between where the ray enters and leaves the box."""
+    origins, directions = camera_rays(cameras.to("cpu"), size, size)
+    o, d = origins.reshape(-1, 3), directions.reshape(-1, 3)
+    near, far = ray_box_intersection(o, d, radius)
+    fractions = (torch.arange(RAY_SAMPLES) + 0.5) / RAY_SAMPLES
+    points = o[:, None] + d[:, None] * (near[:, None] + (far - near)[:, None] * fractions)[..., None]  # [P, S, 3]
+    volume = density.permute(2, 1, 0)[None, None].float()  # grid_sample reads (x, y, z) as (W, H, D)
+    maxima = [F.grid_sample(volume, (part / radius)[None, :, :, None], align_corners=True)[0, 0, :, :, 0].amax(dim=1)
+              for part in points.split(chunk)]
+    return torch.cat(maxima).view(len(cameras), size, size)
+
+
+def level_set_coverage(density: Tensor, level: float, radius: float, cameras: Cameras, size: int) -> Tensor:
+    """Boolean [N, size, size]: the pixels whose ray meets density above `level` (the mesh's silhouettes)."""
+    return ray_maxima(density, radius, cameras, size) > level
 
 
 def surface_points(shape: str, resolution: int = 96) -> Tensor:
