@@ -8,11 +8,15 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("sklearn")
 
+from torchvision_stub import hide_torchvision_stub  # noqa: E402
+
+hide_torchvision_stub()  # run alone too: an import-only torchvision would break the diffusers models
+
 from nfsd_core.digits.data import load_digit_split, to_digits, to_images  # noqa: E402
 from nfsd_core.priors.degradation import degrade  # noqa: E402
 from nfsd_core.digits.prior import load_digits_prior  # noqa: E402
-from nfsd_core.digits.training import train_digits_prior  # noqa: E402
-from nfsd_core.priors.training import TrainingSettings  # noqa: E402
+from nfsd_core.digits.training import digits_training_data, train_digits_prior  # noqa: E402
+from nfsd_core.priors.training import VAE_STAGE, TrainingSettings, train_prior  # noqa: E402
 
 TINY = TrainingSettings(vae_steps=25, vae_batch=16, denoiser_steps=40, denoiser_batch=32, warmup_steps=5,
                         log_every=1, degraded_copies=1)
@@ -64,3 +68,15 @@ def test_a_few_training_steps_reduce_the_loss_and_save_a_loadable_prior(small_sp
     assert model.schedule.num_timesteps == 1000
     condition = model.encode_prompt("a handwritten digit seven")
     assert condition.shape == (1, 77, 64)
+
+
+def test_a_training_stopped_after_the_vae_stage_resumes_to_the_same_prior(small_split, tmp_path):
+    whole, split_run = tmp_path / "whole", tmp_path / "split"
+    train_digits_prior(whole, TINY, small_split, log=lambda entry: None)
+    assert train_prior(split_run, digits_training_data(small_split), TINY, lambda entry: None, vae_only=True) is None
+    assert (split_run / VAE_STAGE).is_file() and not (split_run / "unet").exists()
+    record = train_digits_prior(split_run, TINY, small_split, log=lambda entry: None)
+    assert {"stage": "vae", "resumed_from": VAE_STAGE} in record["log"] and not (split_run / VAE_STAGE).exists()
+    for part in ("unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
+                 "text_encoder/model.safetensors"):
+        assert (split_run / part).read_bytes() == (whole / part).read_bytes(), part

@@ -243,20 +243,58 @@ def save_prior(directory: str | Path, vae: nn.Module, unet: nn.Module, text_enco
     return directory
 
 
-def train_prior(directory: str | Path, data: PriorData, settings: TrainingSettings, log: Log = print) -> dict:
+VAE_STAGE = "vae_stage.pt"  # the trained VAE, kept in the prior's directory until the prior is saved
+
+
+def vae_stage(directory: Path, data: PriorData, settings: TrainingSettings, record: Log) -> tuple[nn.Module, dict]:
+    """The trained VAE and its seconds: loaded from `directory / VAE_STAGE` when an earlier run with the same
+    settings left it there, else trained and saved there first (atomically), so a run stopped after this
+    stage resumes with the denoiser and gives the same prior."""
+    stage_file = directory / VAE_STAGE
+    if stage_file.is_file():
+        stage = torch.load(stage_file, weights_only=True)
+        if stage["settings"] == json.loads(json.dumps(asdict(settings))):
+            vae = build_vae(settings.architecture)
+            vae.load_state_dict(stage["state"])
+            for entry in stage["log"]:
+                record(entry)
+            record({"stage": "vae", "resumed_from": VAE_STAGE})
+            return vae.eval(), stage["seconds"]
+    started_wall, started_cpu = time.perf_counter(), time.process_time()
+    stage_log: list[dict] = []
+
+    def record_stage(entry: dict) -> None:
+        stage_log.append(entry)
+        record(entry)
+
+    generator = torch.Generator().manual_seed(settings.seed + 3)
+    vae_images = torch.cat([data.images, degraded_images(data, 1, generator)])
+    vae = train_vae(vae_images, settings, record_stage)
+    seconds = {"wall": round(time.perf_counter() - started_wall, 1), "cpu": round(time.process_time() - started_cpu, 1)}
+    directory.mkdir(parents=True, exist_ok=True)
+    partial = stage_file.with_suffix(".partial")
+    torch.save({"settings": json.loads(json.dumps(asdict(settings))), "state": vae.state_dict(), "log": stage_log,
+                "seconds": seconds}, partial)
+    partial.replace(stage_file)
+    return vae, seconds
+
+
+def train_prior(directory: str | Path, data: PriorData, settings: TrainingSettings, log: Log = print,
+                vae_only: bool = False) -> dict | None:
     """Train both stages on `data` and save the prior; returns the training record (also written
-    to `training_log.json`)."""
+    to `training_log.json`). With `vae_only`, stop after the VAE stage (saved for the next run to resume from)
+    and return None: the two stages can run as two shorter jobs."""
+    directory = Path(directory)
     records: list[dict] = []
 
     def record(entry: dict) -> None:
         records.append(entry)
         log(entry)
 
+    vae, vae_seconds = vae_stage(directory, data, settings, record)
+    if vae_only:
+        return None
     started_wall, started_cpu = time.perf_counter(), time.process_time()
-    generator = torch.Generator().manual_seed(settings.seed + 3)
-    vae_images = torch.cat([data.images, degraded_images(data, 1, generator)])
-    vae = train_vae(vae_images, settings, record)
-    vae_seconds = (time.perf_counter() - started_wall, time.process_time() - started_cpu)
     vae_rmse = reconstruction_rmse(vae, data.images[:1024])
     record({"stage": "vae", "reconstruction_rmse": round(vae_rmse, 5)})
     bank = build_latent_bank(vae, data, settings)
@@ -266,11 +304,12 @@ def train_prior(directory: str | Path, data: PriorData, settings: TrainingSettin
     summary = {
         "settings": asdict(settings),
         "torch_threads": torch.get_num_threads(),
-        "vae_seconds": {"wall": round(vae_seconds[0], 1), "cpu": round(vae_seconds[1], 1)},
-        "total_seconds": {"wall": round(time.perf_counter() - started_wall, 1),
-                          "cpu": round(time.process_time() - started_cpu, 1)},
+        "vae_seconds": vae_seconds,
+        "total_seconds": {"wall": round(vae_seconds["wall"] + time.perf_counter() - started_wall, 1),
+                          "cpu": round(vae_seconds["cpu"] + time.process_time() - started_cpu, 1)},
         "scaling_factor": vae.config.scaling_factor,
         "log": records,
     }
-    (Path(directory) / "training_log.json").write_text(json.dumps(summary, indent=1))
+    (directory / "training_log.json").write_text(json.dumps(summary, indent=1))
+    (directory / VAE_STAGE).unlink()
     return summary

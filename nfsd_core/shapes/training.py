@@ -44,9 +44,10 @@ def shapes_training_data(shape_set: ShapeSet) -> PriorData:
 
 
 def train_shapes_prior(directory: str | Path, settings: TrainingSettings = SHAPES_TRAINING,
-                       images: int = TRAINING_IMAGES, log: Log = print) -> dict:
-    """Render `images` objects (seed `settings.seed`), train the prior on them and save it."""
-    return train_prior(directory, shapes_training_data(make_shape_set(images, settings.seed)), settings, log)
+                       images: int = TRAINING_IMAGES, log: Log = print, vae_only: bool = False) -> dict | None:
+    """Render `images` objects (seed `settings.seed`), train the prior on them and save it (`train_prior`)."""
+    return train_prior(directory, shapes_training_data(make_shape_set(images, settings.seed)), settings, log,
+                       vae_only)
 
 
 def check_samples(directory: str | Path, judge: ShapeJudge, per_prompt: int = 2, seed: int = 0) -> dict:
@@ -79,11 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=TRAINING_IMAGES, help="rendered training images")
     parser.add_argument("--denoiser-steps", type=int, default=SHAPES_TRAINING.denoiser_steps)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--vae-only", action="store_true",
+                        help="stop after the VAE stage (about half the time); the next run resumes from it")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     settings = replace(SHAPES_TRAINING, seed=args.seed, denoiser_steps=args.denoiser_steps)
     record = train_shapes_prior(args.output, settings, args.images,
-                                log=lambda entry: print(json.dumps(entry), flush=True))
+                                log=lambda entry: print(json.dumps(entry), flush=True), vae_only=args.vae_only)
+    if record is None:
+        return 0
     judge = ShapeJudge.fit(*JUDGE_IMAGES, seed=args.seed)
     judge.save(args.output / "evaluator")
     record.update(images=args.images, evaluator=judge.info, samples=check_samples(args.output, judge, seed=args.seed))
