@@ -22,5 +22,6 @@ def optional_prompt_inputs() -> list[io.Input]:
                               "encodes it."),
         io.Clip.Input("clip", optional=True,
                       tooltip="Text encoder for the empty and default negative prompts when 'unconditional' or "
-                      "'negative' are not wired."),
+                      "'negative' are not wired. An SDXL positive's size conditioning (CLIPTextEncodeSDXL) is given "
+                      "to them too."),
     ]
