@@ -121,7 +121,7 @@ def build_micro_model(v_prediction: bool = False, seed: int = 0, sdxl: bool = Fa
 
 
 def write_micro_checkpoint(path: str, v_prediction: bool = False, seed: int = 0, sdxl: bool = False) -> str:
-    """Save a micro checkpoint (about 20 MiB; SDXL 36 MiB) that stock CheckpointLoaderSimple loads."""
+    """Save a micro checkpoint (about 20 MiB; SDXL 33 MiB) that stock CheckpointLoaderSimple loads."""
     model, clip, vae = build_micro_model(v_prediction, seed, sdxl)
     comfy.sd.save_checkpoint(path, model, clip, vae)
     return path
