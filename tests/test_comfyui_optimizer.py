@@ -50,11 +50,16 @@ def test_progress_every_step_and_previews_every_n_steps(comfyui):
 
 
 def test_guidance_widgets_mean_what_they_show(comfyui):
-    """No magic values: the scale shown is the scale used (0 too), and t_max_end anneals only below t_max."""
+    """The scale's default, 0, is the chosen rule's own (its tooltip names each); any other value is used as set.
+    t_max_end anneals only below t_max."""
     spec = comfyui.object_info()["NFSD_ScoreDistillationGuidance"]["input"]["required"]
-    assert spec["scale"][1]["default"] == 7.5
-    assert spec["t_max_end"][1]["default"] == spec["t_max"][1]["default"]
-    assert run(comfyui, steps=1, scale=0.0)[1]["scale"] == 0.0
+    assert spec["scale"][1]["default"] == 0.0
+    assert "0 (the default): the chosen rule's own scale" in spec["scale"][1]["tooltip"]
+    assert all(f"{label} {scale}" in spec["scale"][1]["tooltip"]
+               for label, scale in (("NFSD", "7.5"), ("SDS", "100"), ("CSD", "1")))
+    rule_scales = {rule: run(comfyui, steps=1, rule=rule, scale=0.0)[1]["scale"] for rule in spec["rule"][1]["options"]}
+    assert rule_scales == {"NFSD": 7.5, "SDS": 100.0, "CSD": 1.0, "SDS with negative prompt": 100.0}
+    assert run(comfyui, steps=1, rule="SDS", scale=7.5)[1]["scale"] == 7.5  # an explicit scale (old workflows) stays
     plain = run(comfyui, steps=6, seed=1)[1]["history"]["t"]
     annealed = run(comfyui, steps=6, seed=1, t_max_end=0.3, anneal_at=0.5)[1]["history"]["t"]
     assert all(t <= 300 for step in annealed[3:] for t in step) and annealed != plain
