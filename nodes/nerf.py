@@ -16,7 +16,7 @@ from comfy_api.latest import io
 from ..nfsd_core import nerf_training_bytes, setting_bounds
 from ..nfsd_core.nerf import BACKGROUND_KINDS, COLOUR_SPACES, NerfSettings
 from .guards.limits import check_finite, check_memory
-from .schema import CATEGORY
+from .schema import CATEGORY, SEED_CONTROL
 from .sockets import Nerf
 from .sockets.nerf import NerfState
 
@@ -161,7 +161,7 @@ class NeRFRepresentation(io.ComfyNode):
                                tooltip="Weight of DreamFusion's orientation loss (normals face the camera). 0: off, "
                                "the default, since renders are unshaded. It costs a second derivative per sample."),
                 io.Int.Input("seed", default=DEFAULTS.seed, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Seed of the NeRF's initial weights."),
+                             tooltip=f"Seed of the NeRF's initial weights. {SEED_CONTROL}"),
                 io.String.Input("advanced", default="", multiline=True, optional=True,
                                 tooltip="JSON overrides of any other NeRF setting, applied last, e.g. "
                                 '{"volume": {"log2_table_size": 16}, "cameras": {"fovy_range": [40, 70]}} '

@@ -36,7 +36,7 @@ from .adapters.score_model import ComfyScoreModel, condition_names
 from .guards.graph import check_consumers, check_numbers
 from .guards.limits import check_finite, check_memory, model_call_bytes
 from .guards.paths import confined
-from .schema import CATEGORY
+from .schema import CATEGORY, SEED_CONTROL
 from .sockets import Guidance, Representation
 from .sockets.representation import NodeRepresentation
 
@@ -153,7 +153,7 @@ class Optimizer(io.ComfyNode):
                                tooltip="AdamW learning rate (betas 0.9/0.99, eps 1e-15, as in SDS-Bridge's 2D setup)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the timesteps and noise of every step: the same seed gives the same "
-                             "result, and two rules under one seed see the same draws."),
+                             f"result, and two rules under one seed see the same draws. {SEED_CONTROL}"),
                 io.Int.Input("preview_every", default=10, min=0, max=10000,
                              tooltip="Show a preview on the node every N steps (0: progress only), drawn as for "
                              "KSampler (--preview-method taesd uses models/vae_approx; NFSD Demo Model: through its "

@@ -299,3 +299,44 @@ def test_a_demo_runs_from_the_page_with_progress_previews_and_its_image(page):
     page.screenshot(f"{QUEUED.stem}_after_run")
     assert page.dialogs() == []
     assert page.errors == [], page.errors
+
+
+SEEDED_NODES = ["NFSD_Optimizer", "NFSD_NeRFRepresentation", "NFSD_LatentCanvas", "NFSD_ScoreDecomposition"]
+
+
+def seed_controls(page, node_types: list[str]) -> dict:
+    """{node type: the value of its seed's control after generate} for fresh nodes of `node_types` added to an
+    empty graph, as a user adds them from the node menu."""
+    return page.evaluate("""types => {
+        window.app.graph.clear();
+        return Object.fromEntries(types.map(type => {
+            const node = window.LiteGraph.createNode(type);
+            window.app.graph.add(node);
+            const seed = node.widgets.find(widget => widget.name === 'seed' || widget.name === 'noise_seed');
+            return [type, seed.linkedWidgets[0].value];
+        }));
+    }""", node_types)
+
+
+def test_fresh_nfsd_nodes_keep_their_seed_and_saved_workflows_keep_their_control(page):
+    """web/seeds.js: a freshly added NFSD node's seed is 'fixed' (other packs' nodes keep the frontend's
+    'randomize'), queueing leaves it as it was, and a loaded workflow keeps the control values it saved."""
+    page.errors.clear()
+    assert seed_controls(page, SEEDED_NODES + ["KSampler"]) == {**dict.fromkeys(SEEDED_NODES, "fixed"),
+                                                                "KSampler": "randomize"}
+    seeds = page.evaluate("""() => window.app.graph._nodes.map(node => {
+        const seed = node.widgets.find(widget => widget.name === 'seed' || widget.name === 'noise_seed');
+        seed.value = 7;
+        seed.linkedWidgets[0].afterQueued?.();  // what the frontend runs on each node after a queue
+        return [node.type, seed.value];
+    })""")
+    assert {kind: seed for kind, seed in seeds if kind.startswith("NFSD_")} == dict.fromkeys(SEEDED_NODES, 7)
+    assert dict(seeds)["KSampler"] != 7  # randomized: the check above could fail
+    workflow = json.loads((REPO / "workflows" / "demo_nfsd_text_to_image.json").read_text())
+    optimizer = next(node for node in workflow["nodes"] if node["type"] == "NFSD_Optimizer")
+    optimizer["widgets_values"][optimizer["widgets_values"].index("fixed")] = "randomize"
+    page.load(workflow)
+    loaded = page.evaluate("""id => window.app.graph.getNodeById(id).widgets.find(widget => widget.name === 'seed')
+        .linkedWidgets[0].value""", optimizer["id"])
+    assert loaded == "randomize"
+    assert page.errors == [], page.errors
