@@ -8,6 +8,7 @@ The pieces, each in its own module:
 - `distillation`: one distillation step, latents in, gradient out;
 - `representations`: what is optimised (the latent canvas; the NeRF lives in `nerf`);
 - `optimize` and `checkpoint`: the loop, with hooks, previews and resumable state;
+- `run_folders`: a folder of many runs' checkpoints kept small (finished runs removed, the newest few kept);
 - `identity`: a run's identity (every setting that decides its result), which a checkpoint must match;
 - `models.diffusers`: Stable Diffusion from a local diffusers directory (optional extra);
 - `preview`: a fitted linear latent -> RGB map for fast previews;
@@ -43,6 +44,7 @@ from .models.diffusers import (DiffusersLatentCodec, DiffusersScoreModel, check_
 from .optimize import OptimizerSettings, RunResult, StepRecord, history_columns, optimize
 from .preview import LatentToRGB, fit_latent_to_rgb
 from .representations import GuidanceView, LatentCanvas, Representation, initial_latents
+from .run_folders import keep_newest_checkpoints, remove_checkpoint
 from .sampling import ddim_sample
 from .schedule import NoiseSchedule
 from .shapes.prior import load_shapes_prior
@@ -100,6 +102,7 @@ __all__ = [
     "identity_digest",
     "initial_latents",
     "json_ready",
+    "keep_newest_checkpoints",
     "largest_fitting",
     "load_checkpoint",
     "load_diffusers",
@@ -110,6 +113,7 @@ __all__ = [
     "nerf_training_bytes",
     "optimize",
     "read_checkpoint",
+    "remove_checkpoint",
     "run_identity",
     "save_checkpoint",
     "setting_bounds",

@@ -10,9 +10,14 @@ A checkpoint_dir must stay inside ComfyUI's output folder (see guards.paths) and
 loads. Representations that ask for it (NeRFs) checkpoint without a directory too: into ComfyUI's
 temp folder, named by the digest of the run's identity (nfsd_core's `run_identity`: every setting,
 the starting state, the model, prompts and VAE). The same inputs always give the same result, so
-a run found there is the run being asked for: queued again after an interrupt it resumes, and
-after ComfyUI dropped the node's cached output it is restored without recomputing. ComfyUI
-empties the temp folder when it starts.
+a run found there is the run being asked for: queued again after an interrupt it resumes.
+
+Temp state exists for that resume alone, so it stays bounded: a run that finishes removes its
+folder once its result is the node's output (ComfyUI caches that output, and an unchanged graph
+queued again reuses it), and a run that starts removes all but the TEMP_RUNS_KEPT - 1 most recently
+saved other folders. A result that must outlive ComfyUI's cache (another workflow queued in between,
+a restart) needs a checkpoint_dir, which keeps a finished run and restores it without training.
+ComfyUI also empties the temp folder when it starts.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ import latent_preview
 from comfy_api.latest import io
 
 from ..nfsd_core import (CheckpointError, OptimizerSettings, RunResult, ScoreDistillation, StepRecord,
-                         claim_checkpoint_dir, history_columns, identity_digest, json_ready, optimize, run_identity)
+                         claim_checkpoint_dir, history_columns, identity_digest, json_ready, keep_newest_checkpoints,
+                         optimize, remove_checkpoint, run_identity)
 from .adapters.autograd import autograd_enabled
 from .adapters.fingerprint import fingerprint, model_fingerprint, sampled_weights
 from .adapters.preview import select_previewer
@@ -42,6 +48,7 @@ from .sockets.representation import NodeRepresentation
 
 CHECKPOINT_EVERY = 100  # steps between saves into a checkpoint directory the user chose
 CHECKPOINT_EXAMPLE = "NFSD/checkpoints/my_run"  # a checkpoint_dir that works, for tooltips and refusals
+TEMP_RUNS_KEPT = 3  # runs whose state the temp folder holds at most: the cancelled runs one may queue again
 
 
 def checkpoint_folder(checkpoint_dir: str) -> str | None:
@@ -66,8 +73,17 @@ def run_checkpoint(chosen: str | None, representation: NodeRepresentation, ident
     if chosen is not None:
         return chosen, CHECKPOINT_EVERY
     if representation.checkpoint_by_default:
-        return os.path.join(folder_paths.get_temp_directory(), "nfsd", identity_digest(identity)), 0
+        return temp_run_folder(identity), 0
     return None, 0
+
+
+def temp_run_folder(identity: dict) -> str:
+    """The temp folder of the run `identity`, after removing all but the TEMP_RUNS_KEPT - 1 most recently
+    saved folders of other runs beside it."""
+    parent = os.path.join(folder_paths.get_temp_directory(), "nfsd")
+    folder = os.path.join(parent, identity_digest(identity))
+    keep_newest_checkpoints(parent, TEMP_RUNS_KEPT - 1, folder)
+    return folder
 
 
 def run_statistics(result: RunResult, guidance: ScoreDistillation) -> dict:
@@ -164,9 +180,10 @@ class Optimizer(io.ComfyNode):
                                 f"relative path, e.g. {CHECKPOINT_EXAMPLE}), every {CHECKPOINT_EVERY} steps and when "
                                 "interrupted; the same settings resume from it, also after a restart (other settings "
                                 "are refused, naming what differs). A new or empty folder, or one NFSD made: NFSD "
-                                "never writes into a folder holding other files. Empty: NeRF runs keep their state in "
-                                "ComfyUI's temp folder (emptied when ComfyUI starts), so an interrupted NeRF resumes "
-                                "when queued again with the same inputs (seeds 'fixed'); canvases are not saved."),
+                                "never writes into a folder holding other files. Empty: a cancelled NeRF keeps its "
+                                f"state in ComfyUI's temp folder (the newest {TEMP_RUNS_KEPT} runs; removed when the "
+                                "run finishes, and when ComfyUI starts), so it resumes when queued again with the "
+                                "same inputs; canvases are not saved."),
                 io.Vae.Input("vae", optional=True,
                              tooltip="The checkpoint's VAE. Needed by RGB NeRFs, whose renders it encodes (a private "
                              "copy of its encoder carries the gradients); canvases and latent NeRFs ignore it."),
@@ -213,7 +230,10 @@ class Optimizer(io.ComfyNode):
         extras = {"model": model_fingerprint(model.patcher), "prompts": fingerprint(conditions),
                   "vae": fingerprint(sampled_weights(vae.first_stage_model)) if representation.needs_vae else None}
 
+        directory = None
+
         def run() -> RunResult:
+            nonlocal directory
             with autograd_enabled():
                 trained = representation.build(latent_format, model.device, vae)
                 identity = run_identity(trained, run_guidance, steps, settings, extras)
@@ -224,5 +244,7 @@ class Optimizer(io.ComfyNode):
 
         result = model.session(conditions, representation.latent_shape, run, seed=seed)
         optimised = representation.with_result(result.representation, latent_format)
+        if directory is not None and chosen is None and result.steps_done == steps:
+            remove_checkpoint(directory)  # finished: its result is this node's output now, which ComfyUI caches
         statistics = json.dumps(json_ready(run_statistics(result, run_guidance)), allow_nan=False)
         return io.NodeOutput(optimised, optimised.latent(), statistics)
