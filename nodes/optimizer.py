@@ -86,15 +86,18 @@ def temp_run_folder(identity: dict) -> str:
     return folder
 
 
-def run_statistics(result: RunResult, guidance: ScoreDistillation) -> dict:
+def run_statistics(result: RunResult, guidance: ScoreDistillation, representation: NodeRepresentation) -> dict:
     """The run's settings and its per-step history as columns (strict JSON once `json_ready`:
-    a NaN loss becomes null); `nonfinite_gradient` counts the gradient entries zeroed per step."""
+    a NaN loss becomes null); `latents` is the shape of the latents the model saw, each
+    `pixels_per_latent` pixels wide; `nonfinite_gradient` counts the gradient entries zeroed per step."""
     history = result.history
     return {
         "rule": guidance.rule.name,
         "scale": guidance.scale,
         "weighting": guidance.weighting,
         "seed": guidance.noise_stream.seed,
+        "latents": list(representation.latent_shape),
+        "pixels_per_latent": representation.pixels_per_latent,
         "steps_done": result.steps_done,
         "evaluations": sum(r.evaluations for r in history),
         "seconds": round(sum(r.seconds for r in history), 3),
@@ -118,6 +121,22 @@ def check_inputs(guidance, representation, vae) -> ComfyScoreModel:
         vae.throw_exception_if_invalid()
         representation.check_vae(vae)
     return guidance.model
+
+
+def prompted_views(guidance: ScoreDistillation, representation: NodeRepresentation) -> tuple[str, ...] | None:
+    """The views whose prompts the run uses: those the representation's cameras get (None: one prompt
+    for every camera). Refuses a view the cameras get that has no prompt."""
+    positive = guidance.prompts.positive
+    if not isinstance(positive, Mapping):
+        return None
+    views = representation.camera_views
+    missing = [view for view in views if view not in positive]
+    if missing:
+        raise ValueError(f"the NeRF's training cameras get the view(s) {', '.join(missing)}, but the guidance's "
+                         f"positive has no prompt for them (it has {', '.join(positive)}). NFSD View Prompts encodes "
+                         "'overhead' only with its overhead_view on: turn it on, or keep NFSD NeRF Representation's "
+                         "elevation_max at 60 degrees or below")
+    return views
 
 
 def step_memory(representation: NodeRepresentation, model: ComfyScoreModel, vae, batch: int,
@@ -202,6 +221,8 @@ class Optimizer(io.ComfyNode):
                 checkpoint_dir="", vae=None) -> io.NodeOutput:
         check_finite(cls, {"learning_rate": learning_rate})
         model = check_inputs(guidance, representation, vae)
+        representation = representation.for_model(model, vae)  # e.g. a NeRF's guidance_size 0: the model's own
+        views = prompted_views(guidance, representation)
         if cls.hidden.prompt:  # what would fail after the run fails now (guards.graph)
             check_numbers(cls.hidden.prompt)
             check_consumers(cls.hidden.prompt, cls.hidden.unique_id, representation.socket_type)
@@ -224,7 +245,7 @@ class Optimizer(io.ComfyNode):
             comfy.model_management.throw_exception_if_processing_interrupted()
             return False
 
-        conditions = condition_names(guidance.prompts)
+        conditions = condition_names(guidance.prompts, views)
         settings = OptimizerSettings(lr=learning_rate)
         # What decides the result beyond nfsd_core's own settings: the model, the prompts, the VAE that encodes.
         extras = {"model": model_fingerprint(model.patcher), "prompts": fingerprint(conditions),
@@ -246,5 +267,5 @@ class Optimizer(io.ComfyNode):
         optimised = representation.with_result(result.representation, latent_format)
         if directory is not None and chosen is None and result.steps_done == steps:
             remove_checkpoint(directory)  # finished: its result is this node's output now, which ComfyUI caches
-        statistics = json.dumps(json_ready(run_statistics(result, run_guidance)), allow_nan=False)
+        statistics = json.dumps(json_ready(run_statistics(result, run_guidance, representation)), allow_nan=False)
         return io.NodeOutput(optimised, optimised.latent(), statistics)

@@ -94,7 +94,7 @@ def test_view_prompts_give_every_view_its_own_conditioning(comfyui):
     (guidance,) = comfyui.run_node("NFSD_ScoreDistillationGuidance", model=model, positive=combined, clip=clip,
                                    **GUIDANCE_DEFAULTS)
     positive = guidance.prompts.positive
-    assert sorted(positive) == ["back", "front", "overhead", "side"]
+    assert sorted(positive) == ["back", "front", "side"]  # no 'overhead': the default cameras never get it
     for view, conditioning in positive.items():
         (expected,) = comfyui.run_node("CLIPTextEncode", clip=clip, text=f"a red apple, {view} view")
         assert len(conditioning) == 2  # the view's prompt and the untagged one combined with it
