@@ -15,7 +15,7 @@ The pieces, each in its own module:
 - `decomposition`: the NFSD paper's score decomposition view (delta_C, delta_D, noise);
 - `sampling`: DDIM sampling with classifier-free guidance (the reference for distillation);
 - `budget`, `limits`, `usage`: memory estimates, bounds of settings, errors that name the fix;
-- `image_files`: tensors to PNGs and labelled grids;
+- `image_files`: tensors to PNGs and labelled grids; `plots`: a run's curves as one picture (PIL only);
 - `shipped_priors`: the miniature Stable Diffusions that ship with the package (`digits`, `shapes`);
 - `digits`, `shapes`: how those priors are built and judged, and their benchmarks (not imported here);
 - `cli` (`python -m nfsd_core`): generate, decompose and the offline demo from the command line.
@@ -42,6 +42,7 @@ from .models import (
 from .models.diffusers import (DiffusersLatentCodec, DiffusersScoreModel, check_layout, load_diffusers,
                                vae_downscale_factor)
 from .optimize import OptimizerSettings, RunResult, StepRecord, history_columns, optimize
+from .plots import run_curves
 from .preview import LatentToRGB, fit_latent_to_rgb
 from .representations import GuidanceView, LatentCanvas, Representation, initial_latents
 from .run_folders import keep_newest_checkpoints, remove_checkpoint
@@ -114,6 +115,7 @@ __all__ = [
     "optimize",
     "read_checkpoint",
     "remove_checkpoint",
+    "run_curves",
     "run_identity",
     "save_checkpoint",
     "setting_bounds",

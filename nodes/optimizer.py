@@ -30,11 +30,12 @@ import comfy.model_management
 import comfy.utils
 import folder_paths
 import latent_preview
+import torch
 from comfy_api.latest import io
 
 from ..nfsd_core import (CheckpointError, OptimizerSettings, RunResult, ScoreDistillation, StepRecord,
                          claim_checkpoint_dir, history_columns, identity_digest, json_ready, keep_newest_checkpoints,
-                         optimize, remove_checkpoint, run_identity)
+                         optimize, remove_checkpoint, run_curves, run_identity)
 from .adapters.autograd import autograd_enabled
 from .adapters.fingerprint import fingerprint, model_fingerprint, sampled_weights
 from .adapters.preview import select_previewer
@@ -103,6 +104,14 @@ def run_statistics(result: RunResult, guidance: ScoreDistillation, representatio
         "seconds": round(sum(r.seconds for r in history), 3),
         "history": history_columns(history),
     }
+
+
+def curves_image(result: RunResult, guidance: ScoreDistillation) -> torch.Tensor:
+    """The run's curves (nfsd_core's run_curves) as a ComfyUI IMAGE [1, H, W, 3] in [0, 1]."""
+    title = (f"{guidance.rule.name.upper()}, scale {guidance.scale:g}, seed {guidance.noise_stream.seed}: "
+             f"{result.steps_done} steps")
+    pixels = run_curves(history_columns(result.history), title)
+    return torch.from_numpy(pixels).float().div(255.0).unsqueeze(0)
 
 
 def check_inputs(guidance, representation, vae) -> ComfyScoreModel:
@@ -212,6 +221,9 @@ class Optimizer(io.ComfyNode):
                 io.Latent.Output(display_name="latent", tooltip="The optimised latents, for VAE Decode (a NeRF: its "
                                  "front view as the model sees it)."),
                 io.String.Output(display_name="statistics", tooltip="Settings and per-step history as JSON."),
+                io.Image.Output(display_name="curves", tooltip="The run at a glance, for Preview Image or Save "
+                                "Image: loss, gradient norm, the latent RMS (canvas) or mean opacity (NeRF), and the "
+                                "timesteps drawn, against the step."),
             ],
             hidden=[io.Hidden.unique_id, io.Hidden.prompt],
         )
@@ -268,4 +280,4 @@ class Optimizer(io.ComfyNode):
         if directory is not None and chosen is None and result.steps_done == steps:
             remove_checkpoint(directory)  # finished: its result is this node's output now, which ComfyUI caches
         statistics = json.dumps(json_ready(run_statistics(result, run_guidance, representation)), allow_nan=False)
-        return io.NodeOutput(optimised, optimised.latent(), statistics)
+        return io.NodeOutput(optimised, optimised.latent(), statistics, curves_image(result, run_guidance))

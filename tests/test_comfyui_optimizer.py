@@ -20,7 +20,7 @@ OPTIMIZER = "6"
 def run(comfyui, **settings):
     result = comfyui.execute(text_to_image_prompt(**settings))
     assert result.valid and result.success, result.error_message
-    representation, latent, statistics = result.values[OPTIMIZER]
+    representation, latent, statistics, curves = result.values[OPTIMIZER]
     return latent["samples"], json.loads(statistics)
 
 
@@ -198,3 +198,23 @@ def test_the_model_fingerprint_sees_weights_and_patches_but_not_sessions(comfyui
     assert fingerprint(patched(0.5, 0)) == fingerprint(patched(0.5, 0))
     assert len({fingerprint(model), fingerprint(patched(0.5, 0)), fingerprint(patched(0.7, 0)),
                 fingerprint(patched(0.5, 1))}) == 4
+
+
+def test_the_curves_image_shows_the_run_and_changes_with_it(comfyui):
+    """The Optimizer's curves: an IMAGE that Preview Image shows, the same for the same run, another for
+    another run (a longer one, another rule)."""
+    def curves(**settings):
+        prompt = text_to_image_prompt(**settings)
+        prompt["10"] = {"class_type": "PreviewImage", "inputs": {"images": ["6", 3]}}
+        result = comfyui.execute(prompt)
+        assert result.success, result.error_message
+        assert result.ui["10"]["images"][0]["type"] == "temp"  # shown on the node
+        return result.values[OPTIMIZER][3]
+
+    first, again, longer, sds = curves(steps=3), curves(steps=3), curves(steps=6), curves(steps=3, rule="SDS")
+    assert first.shape == (1, 720, 1024, 3) and first.dtype == torch.float32
+    assert 0.0 <= float(first.min()) and float(first.max()) == 1.0  # a white page with dark ink
+    assert float(first.min()) < 0.3
+    assert torch.equal(first, again)
+    assert (first - longer).abs().mean() > 0.001 and (first - sds).abs().mean() > 0.001
+
