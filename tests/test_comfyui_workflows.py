@@ -96,6 +96,9 @@ def test_workflow_runs_as_shipped(comfyui, path: Path):
             steps = node["inputs"]["steps"]
             assert steps == 3 or demo
             assert statistics["steps_done"] == steps and len(statistics["history"]["loss"]) == steps
+            shown = [viewer for viewer, other in prompt.items() if other["class_type"] == "PreviewImage"
+                     and other["inputs"]["images"] == [node_id, 3]]  # the run's curves, on the canvas
+            assert shown and all(result.ui[viewer]["images"] for viewer in shown)
         if node["class_type"] == "NFSD_Renderer" and demo:  # the digit it promises, to the prior's own judge
             images = result.values[node_id][0].movedim(-1, 1)
             assert comfyui.module("nfsd_core.digits.evaluator").load_digits_evaluator().predict(images).tolist() == [DEMO_DIGIT]
