@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from comfyui_helpers import COMFYUI_PATH, PACK_FOLDER, REPO, comfy_runtime, requires_comfyui
+from comfyui_helpers import COMFYUI_PATH, PACK_FOLDER, REPO, TINY_NERF, comfy_runtime, requires_comfyui
 from comfyui_workflow import ui_to_api
 
 pytestmark = requires_comfyui
@@ -340,3 +340,62 @@ def test_fresh_nfsd_nodes_keep_their_seed_and_saved_workflows_keep_their_control
         .linkedWidgets[0].value""", optimizer["id"])
     assert loaded == "randomize"
     assert page.errors == [], page.errors
+
+
+RESUMED_STEPS = 30
+
+
+def test_a_nerf_of_fresh_nodes_queued_again_resumes_where_it_was_cancelled(page):
+    """README's resume, from the page: a NeRF graph of freshly added nodes (the demo model's shapes prior, a
+    NeRF sized for a test) is queued, cancelled after its second step and queued again unchanged: the second
+    run goes on from where the first stopped."""
+    page.errors.clear()
+    tiny = {name: value for name, value in TINY_NERF.items() if name != "guidance_size"}  # the model's own size
+    optimizer = page.evaluate("""([tiny, steps]) => {
+        const graph = window.app.graph;
+        graph.clear();
+        const add = (type, values = {}) => {
+            const node = window.LiteGraph.createNode(type);
+            graph.add(node);
+            for (const [name, value] of Object.entries(values))
+                node.widgets.find(widget => widget.name === name).value = value;
+            return node;
+        };
+        const link = (from, output, to, input) =>
+            from.connect(from.findOutputSlot(output), to, to.findInputSlot(input));
+        const model = add('NFSD_DemoModel', {prior: 'shapes'}), views = add('NFSD_ViewPrompts', {text: 'a red mug'});
+        const guidance = add('NFSD_ScoreDistillationGuidance'), nerf = add('NFSD_NeRFRepresentation', tiny);
+        const optimizer = add('NFSD_Optimizer', {steps}), shown = add('PreviewAny');
+        link(model, 'CLIP', views, 'clip');
+        link(model, 'MODEL', guidance, 'model');
+        link(views, 'positive', guidance, 'positive');
+        link(model, 'CLIP', guidance, 'clip');
+        link(guidance, 'guidance', optimizer, 'guidance');
+        link(nerf, 'nerf', optimizer, 'representation');
+        link(model, 'VAE', optimizer, 'vae');
+        link(optimizer, 'statistics', shown, 'source');
+        window.nfsdRuns = [];
+        const api = window.app.api;
+        api.addEventListener('execution_start', () => window.nfsdRuns.push({progress: [], end: null}));
+        api.addEventListener('progress', event => {
+            const run = window.nfsdRuns.at(-1);
+            if (event.detail.node !== String(optimizer.id)) return;
+            run.progress.push(event.detail.value);
+            if (window.nfsdRuns.length === 1 && event.detail.value === 2) fetch('/api/interrupt', {method: 'POST'});
+        });
+        for (const end of ['execution_success', 'execution_interrupted', 'execution_error'])
+            api.addEventListener(end, event => { window.nfsdRuns.at(-1).end = end; });
+        return optimizer.id;
+    }""", [tiny, RESUMED_STEPS])
+    for run in range(2):
+        page.evaluate("async () => { await window.app.queuePrompt(0, 1); }")
+        page.page.wait_for_function("run => window.nfsdRuns[run]?.end", arg=run, timeout=RUN_MS)
+    first, second = page.evaluate("() => window.nfsdRuns")
+    assert first["end"] == "execution_interrupted" and 2 <= first["progress"][-1] < RESUMED_STEPS, first
+    assert second["end"] == "execution_success", second
+    assert second["progress"][0] == first["progress"][-1] + 1 and second["progress"][-1] == RESUMED_STEPS, second
+    seed = page.evaluate("""id => window.app.graph.getNodeById(id).widgets
+        .find(widget => widget.name === 'seed').value""", optimizer)
+    assert seed == 0  # the fresh node's seed, unchanged by two queues
+    assert page.errors == [], page.errors
+
