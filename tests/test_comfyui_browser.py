@@ -5,7 +5,9 @@ Every shipped workflow is loaded through the page as the template browser loads 
 (`app.loadGraphData`): no missing-node or error dialog, no page error, the graph the page would
 queue (`app.graphToPrompt()`) is the one the workflow tests run, and the view the workflow opens
 with shows its note. One demo workflow is queued from the page: progress, previews and the saved
-image reach the page. Screenshots go to outputs/browser/ (ignored by git) for review.
+image reach the page. Freshly added NFSD nodes keep their seeds (web/seeds.js), so a NeRF graph of
+fresh nodes, cancelled and queued again, resumes. Screenshots go to outputs/browser/ (ignored by
+git) for review.
 
 Needs COMFYUI_PATH, the `playwright` package and a Chromium (CHROMIUM, else `chromium` on PATH);
 Playwright's own browser download is never used. Skips, with its reason, without them.
