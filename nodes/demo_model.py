@@ -4,9 +4,9 @@ The priors ship inside nfsd_core (`SHIPPED_PRIORS`, diffusers SD directories): `
 images of handwritten digits, and `shapes`, 32x32 renders of simple objects for text to NeRF;
 both have 4x8x8 latents (4 pixels per latent) and a 64-wide CLIP over the project's own
 tokenizer. The MODEL carries both sizes (its latent format's pixels per latent, its config's
-image size), so NFSD Optimizer sizes a NeRF for it without settings. Each is built once per process with ComfyUI's own classes (adapters.diffusers_sd), so
-every core and NFSD node takes it like a loaded checkpoint and the demo workflows run on a CPU
-with nothing to download.
+image size), so NFSD Optimizer sizes a NeRF for it without settings. Each is built once per
+process with ComfyUI's own classes (adapters.diffusers_sd), so every core and NFSD node takes it
+like a loaded checkpoint and the demo workflows run on a CPU with nothing to download.
 """
 
 from __future__ import annotations
