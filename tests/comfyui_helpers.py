@@ -156,7 +156,7 @@ class ComfyRuntime:
                          events=list(executor.status_messages), ui=executor.history_result["outputs"], values=values)
 
 
-GUIDANCE_DEFAULTS = {"rule": "NFSD", "scale": 7.5, "t_min": 0.02, "t_max": 0.98, "timestep_schedule": "uniform",
+GUIDANCE_DEFAULTS = {"rule": "NFSD", "scale": 0.0, "t_min": 0.02, "t_max": 0.98, "timestep_schedule": "uniform",
                      "t_max_end": 0.98, "anneal_at": 0.5, "weighting": "sds", "grad_clip": 0.0, "nfsd_threshold": 200}
 
 
