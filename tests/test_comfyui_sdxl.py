@@ -100,7 +100,7 @@ def test_encoded_prompts_are_clip_text_encodes_with_pooled_outputs(comfyui):
         assert set(options) == set(expected_options) == {"pooled_output"}
         assert torch.equal(options["pooled_output"], expected_options["pooled_output"])
 
-    (views,) = comfyui.run_node("NFSD_ViewPrompts", clip=clip, text="a red apple")
+    (views,) = comfyui.run_node("NFSD_ViewPrompts", clip=clip, text="a red apple", overhead_view=True)
     assert len(views) == len(core.VIEW_SUFFIXES)
     for (context, options), (view, suffix) in zip(views, core.VIEW_SUFFIXES.items()):
         [[expected_context, expected_options]] = encode(comfyui, clip, f"a red apple, {suffix}")
@@ -126,7 +126,7 @@ def test_the_model_gets_ksamplers_size_conditioning(comfyui):
                      scheduler="normal", positive=prompts["a red apple"], negative=prompts[""],
                      latent_image={"samples": torch.zeros(2, 4, 6, 8)}, denoise=1.0)
     nfsd_model, nfsd_rows = recording(model)
-    _, latent, statistics = run_canvas(comfyui, nfsd_model, clip, prompts["a red apple"], **size)
+    _, latent, statistics, _ = run_canvas(comfyui, nfsd_model, clip, prompts["a red apple"], **size)
     assert latent["samples"].shape == (2, 4, 6, 8)
     assert json.loads(statistics)["steps_done"] == 2
 
@@ -210,7 +210,7 @@ def test_latents_are_in_sdxl_units(comfyui):
     positive = encode(comfyui, clip, "a red apple")
     (nfsd,) = comfyui.run_node("NFSD_ScoreDistillationGuidance", model=model, positive=positive, clip=clip,
                                **GUIDANCE_DEFAULTS)
-    _, latent, _ = comfyui.run_node("NFSD_Optimizer", guidance=nfsd, representation=canvas, steps=1,
+    _, latent, *_ = comfyui.run_node("NFSD_Optimizer", guidance=nfsd, representation=canvas, steps=1,
                                     learning_rate=1e-4, seed=0, preview_every=0)
     change = (latent["samples"] - start["samples"]).abs().max()
     assert 0 < change <= 1.01e-4 / SDXL_SCALE
@@ -268,6 +268,6 @@ def test_nerf_workflow_runs_on_sdxl(comfyui, adm_calls, colour):
     assert result.valid and result.success, result.error_message
     (optimizer,) = [node_id for node_id, node in prompt.items() if node["class_type"] == "NFSD_Optimizer"]
     assert json.loads(result.values[optimizer][2])["steps_done"] == 3
-    assert len(adm_calls) == 6  # four views, the empty prompt, the negative prompt
+    assert len(adm_calls) == 5  # three views (the default cameras never look from overhead), empty, negative
     sizes = {(call["width"], call["height"], call["pooled_output"].shape) for call in adm_calls}
     assert sizes == {(TINY_NERF["guidance_size"],) * 2 + ((1, 64),)}
