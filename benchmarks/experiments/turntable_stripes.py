@@ -39,10 +39,11 @@ from size_nerf import overridden  # noqa: E402
 OUTPUT = ROOT / "benchmarks" / "results" / "experiments"
 PROMPT, SHAPE, COLOUR = "a green cube", "cube", "green"
 VARIANTS: dict[str, dict] = {
-    "12 levels, finest 512 (as shipped)": {"nerf": {"volume": {"levels": 12, "finest_resolution": 512}}},
+    "12 levels, finest 512": {"nerf": {"volume": {"levels": 12, "finest_resolution": 512}}},
     "12 levels, finest 128": {"nerf": {"volume": {"levels": 12, "finest_resolution": 128}}},
     "8 levels, finest 128": {"nerf": {"volume": {"levels": 8, "finest_resolution": 128}}},
     "6 levels, finest 64": {"nerf": {"volume": {"levels": 6, "finest_resolution": 64}}},
+    "12 levels, finest 64": {"nerf": {"volume": {"levels": 12, "finest_resolution": 64}}},
 }
 FRAMES = 8
 SIZES = (128, 256)
@@ -108,9 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--steps", type=int, default=TextToNerf.steps)
     parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument("--prior", type=Path, default=SHAPES_PRIOR_DIR)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    model, codec = load_shapes_prior(directory=SHAPES_PRIOR_DIR)
+    model, codec = load_shapes_prior(directory=args.prior)
     journal = Journal(args.output / "turntable_stripes.jsonl", {"steps": args.steps, "prompt": PROMPT})
     pictures_dir = args.output / "turntable_stripes_frames"
     pictures_dir.mkdir(parents=True, exist_ok=True)
