@@ -2,8 +2,9 @@
 
     python benchmarks/experiments/size_nerf.py --variants baseline "SDS 7.5" ...   # -> benchmarks/results/experiments/
 
-Each variant changes one thing in the demo's run (`shapes.demo.TextToNerf`: NFSD 7.5, 600 steps, CPU
-settings) and distils the same prompts from the same seeds. Every NeRF is measured against the analytic
+Each variant changes one thing in the demo's run as it was before issue 18's fix (`shapes.demo.TextToNerf`:
+NFSD 7.5, 600 steps, CPU settings, with the default `CameraSettings()` the shipped prior's data was drawn
+with) and distils the same prompts from the same seeds. Every NeRF is measured against the analytic
 object its prompt names (issue 18):
 
 - **what the cameras see**: the linear size of the rendered silhouette (opacity > 0.5) against the
@@ -221,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     model, codec = load_shapes_prior(directory=args.prior)
     journal = Journal(args.output / f"{args.name}.jsonl", {"steps": args.steps, "seed": args.seed})
-    base = dataclasses.replace(TextToNerf(), steps=args.steps, seed=args.seed)
+    demo = TextToNerf()
+    before_fix = dataclasses.replace(demo.nerf, cameras=CameraSettings())
+    base = dataclasses.replace(demo, steps=args.steps, seed=args.seed, nerf=before_fix)
     for variant in args.variants:
         for prompt in args.prompts:
             key = f"{variant} | {prompt}"

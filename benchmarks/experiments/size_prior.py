@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from nfsd_core.distillation import Prompts, ScoreDistillation  # noqa: E402
 from nfsd_core.guidance import weight  # noqa: E402
-from nfsd_core.nerf import make_cameras, sample_cameras  # noqa: E402
+from nfsd_core.nerf import CameraSettings, make_cameras, sample_cameras  # noqa: E402
 from nfsd_core.sampling import ddim_sample  # noqa: E402
 from nfsd_core.shapes.data import CAMERA_VIEWS, fine_prompt, make_shape_set  # noqa: E402
 from nfsd_core.shapes.demo import CPU_TIMESTEPS, TextToNerf  # noqa: E402
@@ -41,6 +41,8 @@ from nfsd_core.shapes.prior import SHAPES_PRIOR_DIR, load_shapes_prior  # noqa: 
 from nfsd_core.shapes.render import Scene, render_scenes  # noqa: E402
 
 OUTPUT = ROOT / "benchmarks" / "results" / "experiments"
+# The cameras the shipped prior's data was drawn with (and the demo trained with) before issue 18's fix.
+PRIOR_CAMERAS = CameraSettings()
 DDIM_SCALES = (1.0, 3.0, 7.5, 15.0, 30.0)
 PULL_PROMPTS = [("a red mug", "mug", "red"), ("a blue house", "house", "blue"), ("a green cube", "cube", "green"),
                 ("a yellow cone", "cone", "yellow"), ("a purple torus", "torus", "purple"),
@@ -72,7 +74,7 @@ def samples_against_data(model, codec, seed: int) -> dict:
     prompts = Prompts(positive={text: model.encode_prompt(text) for text in dict.fromkeys(texts)},
                       unconditional=model.encode_prompt(""), negative=model.encode_prompt(""))
     noise = torch.randn((len(rows), 4, 8, 8), generator=torch.Generator().manual_seed(seed))
-    data = make_shape_set(2000, seed=seed + 1)
+    data = make_shape_set(2000, seed=seed + 1, cameras=PRIOR_CAMERAS)
     data_area = object_area(data.images)
     true_area = render_scenes_mask(data)
     result = {"estimator_on_data": {"estimated": float(data_area.mean()), "true": float(true_area.mean())},
@@ -106,7 +108,7 @@ def pull_on_true_object(model, codec, cameras_per_prompt: int, draws: int, seed:
     generator = torch.Generator().manual_seed(seed)
     result: dict[str, dict] = {}
     for prompt, shape, colour in PULL_PROMPTS:
-        cameras = sample_cameras(run.nerf.cameras, cameras_per_prompt, generator)
+        cameras = sample_cameras(PRIOR_CAMERAS, cameras_per_prompt, generator)
         backgrounds = torch.rand(cameras_per_prompt, 3, generator=generator)
         prompts = Prompts.from_text(model, prompt, view_dependent=True)
         guidance = ScoreDistillation(model, prompts, "nfsd", scale=1.0, timesteps=CPU_TIMESTEPS)
