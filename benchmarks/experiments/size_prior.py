@@ -32,17 +32,15 @@ sys.path.insert(0, str(ROOT))
 
 from nfsd_core.distillation import Prompts, ScoreDistillation  # noqa: E402
 from nfsd_core.guidance import weight  # noqa: E402
-from nfsd_core.nerf import CameraSettings, make_cameras, sample_cameras  # noqa: E402
+from nfsd_core.nerf import make_cameras, sample_cameras  # noqa: E402
 from nfsd_core.sampling import ddim_sample  # noqa: E402
-from nfsd_core.shapes.data import CAMERA_VIEWS, fine_prompt, make_shape_set  # noqa: E402
+from nfsd_core.shapes.data import CAMERA_VIEWS, PRIOR_CAMERAS, fine_prompt, make_shape_set  # noqa: E402
 from nfsd_core.shapes.demo import CPU_TIMESTEPS, TextToNerf  # noqa: E402
 from nfsd_core.shapes.objects import COLOURS, OBJECTS  # noqa: E402
 from nfsd_core.shapes.prior import SHAPES_PRIOR_DIR, load_shapes_prior  # noqa: E402
 from nfsd_core.shapes.render import Scene, render_scenes  # noqa: E402
 
 OUTPUT = ROOT / "benchmarks" / "results" / "experiments"
-# The cameras the shipped prior's data was drawn with (and the demo trained with) before issue 18's fix.
-PRIOR_CAMERAS = CameraSettings()
 DDIM_SCALES = (1.0, 3.0, 7.5, 15.0, 30.0)
 PULL_PROMPTS = [("a red mug", "mug", "red"), ("a blue house", "house", "blue"), ("a green cube", "cube", "green"),
                 ("a yellow cone", "cone", "yellow"), ("a purple torus", "torus", "purple"),

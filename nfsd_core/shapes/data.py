@@ -1,13 +1,13 @@
 """Rendered objects as a prior's training data, with their captions and exact ground truth.
 
 Every image is an object of `objects.OBJECTS` in a colour of `objects.COLOURS`, seen from a
-camera drawn exactly as the NeRF trainer draws its training cameras (`sample_cameras` with the
-same `CameraSettings`, `SHAPE_CAMERAS`, which the 3D demo trains with too), named with the
-trainer's own view names, over a random solid background (the NeRF's "random" background:
-uniform RGB). Every camera frames the same half-height at the origin, so every object appears at
-its one true size: no caption says how close a camera is, and a prior that saw each object at
-many apparent sizes leaves the size of a distilled object free (guidance then picks the largest;
-see issue 18 in README). Captions:
+camera drawn exactly as the NeRF trainer draws its default training cameras (`sample_cameras` with
+`PRIOR_CAMERAS`, the default `CameraSettings`), named with the trainer's own view names, over a
+random solid background (the NeRF's "random" background: uniform RGB). Distance and fovy are drawn
+independently and no caption says how close a camera is, so the same object appears at many sizes
+(the frame's half-height at the origin spans 0.36 to 1.05). A NeRF trained through such cameras
+comes out too large (issue 18, README "Object size"); the 3D demo trains through `SHAPE_CAMERAS`
+instead, which frame one half-height. Captions:
 
 - fine: "a red mug, side view" (or without the view);
 - coarse: "a mug, side view" (or without the view), for any colour: the many-image condition of
@@ -18,7 +18,6 @@ The truth of each image (`ShapeSample`) is kept for the judge and the benchmark'
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -34,13 +33,15 @@ IMAGE_SIZE = 32
 VIEWS = tuple(VIEW_SUFFIXES)  # the view names nfsd_core gives cameras: front, side, back, overhead
 # The views the training cameras show: their elevations (-10 to 45 degrees) never reach "overhead" (above 60).
 CAMERA_VIEWS = ("front", "side", "back")
-# Where the cameras stand: elevation and azimuth as threestudio's, fovy 40 to 60, and the distance that shows
-# the half-height 0.6 at the origin (1.04 to 1.65), so an object of radius 0.36 fills at most 60% of the frame.
-# The evaluation view (turntables) frames the same: elevation 15, fovy 50, distance 0.6 / tan(25 degrees).
-FRAME_HALF_HEIGHT = 0.6
-SHAPE_CAMERAS = CameraSettings(distance_range=(FRAME_HALF_HEIGHT, FRAME_HALF_HEIGHT), fovy_range=(40.0, 60.0),
-                               relative_distance=True, eval_elevation=15.0, eval_fovy=50.0,
-                               eval_distance=round(FRAME_HALF_HEIGHT / math.tan(math.radians(25.0)), 4))
+# The cameras the shipped prior's data was drawn with: the NeRF trainer's defaults.
+PRIOR_CAMERAS = CameraSettings()
+# The 3D demo's training cameras: elevation and azimuth as the data's, fovy 40 to 55, and the distance that shows
+# the half-height 0.5 at the origin (0.96 to 1.37), so every camera sees the object at one size, as large as the
+# data's closest views show it (benchmarks/experiments/size_nerf.py, "fixed frame 0.5"). The evaluation view
+# (turntables) stays the data's and the trainer's: elevation 15, distance 1.5, fovy 70.
+FRAME_HALF_HEIGHT = 0.5
+SHAPE_CAMERAS = CameraSettings(distance_range=(FRAME_HALF_HEIGHT, FRAME_HALF_HEIGHT), fovy_range=(40.0, 55.0),
+                               relative_distance=True)
 # How a real image's caption is drawn; the rest of the probability is the empty caption.
 CAPTION_PROBABILITIES = {"fine_view": 0.35, "fine": 0.15, "coarse_view": 0.25, "coarse": 0.15}
 
@@ -84,7 +85,7 @@ def vocabulary_words() -> list[str]:
 
 
 def sample_scenes(count: int, generator: torch.Generator,
-                  cameras: CameraSettings = SHAPE_CAMERAS) -> tuple[list[ShapeSample], Cameras]:
+                  cameras: CameraSettings = PRIOR_CAMERAS) -> tuple[list[ShapeSample], Cameras]:
     """`count` random objects, colours, backgrounds and training cameras, all drawn from `generator`."""
     shapes = torch.randint(len(OBJECTS), (count,), generator=generator).tolist()
     colours = torch.randint(len(COLOURS), (count,), generator=generator).tolist()
@@ -107,7 +108,7 @@ def render_samples(samples: list[ShapeSample], cameras: Cameras, size: int = IMA
 
 
 def make_shape_set(count: int, seed: int, size: int = IMAGE_SIZE,
-                   cameras: CameraSettings = SHAPE_CAMERAS) -> ShapeSet:
+                   cameras: CameraSettings = PRIOR_CAMERAS) -> ShapeSet:
     """A seeded set of rendered objects (the same `seed` gives the same images)."""
     samples, drawn = sample_scenes(count, torch.Generator().manual_seed(seed), cameras)
     return ShapeSet(render_samples(samples, drawn, size), samples)

@@ -5,8 +5,9 @@ The prompt ("a red mug") is distilled into a small RGB NeRF with view-dependent 
 (a PNG strip and an animated WEBP) and a GLB mesh with vertex colours are written, and the
 benchmark's judge says what it sees in the turntable. Settings are sized for a CPU: 32 px
 renders (the prior's images), 32 samples per ray, two cameras per step, a 12-level hash grid,
-and the maximum timestep annealed from 0.98 to 0.5 half-way. The cameras are the prior's data's
-(`shapes.data.SHAPE_CAMERAS`), so every render is framed like the images the prior learned.
+and the maximum timestep annealed from 0.98 to 0.5 half-way. The training cameras
+(`shapes.data.SHAPE_CAMERAS`) all frame one half-height at the origin, so the object is seen at one
+size (issue 18: cameras drawn like the prior's data make it about 1.3x too large).
 """
 
 from __future__ import annotations
