@@ -20,10 +20,15 @@ PRIOR = SHIPPED_PRIORS["shapes"]
 # DDIM-50 at CFG 7.5, one sample per fine prompt and camera view (126): measured shape 90%, colour 97%,
 # view of the mug and the house 92%.
 SAMPLE_SHAPE, SAMPLE_COLOUR, SAMPLE_VIEW = 0.85, 0.9, 0.8
-# NFSD 7.5, 300 steps: measured occupancy IoU 0.33 (an empty NeRF scores 0), judged a green cube in
-# every turntable frame.
+# NFSD 7.5, 300 steps, the demo's settings: occupancy IoU 0.33 before issue 18's fix, judged a green cube in
+# every turntable frame. (The untrained NeRF's IoU, the floor, is not yet measured at this size.)
 DISTILL_PROMPT, DISTILL_SHAPE, DISTILL_COLOUR, DISTILL_STEPS = "a green cube", "cube", "green", 300
 DISTILL_IOU, DISTILL_JUDGE = 0.25, 0.75
+# The size band (issue 18): the rendered object's linear size against the analytic object's own silhouettes from
+# the turntable's cameras. The untrained blob renders at 1.47 (coverage 2.15x the cube's); the demo before the fix
+# at 1.28 after 300 steps and 1.31 after 600; with its fixed-frame cameras 1.16 and 1.19
+# (benchmarks/results/experiments/size_nerf.md: "baseline" and "fixed frame 0.5", coverage every 100 steps).
+SIZE_BAND = (0.8, 1.25)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +45,7 @@ def test_ddim_samples_show_the_prompted_shape_colour_and_view(judge):
     assert scores["view_of_fronted"] >= SAMPLE_VIEW
 
 
-def test_a_short_nfsd_distillation_reaches_the_object(judge):
+def test_a_short_nfsd_distillation_reaches_the_object_at_its_size(judge):
     """NFSD 7.5 with view prompts, the demo's CPU settings cut to DISTILL_STEPS steps."""
     from dataclasses import replace
 
@@ -53,3 +58,4 @@ def test_a_short_nfsd_distillation_reaches_the_object(judge):
     print(record)
     assert record["iou"] >= DISTILL_IOU
     assert record["judge_shape"] >= DISTILL_JUDGE and record["judge_colour"] >= DISTILL_JUDGE
+    assert SIZE_BAND[0] <= record["rendered_size"] <= SIZE_BAND[1]
