@@ -1,0 +1,77 @@
+"""The test-size check of issue 18's fix: one short NFSD distillation of a cube, before and after, against the floor.
+
+    python benchmarks/experiments/size_band.py      # -> benchmarks/results/experiments/size_band.{json,md}
+
+The run of `tests/test_shapes_prior.py` (NFSD 7.5, 300 steps, the demo's settings, *a green cube*, seed 0),
+measured by the benchmark's own `shapes_benchmark.run_one`, with the demo's training cameras before the fix
+(`shapes.data.PRIOR_CAMERAS`, the prior's data's) and after it (`SHAPE_CAMERAS`, fixed frame 0.5), and the
+untrained NeRF (what learning nothing scores). About 2 minutes on one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import shapes_benchmark  # noqa: E402
+from nfsd_core.shapes.data import PRIOR_CAMERAS, SHAPE_CAMERAS  # noqa: E402
+from nfsd_core.shapes.demo import TextToNerf  # noqa: E402
+from nfsd_core.shapes.evaluator import load_shapes_judge  # noqa: E402
+from nfsd_core.shapes.prior import SHAPES_PRIOR_DIR, load_shapes_prior  # noqa: E402
+
+OUTPUT = ROOT / "benchmarks" / "results" / "experiments"
+PROMPT, SHAPE, COLOUR, STEPS = "a green cube", "cube", "green", 300
+COLUMNS = [("rendered size", "rendered_size", "{:.2f}"), ("volume ratio", "volume_ratio", "{:.2f}"),
+           ("IoU", "iou", "{:.2f}"), ("best rescaled IoU", "best_rescaled_iou", "{:.2f}"),
+           ("at scale", "rescale", "{:.2f}"),
+           ("nearest object", "nearest_object", "{}"), ("judge: shape", "judge_shape", "{:.0%}"),
+           ("judge: colour", "judge_colour", "{:.0%}")]
+
+
+def runs(steps: int) -> dict[str, TextToNerf]:
+    demo = TextToNerf()
+
+    def through(cameras):
+        return replace(demo, steps=steps, nerf=replace(demo.nerf, cameras=cameras))
+
+    return {"untrained NeRF (floor)": replace(demo, steps=0),
+            f"before: data cameras, {steps} steps": through(PRIOR_CAMERAS),
+            f"after: fixed frame 0.5, {steps} steps": through(SHAPE_CAMERAS)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--prior", type=Path, default=SHAPES_PRIOR_DIR)
+    parser.add_argument("--output", type=Path, default=OUTPUT)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    model, codec = load_shapes_prior(directory=args.prior)
+    judge = load_shapes_judge(args.prior)
+    records = {}
+    for name, run in runs(args.steps).items():
+        records[name], _ = shapes_benchmark.run_one(model, codec, judge, PROMPT, SHAPE, COLOUR, run)
+        print(name, json.dumps({key: records[name][key] for _, key, _ in COLUMNS}), flush=True)
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "size_band.json").write_text(json.dumps({"prompt": PROMPT, "steps": args.steps, "records": records},
+                                                           indent=1))
+    lines = [f"*{PROMPT}*, NFSD 7.5, seed 0, the demo's settings\n",
+             "| run | " + " | ".join(title for title, _, _ in COLUMNS) + " |",
+             "|---|" + "---|" * len(COLUMNS)]
+    lines += ["| " + name + " | " + " | ".join(form.format(record[key]) for _, key, form in COLUMNS) + " |"
+              for name, record in records.items()]
+    (args.output / "size_band.md").write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
