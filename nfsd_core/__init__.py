@@ -42,7 +42,7 @@ from .models.diffusers import (DiffusersLatentCodec, DiffusersScoreModel, check_
                                vae_downscale_factor)
 from .optimize import OptimizerSettings, RunResult, StepRecord, history_columns, optimize
 from .preview import LatentToRGB, fit_latent_to_rgb
-from .representations import GuidanceView, LatentCanvas, Representation, initial_latents
+from .representations import GuidanceView, LatentCanvas, RenderedRepresentation, Representation, initial_latents
 from .sampling import ddim_sample
 from .schedule import NoiseSchedule
 from .shapes.prior import load_shapes_prior
@@ -76,6 +76,7 @@ __all__ = [
     "NoiseStream",
     "OptimizerSettings",
     "Prompts",
+    "RenderedRepresentation",
     "Representation",
     "RunResult",
     "ScoreDecomposition",

@@ -101,10 +101,10 @@ class NerfSettings:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "NerfSettings":
-        return _from_dict(cls, config)
+        return settings_from_dict(cls, config)
 
 
-def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+def settings_from_dict(cls: type, data: dict[str, Any]) -> Any:
     """Rebuild dataclass `cls` from `dataclasses.asdict` output (after a JSON round trip)."""
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
@@ -117,7 +117,7 @@ def _from_dict(cls: type, data: dict[str, Any]) -> Any:
             if not isinstance(value, dict):
                 raise ValueError(f"{name} must be a JSON object of {kind.__name__} settings, got {value!r}")
             try:
-                value = _from_dict(kind, value)
+                value = settings_from_dict(kind, value)
             except ValueError as error:
                 raise ValueError(f"{name}.{error}") from None
         elif typing.get_origin(kind) is tuple:
