@@ -12,7 +12,7 @@ from .background import BACKGROUND_KINDS, BackgroundSettings
 from .cameras import CameraSettings, Cameras, make_cameras, orbit_cameras, sample_cameras, view_names
 from .field import ImplicitVolume, VolumeSettings
 from .hashgrid import HashGrid
-from .mesh import MESH_FORMATS, Mesh, export_mesh, extract_mesh
+from .mesh import COLOUR_OUTPUTS, MESH_FORMATS, Mesh, export_mesh, extract_mesh, z_up_to_y_up
 from .occupancy import OccupancySettings
 from .regularizers import Ramp, RegularizerSettings
 from .representation import NerfRepresentation, Render
@@ -21,6 +21,7 @@ from .turntable import render_turntable
 
 __all__ = [
     "BACKGROUND_KINDS",
+    "COLOUR_OUTPUTS",
     "COLOUR_SPACES",
     "MESH_FORMATS",
     "BackgroundSettings",
@@ -45,4 +46,5 @@ __all__ = [
     "render_turntable",
     "sample_cameras",
     "view_names",
+    "z_up_to_y_up",
 ]
