@@ -6,7 +6,8 @@ The pieces, each in its own module:
 - `guidance`: the rules (NFSD, SDS, CSD, SDS with a negative prompt) and weightings;
 - `timesteps`: timestep schedules and the seeded per-step noise;
 - `distillation`: one distillation step, latents in, gradient out;
-- `representations`: what is optimised (the latent canvas; the NeRF lives in `nerf`);
+- `representations`: what is optimised (the latent canvas; the NeRF lives in `nerf`, the mesh texture in
+  `texture`);
 - `optimize` and `checkpoint`: the loop, with hooks, previews and resumable state;
 - `identity`: a run's identity (every setting that decides its result), which a checkpoint must match;
 - `models.diffusers`: Stable Diffusion from a local diffusers directory (optional extra);
@@ -21,8 +22,8 @@ The pieces, each in its own module:
 This package never imports ComfyUI.
 """
 
-from .budget import (address_space_left, canvas_bytes, check_budget, largest_fitting, mesh_bytes, nerf_training_bytes,
-                     turntable_bytes)
+from .budget import (address_space_left, bake_bytes, canvas_bytes, check_budget, largest_fitting, mesh_bytes,
+                     nerf_training_bytes, texture_training_bytes, texture_turntable_bytes, turntable_bytes)
 from .checkpoint import (CheckpointError, claim_checkpoint_dir, has_checkpoint, load_checkpoint, read_checkpoint,
                          save_checkpoint)
 from .decomposition import (COMPONENTS as DECOMPOSITION_COMPONENTS, ScoreDecomposition, decompose_score,
@@ -45,6 +46,7 @@ from .preview import LatentToRGB, fit_latent_to_rgb
 from .representations import GuidanceView, LatentCanvas, RenderedRepresentation, Representation, initial_latents
 from .sampling import ddim_sample
 from .schedule import NoiseSchedule
+from .shapes.objects import OBJECTS as SHAPE_OBJECTS, object_mesh
 from .shapes.prior import load_shapes_prior
 from .shipped_priors import SHIPPED_PRIORS, ShippedPrior
 from .timesteps import SCHEDULE_KINDS, NoiseStream, TimestepSchedule
@@ -58,6 +60,7 @@ __all__ = [
     "SCHEDULE_KINDS",
     "SD_LATENT_CHANNELS",
     "SD_PIXELS_PER_LATENT",
+    "SHAPE_OBJECTS",
     "SHIPPED_PRIORS",
     "VIEW_SUFFIXES",
     "WEIGHTINGS",
@@ -86,6 +89,7 @@ __all__ = [
     "StepRecord",
     "TimestepSchedule",
     "address_space_left",
+    "bake_bytes",
     "canvas_bytes",
     "check_budget",
     "check_layout",
@@ -109,11 +113,14 @@ __all__ = [
     "make_rule",
     "mesh_bytes",
     "nerf_training_bytes",
+    "object_mesh",
     "optimize",
     "read_checkpoint",
     "run_identity",
     "save_checkpoint",
     "setting_bounds",
+    "texture_training_bytes",
+    "texture_turntable_bytes",
     "to_pil",
     "turntable_bytes",
     "vae_downscale_factor",

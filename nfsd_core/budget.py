@@ -75,7 +75,8 @@ def nerf_parameter_bytes(settings) -> int:
 
 
 def train_sample_bytes(volume) -> int:
-    """Bytes one sample of a training render holds until backward (VolumeSettings)."""
+    """Bytes one sample of a training render holds until backward (VolumeSettings, or a mesh
+    texture's ColourFieldSettings: one surface point a pixel)."""
     per_level = TRAIN_SAMPLE_PER_LEVEL + TRAIN_SAMPLE_PER_FEATURE * volume.features_per_level
     return TRAIN_SAMPLE_BASE + volume.levels * per_level + TRAIN_SAMPLE_PER_HIDDEN * volume.hidden_width * max(
         volume.hidden_layers, 1)
@@ -120,6 +121,66 @@ def mesh_bytes(settings, resolution: int) -> int:
     chunk = chunk_rays(1) * eval_sample_bytes(settings.volume)
     surface = 12 * resolution**2 * (3 + 3 + 3) * FLOAT_BYTES * 4
     return nerf_parameter_bytes(settings) + resolution**3 * MESH_BYTES_PER_VOXEL + chunk + surface
+
+
+# A mesh texture: bytes per mesh face and vertex held while it trains or renders (faces, an Embree
+# BVH, normals, vertex data and their copies), per pixel of a render beyond the colour field's own
+# (hits, rays, background, image and its gradient), per cached bank pixel (face, barycentrics,
+# depth), and per texel of a bake (face, barycentrics, colours, the fill's nearest-texel indices).
+MESH_FACE_BYTES = 200
+MESH_VERTEX_BYTES = 100
+RENDER_PIXEL_BYTES = 120
+BANK_PIXEL_BYTES = 16
+BAKE_TEXEL_BYTES = 96
+# The torch rasteriser's candidate (pixel, triangle) pairs in flight (visibility.PAIR_BUDGET x ~100 bytes).
+RASTER_BYTES = 2**20 * 100
+
+
+def texture_parameter_bytes(settings) -> int:
+    """Bytes of a mesh texture's parameters (TextureSettings): hash tables, the MLP, the background."""
+    field = settings.colour_field
+    rows = hash_grid_rows(field.levels, field.base_resolution, field.finest_resolution, field.log2_table_size)
+    width, layers = field.hidden_width, field.hidden_layers
+    features = field.levels * field.features_per_level
+    mlp = features * width + max(layers - 1, 0) * width * width + width * settings.channels
+    environment = settings.background
+    background = environment.hidden_width * (15 + environment.hidden_layers * environment.hidden_width)
+    return (rows * field.features_per_level + mlp + background) * FLOAT_BYTES
+
+
+def mesh_geometry_bytes(faces: int, vertices: int) -> int:
+    """A fixed mesh held for rendering: its arrays, normals, Embree's BVH, the rasteriser's chunk."""
+    return faces * MESH_FACE_BYTES + vertices * MESH_VERTEX_BYTES + RASTER_BYTES
+
+
+def texture_training_bytes(settings, faces: int, vertices: int) -> int:
+    """A mesh texture's training step (TextureSettings, a mesh of `faces` and `vertices`), the score
+    model and VAE left out: every pixel of the batch's renders counted as surface (a colour-field
+    query kept for backward, as a NeRF sample), the parameters with gradients and moments, the mesh
+    and the cached camera bank."""
+    pixels = settings.batch_size * settings.render_size**2
+    per_pixel = train_sample_bytes(settings.colour_field) + RENDER_PIXEL_BYTES
+    bank = settings.camera_bank * settings.render_size**2 * BANK_PIXEL_BYTES
+    return (pixels * per_pixel + TRAINING_COPIES * texture_parameter_bytes(settings)
+            + mesh_geometry_bytes(faces, vertices) + bank)
+
+
+def texture_turntable_bytes(settings, frames: int, size: int, faces: int, vertices: int) -> int:
+    """Rendering `frames` views of size^2 pixels of a mesh texture: the parameters and mesh, one
+    frame's queries in flight, and the frames kept (as `turntable_bytes`)."""
+    per_pixel = (settings.channels + 1 + 1 + 3) + 4 * 3
+    in_flight = min(SAMPLE_CHUNK, size * size) * eval_sample_bytes(settings.colour_field)
+    return (texture_parameter_bytes(settings) + mesh_geometry_bytes(faces, vertices) + in_flight
+            + size * size * RENDER_PIXEL_BYTES + 2 * frames * size * size * per_pixel * FLOAT_BYTES)
+
+
+def bake_bytes(settings, size: int, faces: int, vertices: int) -> int:
+    """Baking a mesh texture into a size^2 image: the parameters and mesh, the cut mesh (up to three
+    vertices a face), the texels' work and one chunk of queries."""
+    in_flight = SAMPLE_CHUNK * eval_sample_bytes(settings.colour_field)
+    cut = 3 * faces * MESH_VERTEX_BYTES
+    return (texture_parameter_bytes(settings) + mesh_geometry_bytes(faces, vertices) + cut + in_flight
+            + size * size * BAKE_TEXEL_BYTES)
 
 
 def canvas_bytes(batch: int, channels: int, height: int, width: int) -> int:

@@ -17,11 +17,10 @@ from torch import Tensor
 
 from ..nerf.cameras import Cameras
 from ..nerf.rays import camera_rays, ray_box_intersection
-from .objects import COLOURS, object_sdf
+from .objects import BOUND, COLOURS, object_sdf
 
 LIGHT = F.normalize(torch.tensor([0.5, 0.35, 1.0]), dim=0)  # from the front right, mostly above
 AMBIENT = 0.45
-BOUND = 0.5  # every object lies inside [-BOUND, BOUND]^3
 TRACE_STEPS = 64
 HIT_DISTANCE = 1e-3
 NORMAL_STEP = 1e-3
