@@ -12,11 +12,14 @@ from .mesh import ExtractMesh, SaveMesh
 from .nerf import NeRFRepresentation
 from .optimizer import Optimizer
 from .renderer import Renderer
+from .texture import MeshTexture
+from .texture_mesh import DemoMesh, TextureToMesh
 from .turntable import NeRFTurntable
 from .view_prompts import ViewPrompts
 
 NODES: list[type[io.ComfyNode]] = [DemoModel, ScoreDistillationGuidance, ViewPrompts, LatentCanvas, NeRFRepresentation,
-                                   Optimizer, Renderer, NeRFTurntable, ExtractMesh, SaveMesh, ScoreDecomposition]
+                                   Optimizer, Renderer, NeRFTurntable, ExtractMesh, SaveMesh, ScoreDecomposition,
+                                   MeshTexture, TextureToMesh, DemoMesh]
 
 
 class NFSDExtension(ComfyExtension):

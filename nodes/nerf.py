@@ -34,17 +34,18 @@ def merge_into(config: dict[str, Any], overrides: dict[str, Any]) -> None:
             config[key] = value
 
 
-def parse_advanced(text: str) -> dict[str, Any]:
-    """The `advanced` input: "" or a JSON object of NerfSettings overrides."""
+def parse_advanced(text: str, what: str = "NeRF settings",
+                   example: str = '{"volume": {"log2_table_size": 16}}') -> dict[str, Any]:
+    """The `advanced` input: "" or a JSON object of settings overrides (`what`, e.g. `example`)."""
     if not text.strip():
         return {}
     try:
         overrides = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ValueError(f"advanced must be a JSON object of NeRF settings, e.g. "
-                         f'{{"volume": {{"log2_table_size": 16}}}}; it does not parse: {error}') from None
+        raise ValueError(f"advanced must be a JSON object of {what}, e.g. {example}; it does not parse: "
+                         f"{error}") from None
     if not isinstance(overrides, dict):
-        raise ValueError(f"advanced must be a JSON object of NeRF settings, got {type(overrides).__name__}")
+        raise ValueError(f"advanced must be a JSON object of {what}, got {type(overrides).__name__}")
     return overrides
 
 

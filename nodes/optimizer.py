@@ -92,9 +92,9 @@ def check_inputs(guidance, representation, vae) -> ComfyScoreModel:
     if not isinstance(representation, NodeRepresentation):
         raise ValueError("representation must come from an NFSD representation node (e.g. NFSD Latent Canvas)")
     if representation.needs_vae and vae is None:
-        raise ValueError("this representation renders pixels (an RGB NeRF), which reach the model only through the "
-                         "VAE: wire the checkpoint's VAE into NFSD Optimizer's 'vae' input, or set the NeRF's colour "
-                         "to 'latent'")
+        raise ValueError("this representation renders pixels (an RGB NeRF or mesh texture), which reach the model "
+                         "only through the VAE: wire the checkpoint's VAE into NFSD Optimizer's 'vae' input, or set "
+                         "its colour to 'latent'")
     if isinstance(guidance.prompts.positive, Mapping) and not representation.has_views:
         raise ValueError("the guidance has one prompt per camera view (NFSD View Prompts), but this representation "
                          "has no cameras (a latent canvas): wire a CLIP Text Encode into the Guidance's positive")
@@ -144,8 +144,8 @@ class Optimizer(io.ComfyNode):
                         "showing previews as it goes. Deterministic for a given seed.",
             inputs=[
                 Guidance.Input("guidance", tooltip="From NFSD Score Distillation Guidance."),
-                Representation.Input("representation", tooltip="What to optimise: NFSD Latent Canvas or NFSD NeRF "
-                                     "Representation."),
+                Representation.Input("representation", tooltip="What to optimise: NFSD Latent Canvas, NFSD NeRF "
+                                     "Representation or NFSD Mesh Texture."),
                 io.Int.Input("steps", default=500, min=1, max=100000,
                              tooltip="Optimisation steps; each costs 2 (SDS, CSD) or 2 to 3 (NFSD) model evaluations "
                              "per image. A canvas needs hundreds, a NeRF thousands (threestudio: 10000)."),

@@ -83,9 +83,10 @@ def test_the_library_and_the_nodes_have_no_import_cycles():
 
 
 def test_nodes_use_the_core_through_its_facades():
-    """The nodes import nfsd_core's public API (`nfsd_core`, and the NeRF's `nfsd_core.nerf`), never
-    a module behind it, so the core can rearrange its modules without breaking them."""
-    facades = {"pack.nfsd_core", "pack.nfsd_core.nerf"}
+    """The nodes import nfsd_core's public API (`nfsd_core`, the NeRF's `nfsd_core.nerf` and the mesh
+    texture's `nfsd_core.texture`), never a module behind it, so the core can rearrange its modules
+    without breaking them."""
+    facades = {"pack.nfsd_core", "pack.nfsd_core.nerf", "pack.nfsd_core.texture"}
     reaching_past = {module: sorted(name for name in imported if name.startswith("pack.nfsd_core.")
                                     and name.rpartition(".")[0] not in facades and name not in facades)
                      for module, imported in relative_imports("nodes").items()}

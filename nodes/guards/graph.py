@@ -13,7 +13,8 @@ from typing import Any, Iterator
 from .limits import check_finite
 from ..sockets import Representation
 
-KINDS = {"NFSD_CANVAS": "a latent canvas (NFSD Latent Canvas)", "NFSD_NERF": "a NeRF (NFSD NeRF Representation)"}
+KINDS = {"NFSD_CANVAS": "a latent canvas (NFSD Latent Canvas)", "NFSD_NERF": "a NeRF (NFSD NeRF Representation)",
+         "NFSD_TEXTURE": "a mesh texture (NFSD Mesh Texture)"}
 
 
 def pack_classes() -> dict[str, Any]:
