@@ -3,7 +3,8 @@ texture settings -> a mesh texture (sockets.texture.TextureState) for NFSD Optim
 
 The mesh is checked (empty, NaN vertices, face indices out of range, too many faces) and the
 training step's memory estimated before anything is built; the file name is confined to the input
-folder like every path a graph sets.
+folder like every path a graph sets. As for the NeRF, `guidance_size` 0 and the pixels per latent
+are the model's own, filled in by NFSD Optimizer (see sockets.rendered).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from ..nfsd_core.texture import (FRONTS, MESH_FILE_SUFFIXES, SHADINGS, TextureSe
 from .adapters.mesh import meshes_of
 from .guards.limits import check_finite, check_memory
 from .guards.paths import confined, refusal
-from .nerf import merge_into, parse_advanced
-from .schema import CATEGORY
+from .nerf import MODELS_OWN_SIZE, merge_into, parse_advanced, settings_from_model
+from .schema import CATEGORY, SEED_CONTROL
 from .sockets import Texture
 from .sockets.texture import TextureState
 
@@ -74,6 +75,8 @@ def texture_settings(widgets: Mapping[str, Any]) -> TextureSettings:
                       "camera_bank", "seed")
     config.update({name: widgets[name] for name in passed_through})
     config["background"]["kind"] = widgets["background"]
+    if widgets["guidance_size"] == MODELS_OWN_SIZE:  # a placeholder until NFSD Optimizer knows the model
+        config["guidance_size"] = DEFAULTS.guidance_size
     merge_into(config, parse_advanced(widgets.get("advanced", ""), "mesh texture settings", ADVANCED_EXAMPLE))
     try:
         return TextureSettings.from_config(config)
@@ -124,10 +127,13 @@ class MeshTexture(io.ComfyNode):
                 io.Int.Input("render_size", default=DEFAULTS.render_size, min=8, max=2048, step=8,
                              tooltip="Side of the square training renders, in pixels (resized to guidance_size for "
                              "the model). The mesh is rasterised at this size every step."),
-                io.Int.Input("guidance_size", default=DEFAULTS.guidance_size, min=GUIDANCE_SIZES[0],
-                             max=GUIDANCE_SIZES[1], step=8,
-                             tooltip="Pixels the model sees: 512 for SD 1.x and 2.x-base, 768 for SD 2.x-768, 1024 "
-                             "for SDXL, 32 for NFSD Demo Model."),
+                io.Int.Input("guidance_size", default=MODELS_OWN_SIZE, min=MODELS_OWN_SIZE, max=GUIDANCE_SIZES[1],
+                             step=8,
+                             tooltip="Pixels the model sees: renders are resized to this square before the VAE "
+                             "encodes them (latent textures: to this divided by the model's pixels per latent). 0 (the "
+                             "default): the model's own image size, 512 for SD 1.x and 2.x-base, 768 for SD 2.x-768, "
+                             f"1024 for SDXL, 32 for NFSD Demo Model. Set from {GUIDANCE_SIZES[0]} up, it is used as "
+                             "set."),
                 io.Int.Input("batch_size", default=DEFAULTS.batch_size, min=BATCH_SIZES[0], max=BATCH_SIZES[1],
                              tooltip="Cameras per step, spread around the mesh."),
                 io.Combo.Input("shading", options=list(SHADINGS), default=DEFAULTS.shading,
@@ -153,7 +159,7 @@ class MeshTexture(io.ComfyNode):
                                  tooltip="Start from the mesh's own colours (vertex colours, or a file's texture) when "
                                  "it has them; off: start grey."),
                 io.Int.Input("seed", default=DEFAULTS.seed, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Seed of the texture's initial weights and of the camera bank."),
+                             tooltip=f"Seed of the texture's initial weights and of the camera bank. {SEED_CONTROL}"),
                 io.String.Input("advanced", default="", multiline=True, optional=True,
                                 tooltip=f"JSON overrides of any other texture setting, applied last, e.g. "
                                 f"{ADVANCED_EXAMPLE} (see README, Texture a mesh). Empty: none."),
@@ -173,7 +179,8 @@ class MeshTexture(io.ComfyNode):
         check_finite(cls, widgets)
         settings = texture_settings(widgets)
         vertices, faces, colours = read_mesh(mesh, mesh_file)
-        state = TextureState(settings, vertices, faces, colours if widgets["start_colours"] else None)
+        state = TextureState(settings, vertices, faces, colours if widgets["start_colours"] else None,
+                             from_model=settings_from_model(widgets))
         check_cameras(state.surface(), settings.cameras)
         check_training_memory(state)
         return io.NodeOutput(state)

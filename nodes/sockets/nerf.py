@@ -2,7 +2,7 @@
 
 It holds the NeRF's settings and, once optimised, its weights on the CPU; nodes downstream
 rebuild the NeRF from them to render turntables and meshes (see `rendered.RenderedState`, which
-it shares with the mesh texture).
+it shares with the mesh texture, and which resolves the settings left to the model).
 """
 
 from __future__ import annotations
@@ -21,16 +21,20 @@ from .rendered import RenderedState
 @dataclass(frozen=True, eq=False)  # compared by identity: it holds tensors
 class NerfState(RenderedState):
     """A NeRF: its settings, and after optimisation its `weights` (state dict, CPU), the map of its
-    latent colours to RGB (latent NeRFs) and the LATENT of its front view (VAE units)."""
+    latent colours to RGB (latent NeRFs) and the LATENT of its front view (VAE units). `from_model`
+    names the settings (MODEL_SETTINGS) still to be taken from the model; until then they hold
+    NerfSettings' defaults."""
 
     settings: NerfSettings
     weights: dict[str, Tensor] | None = None
     latent_rgb: LatentToRGB | None = None
     front_latent: Tensor | None = None
+    from_model: frozenset[str] = frozenset()
 
     socket_type = "NFSD_NERF"
     noun = "NeRF"
     node_name = "NFSD NeRF Representation"
+    elevation_setting = "NFSD NeRF Representation's elevation_max"
 
     @property
     def view_size(self) -> int:

@@ -5,6 +5,11 @@ their latent colours to RGB and the LATENT of their front view (VAE units); node
 rebuild the representation from them to render turntables (and meshes). An RGB representation
 reaches the model through the VAE; a latent one renders the model's latents directly and is shown
 through the model's latent-to-RGB preview factors.
+
+Two settings depend on the model, which the representation's node does not know: the image size
+the model sees (`guidance_size`) and the pixels per latent of its VAE (`latent_downscale`). Those
+the user left to the model are named in `from_model`; NFSD Optimizer resolves them (`for_model`)
+before anything else, so the run, its identity and everything after it see concrete values.
 """
 
 from __future__ import annotations
@@ -18,13 +23,14 @@ from PIL import Image
 from torch import Tensor
 
 from ...nfsd_core import RenderedRepresentation, to_pil
-from ...nfsd_core.nerf import Render, orbit_cameras, render_turntable
+from ...nfsd_core.nerf import Render, orbit_cameras, render_turntable, training_views
 from ..adapters.autograd import autograd_enabled
 from ..adapters.codec import ComfyLatentCodec
 from ..guards.limits import check_memory, interrupt_progress
 from .representation import NodeRepresentation
 
 RENDERER_VIEWS = 8  # frames of the turntable that NFSD Renderer shows
+MODEL_SETTINGS = ("guidance_size", "latent_downscale")  # the settings a representation may leave to the model
 
 
 @torch.no_grad()
@@ -38,13 +44,15 @@ def front_view_latent(trained: RenderedRepresentation, size: int, latent_format)
 
 class RenderedState(NodeRepresentation):
     """A socket value of a `RenderedRepresentation` (a frozen dataclass with the fields `settings`,
-    `weights` (state dict on the CPU, None before optimisation), `latent_rgb` and `front_latent`)."""
+    `weights` (state dict on the CPU, None before optimisation), `latent_rgb`, `front_latent` and
+    `from_model`, the MODEL_SETTINGS still to be taken from the model)."""
 
     has_views = True
     checkpoint_by_default = True
     size_input = "guidance_size"
     noun = "representation"  # what the messages call it
     node_name = ""  # the node that makes it
+    elevation_setting = ""  # the input that sets its training cameras' highest elevation
 
     @property
     @abc.abstractmethod
@@ -77,6 +85,27 @@ class RenderedState(NodeRepresentation):
         settings = self.settings
         side = settings.guidance_size // settings.latent_downscale
         return (settings.batch_size, settings.latent_channels, side, side)
+
+    @property
+    def camera_views(self) -> tuple[str, ...]:
+        return tuple(training_views(self.settings.cameras))
+
+    def for_model(self, model, vae) -> "RenderedState":
+        """The settings in `from_model` taken from the model: `guidance_size` its own image size,
+        `latent_downscale` the pixels per latent of the VAE (RGB renders, which the VAE encodes) or of
+        the model's latents."""
+        if not self.from_model:
+            return self
+        values = {"guidance_size": model.native_image_size,
+                  "latent_downscale": vae.spacial_compression_encode() if self.needs_vae and vae is not None
+                  else model.pixels_per_latent}
+        resolved = {name: values[name] for name in sorted(self.from_model)}
+        try:
+            settings = dataclasses.replace(self.settings, **resolved)
+        except ValueError as error:
+            taken = ", ".join(f"{name} {value}" for name, value in resolved.items())
+            raise ValueError(f"{self.noun} settings with the model's {taken}: {error}") from None
+        return dataclasses.replace(self, settings=settings, from_model=frozenset())
 
     def build(self, latent_format, device: torch.device, vae=None) -> RenderedRepresentation:
         settings = self.settings

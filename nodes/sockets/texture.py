@@ -22,7 +22,8 @@ PREVIEW_SIZE = 256  # the Optimizer's previews are at most this many pixels per 
 @dataclass(frozen=True, eq=False)  # compared by identity: it holds tensors
 class TextureState(RenderedState):
     """A mesh texture: the mesh (`vertices` [N, 3] y up, `faces` [F, 3], start `colours` [N, 3] or
-    None), its settings, and after optimisation its `weights`, `latent_rgb` and `front_latent`."""
+    None), its settings, and after optimisation its `weights`, `latent_rgb` and `front_latent`;
+    `from_model` as the NeRF's."""
 
     settings: TextureSettings
     vertices: Tensor
@@ -31,10 +32,12 @@ class TextureState(RenderedState):
     weights: dict[str, Tensor] | None = None
     latent_rgb: LatentToRGB | None = None
     front_latent: Tensor | None = None
+    from_model: frozenset[str] = frozenset()
 
     socket_type = "NFSD_TEXTURE"
     noun = "mesh texture"
     node_name = "NFSD Mesh Texture"
+    elevation_setting = 'NFSD Mesh Texture\'s advanced {"cameras": {"elevation_range": [-10, 45]}}'
 
     @property
     def view_size(self) -> int:
