@@ -142,9 +142,9 @@ def prompted_views(guidance: ScoreDistillation, representation: NodeRepresentati
     missing = [view for view in views if view not in positive]
     if missing:
         raise ValueError(f"the {representation.noun}'s training cameras get the view(s) {', '.join(missing)}, but the "
-                         f"guidance's positive has no prompt for them (it has {', '.join(positive)}). NFSD View Prompts "
-                         "encodes 'overhead' only with its overhead_view on: turn it on, or keep the cameras' highest "
-                         f"elevation ({representation.elevation_setting}) at 60 degrees or below")
+                         f"guidance's positive has no prompt for them (it has {', '.join(positive)}). NFSD View "
+                         "Prompts encodes 'overhead' only with its overhead_view on: turn it on, or keep the cameras' "
+                         f"highest elevation ({representation.elevation_setting}) at 60 degrees or below")
     return views
 
 
@@ -222,8 +222,8 @@ class Optimizer(io.ComfyNode):
                                  "front view as the model sees it)."),
                 io.String.Output(display_name="statistics", tooltip="Settings and per-step history as JSON."),
                 io.Image.Output(display_name="curves", tooltip="The run at a glance, for Preview Image or Save "
-                                "Image: loss, gradient norm, the latent RMS (canvas) or mean opacity (NeRF), and the "
-                                "timesteps drawn, against the step."),
+                                "Image: loss, gradient norm, the latent RMS (canvas), mean opacity (NeRF) or surface "
+                                "colour spread (mesh texture), and the timesteps drawn, against the step."),
             ],
             hidden=[io.Hidden.unique_id, io.Hidden.prompt],
         )

@@ -94,8 +94,8 @@ def check_training_memory(state: TextureState) -> None:
         return dataclasses.replace(state, settings=changed).memory_needed(changed.batch_size)
 
     check_memory(state.memory_needed(settings.batch_size),
-                 f"a mesh texture training step ({settings.batch_size} x {settings.render_size} px renders of a mesh of "
-                 f"{len(state.faces)} faces, a camera bank of {settings.camera_bank})", {
+                 f"a mesh texture training step ({settings.batch_size} x {settings.render_size} px renders of a mesh "
+                 f"of {len(state.faces)} faces, a camera bank of {settings.camera_bank})", {
                      "render_size": (lambda n: with_values(render_size=n), 8, settings.render_size, 8),
                      "batch_size": (lambda n: with_values(batch_size=n), 1, settings.batch_size, 1),
                      "camera_bank": (lambda n: with_values(camera_bank=n), 0, settings.camera_bank, 1),
@@ -121,8 +121,8 @@ class MeshTexture(io.ComfyNode):
                                f"{', '.join(MESH_FILE_SUFFIXES)}. Its texture or vertex colours are the start. "
                                f"'{NO_FILE}': use the 'mesh' input."),
                 io.Combo.Input("colour", options=list(COLOUR_SPACES), default=DEFAULTS.colour,
-                               tooltip="rgb: renders pixels, which the VAE encodes (with gradients) for the model: wire "
-                               "the VAE into NFSD Optimizer. latent: renders the model's latents directly "
+                               tooltip="rgb: renders pixels, which the VAE encodes (with gradients) for the model: "
+                               "wire the VAE into NFSD Optimizer. latent: renders the model's latents directly "
                                "(Latent-Paint): no VAE, faster, coarser colours."),
                 io.Int.Input("render_size", default=DEFAULTS.render_size, min=8, max=2048, step=8,
                              tooltip="Side of the square training renders, in pixels (resized to guidance_size for "

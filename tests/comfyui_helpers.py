@@ -222,6 +222,46 @@ def text_to_nerf_prompt(colour: str = "rgb", steps: int = 3, seed: int = 0, chec
     }
 
 
+# A mesh texture small enough for a CPU test: 16 px renders seen by the model at 64 px (8 x 8 latents), a 4-level
+# hash grid of 2^10 rows, the shapes prior's mug as a mesh of a few hundred faces.
+TINY_TEXTURE = {
+    "colour": "rgb", "render_size": 16, "guidance_size": 64, "batch_size": 1, "shading": "albedo",
+    "background": "environment", "front": "+z", "fit_radius": 0.5, "camera_bank": 0, "start_colours": True, "seed": 0,
+    "advanced": json.dumps({"colour_field": {"levels": 4, "log2_table_size": 10, "base_resolution": 4,
+                                             "finest_resolution": 32, "hidden_width": 16}}),
+}
+
+
+def text_to_texture_prompt(steps: int = 3, seed: int = 0, checkpoint_dir: str = "", preview_every: int = 0,
+                           views: int = 3, mesh_file: str | None = None, **texture) -> dict:
+    """An API-format prompt that textures NFSD Demo Mesh's mug (or `mesh_file` from input/3d) on the tiny
+    checkpoint, with view prompts: "3" is the mesh, "5" the Mesh Texture, "6" the Optimizer, "7" Texture to
+    Mesh, "8" Save Mesh (GLB), "9" Preview3D, "10" the turntable's PreviewImage, "11" core SaveGLB."""
+    source = {"mesh_file": mesh_file} if mesh_file else {"mesh": ["3", 0]}
+    prompt = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sd_eps.safetensors"}},
+        "2": {"class_type": "NFSD_ViewPrompts", "inputs": {"clip": ["1", 1], "text": "a red mug"}},
+        "3": {"class_type": "NFSD_DemoMesh", "inputs": {"object": "mug", "resolution": 16}},
+        "4": {"class_type": "NFSD_ScoreDistillationGuidance",
+              "inputs": {"model": ["1", 0], "positive": ["2", 0], "clip": ["1", 1], **GUIDANCE_DEFAULTS}},
+        "5": {"class_type": "NFSD_MeshTexture", "inputs": {**TINY_TEXTURE, **source, **texture}},
+        "6": {"class_type": "NFSD_Optimizer",
+              "inputs": {"guidance": ["4", 0], "representation": ["5", 0], "steps": steps, "learning_rate": 0.01,
+                         "seed": seed, "preview_every": preview_every, "checkpoint_dir": checkpoint_dir,
+                         "vae": ["1", 2]}},
+        "7": {"class_type": "NFSD_TextureToMesh",
+              "inputs": {"texture": ["6", 0], "texture_size": 64, "unwrap": "auto", "views": views, "view_size": 32}},
+        "8": {"class_type": "NFSD_SaveMesh", "inputs": {"mesh": ["7", 0], "filename_prefix": "NFSD/mug",
+                                                        "format": "glb"}},
+        "9": {"class_type": "Preview3D", "inputs": {"model_file": ["8", 0]}},
+        "10": {"class_type": "PreviewImage", "inputs": {"images": ["7", 2]}},
+        "11": {"class_type": "SaveGLB", "inputs": {"mesh": ["7", 0], "filename_prefix": "mesh/mug"}},
+    }
+    if mesh_file:
+        del prompt["3"]
+    return prompt
+
+
 @contextmanager
 def progress_hook(callback):
     """Install `callback(value, total, preview, node_id)` as ComfyUI's global progress hook for the block."""

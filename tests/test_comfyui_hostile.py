@@ -24,7 +24,7 @@ import pytest
 
 from comfyui_helpers import comfyui  # noqa: F401  (the fixture)
 from comfyui_helpers import HeadlessServer, comfy_runtime, progress_hook, requires_comfyui
-from comfyui_helpers import text_to_image_prompt, text_to_nerf_prompt
+from comfyui_helpers import text_to_image_prompt, text_to_nerf_prompt, text_to_texture_prompt
 
 pytestmark = requires_comfyui
 
@@ -55,6 +55,19 @@ def turntable(views: int, size: int) -> dict:
 def mesh(resolution: int) -> dict:
     prompt = only(text_to_nerf_prompt(steps=1), "1", "2", "4", "5", "6", "8", "9")
     prompt["8"]["inputs"]["resolution"] = resolution
+    return prompt
+
+
+def texture(**widgets) -> dict:
+    """Checkpoint, view prompts, guidance, demo mesh, mesh texture and a 1-step Optimizer (its statistics shown)."""
+    prompt = only(text_to_texture_prompt(steps=1, **widgets), "1", "2", "3", "4", "5", "6")
+    prompt["12"] = {"class_type": "PreviewAny", "inputs": {"source": [OPTIMIZER, 2]}}
+    return prompt
+
+
+def texture_to_mesh(texture_size: int, views: int, view_size: int) -> dict:
+    prompt = only(text_to_texture_prompt(steps=1), "1", "2", "3", "4", "5", "6", "7", "10")
+    prompt["7"]["inputs"].update(texture_size=texture_size, views=views, view_size=view_size)
     return prompt
 
 
@@ -129,6 +142,12 @@ OVERSIZED = {
                      ["regularizers.sparsity.end must be a finite number"], "before"),
     "turntable_720_views_2048": (turntable(720, 2048), ["needs about", "views", "size"], "before"),
     "mesh_resolution_1024": (mesh(1024), ["needs about", "resolution"], "before"),
+    "texture_render_2048_batch_64_bank_4096": (texture(render_size=2048, batch_size=64, camera_bank=4096),
+                                               ["needs about", "render_size", "camera_bank"], "before"),
+    "texture_advanced_log2_table_size_40": (texture(advanced=json.dumps({"colour_field": {"log2_table_size": 40}})),
+                                            ["colour_field.log2_table_size must be a whole number"], "before"),
+    "texture_bake_8192_turntable_360_views_2048": (texture_to_mesh(8192, 360, 2048), ["needs about", "views"],
+                                                   "before"),
     "decomposition_2000_timesteps": (decomposition(", ".join(str(t % 1000) for t in range(2000))),
                                      ["give at most 100"], "before"),
 }
@@ -158,6 +177,7 @@ FLOAT_HOSTS = {
     "NFSD_NeRFRepresentation": ("5", lambda: text_to_nerf_prompt(steps=1)),
     "NFSD_NeRFTurntable": ("7", lambda: text_to_nerf_prompt(steps=1)),
     "NFSD_ExtractMesh": ("8", lambda: text_to_nerf_prompt(steps=1)),
+    "NFSD_MeshTexture": ("5", lambda: text_to_texture_prompt(steps=1)),
 }
 
 
@@ -210,7 +230,7 @@ def where_refused(outcome: dict, node_types_after_optimizer: set[str]) -> str:
     return "late"
 
 
-NODES_AFTER_OPTIMIZER = {"NFSD_NeRFTurntable", "NFSD_ExtractMesh"}
+NODES_AFTER_OPTIMIZER = {"NFSD_NeRFTurntable", "NFSD_ExtractMesh", "NFSD_TextureToMesh"}
 
 
 @pytest.mark.parametrize("group", ["oversized", "wiring", "non_finite"])
@@ -245,6 +265,8 @@ CANCELLED = {
         **only(text_to_nerf_prompt(steps=3, colour="latent", render_size=256, samples_per_ray=128), "1", "2", "4", "5",
                "6"),
         "9": {"class_type": "PreviewAny", "inputs": {"source": ["6", 2]}}}, OPTIMIZER),
+    "optimizer_texture_inside_a_step": (lambda: texture(render_size=1024, advanced=""), OPTIMIZER),
+    "texture_to_mesh_baking": (lambda: texture_to_mesh(4096, 1, 8), "7"),
     "turntable": (lambda: turntable(200, 96), "7"),
     "mesh": (lambda: mesh(320), "8"),
     "renderer_nerf": (lambda: {**only(text_to_nerf_prompt(steps=1, high_res_size=256), "1", "2", "4", "5", "6"),
@@ -306,7 +328,7 @@ def test_cancel_stops_every_long_node_within_a_second(comfyui, optimisers_import
                        if node_id == OPTIMIZER else None):
         result = comfyui.execute(make(), server)
     finished = time.perf_counter()
-    if name == "optimizer_nerf_inside_a_step":
+    if name in ("optimizer_nerf_inside_a_step", "optimizer_texture_inside_a_step"):
         assert not steps_done, "the first step ended before Cancel: make it longer"
     server.watchdog.cancel()
     assert server.started and server.cancelled_at is not None, f"node {target} never started or ended before Cancel"

@@ -107,3 +107,20 @@ def test_a_visibility_pass_stops_when_interrupted():
     with pytest.raises(KeyboardInterrupt):
         Visibility(vertices, faces, "torch")(cameras, 16, 16, interrupt)
     assert len(calls) == 2  # checked before each camera: stopped before the second
+
+
+def test_the_rasteriser_checks_the_interrupt_between_chunks_of_its_work():
+    from nfsd_core.texture.visibility import rasterize
+
+    vertices, faces = icosphere(subdivisions=3)
+    cameras = make_cameras([10.0], [45.0], [1.3], [50.0])
+    calls = []
+
+    def interrupt():
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        rasterize(vertices, faces, cameras, 48, 48, pair_budget=64, check_interrupt=interrupt)
+    assert len(calls) == 3  # one camera, many chunks: stopped at the third

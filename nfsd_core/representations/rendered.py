@@ -56,7 +56,8 @@ class RenderedRepresentation(Representation):
             return self.latent_rgb(latents).permute(0, 2, 3, 1)
         if self.codec is not None:
             return self.codec.decode(latents).permute(0, 2, 3, 1).clamp(0.0, 1.0)
-        raise ValueError("latent renders need a latent_rgb map (nfsd_core.preview) or a codec to become RGB; attach one")
+        raise ValueError("latent renders need a latent_rgb map (nfsd_core.preview) or a codec to become RGB; "
+                         "attach one")
 
     def latents_for_guidance(self, colour: Tensor) -> Tensor:
         """Score-model latents [B, C, h, w] of rendered colours [B, H, W, C], differentiably."""

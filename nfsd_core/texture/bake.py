@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -106,14 +107,16 @@ def unwrap_mesh(vertices: Tensor, faces: Tensor, size: int, unwrap: str = "auto"
     return per_face_layout(faces)
 
 
-def texel_faces(layout: UVLayout, size: int) -> tuple[Tensor, Tensor]:
+def texel_faces(layout: UVLayout, size: int,
+                check_interrupt: Callable[[], None] | None = None) -> tuple[Tensor, Tensor]:
     """The face [S * S] (-1: none) and barycentrics (u, v) [S * S, 2] of each texel of a size x size
-    texture: texel centres inside a triangle, then the centroid texel of each triangle holding none."""
+    texture: texel centres inside a triangle, then the centroid texel of each triangle holding none
+    (`check_interrupt`: called between chunks of the rasteriser's work)."""
     texel_x = layout.uvs[:, 0] * size
     texel_y = (1.0 - layout.uvs[:, 1]) * size
     corners = layout.faces
     face, barycentric, _ = rasterize_triangles(texel_x[corners], texel_y[corners], torch.ones(corners.shape),
-                                               size, size)
+                                               size, size, check_interrupt=check_interrupt)
     barycentric = barycentric[:, 1:]
     seen = torch.zeros(len(corners), dtype=torch.bool)
     seen[face[face >= 0]] = True
@@ -157,7 +160,7 @@ def bake_texture(texture: TextureRepresentation, vertices: Tensor, size: int = 1
 
     layout = unwrap_mesh(vertices.float(), surface.faces, size, unwrap)
     advance(1)
-    face, barycentric = texel_faces(layout, size)
+    face, barycentric = texel_faces(layout, size, texture.check_interrupt)
     advance(2)
     written = face >= 0
     colour = texture.surface_colour(face[written].to(texture.device), barycentric[written].to(texture.device))

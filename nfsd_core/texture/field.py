@@ -35,7 +35,8 @@ def bounding_cube(points: Tensor) -> tuple[Tensor, float]:
 
 def rgb_to_latents(latent_rgb: LatentToRGB, rgb: Tensor) -> Tensor:
     """Latents [N, C] whose linear RGB preview is `rgb` [N, 3] (the least-norm solution)."""
-    return torch.linalg.lstsq(latent_rgb.matrix.double(), (rgb.double() - latent_rgb.bias.double()).T).solution.T.float()
+    solution = torch.linalg.lstsq(latent_rgb.matrix.double(), (rgb.double() - latent_rgb.bias.double()).T).solution
+    return solution.T.float()
 
 
 class ColourField(nn.Module):

@@ -222,7 +222,10 @@ class TextureRepresentation(RenderedRepresentation):
         cameras, hits = self.training_views(generator)
         render = self.render(cameras, size, size, generator, hits=hits)
         latents = self.latents_for_guidance(render.colour)
-        return GuidanceView(latents, views=cameras.views, stats={"coverage": float(render.opacity.mean())})
+        surface = render.colour.detach()[render.opacity[..., 0] > 0]
+        stats = {"coverage": float(render.opacity.mean()), "surface_std": float(surface.std()) if len(surface) > 1
+                 else 0.0}
+        return GuidanceView(latents, views=cameras.views, stats=stats)
 
 
 def barycentric_weights(barycentric: Tensor) -> Tensor:

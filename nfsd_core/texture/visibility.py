@@ -128,10 +128,12 @@ def pixel_candidates(x: Tensor, y: Tensor, width: int, height: int) -> tuple[Ten
 
 
 def rasterize_triangles(corners_x: Tensor, corners_y: Tensor, corners_depth: Tensor, height: int, width: int,
-                        pair_budget: int = PAIR_BUDGET) -> tuple[Tensor, Tensor, Tensor]:
+                        pair_budget: int = PAIR_BUDGET,
+                        check_interrupt: Callable[[], None] | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """The nearest triangle at each pixel centre of an H x W image, given each triangle's corners in
     pixel units, x [F, 3] and y [F, 3] (y down), and their camera depths [F, 3] (> NEAR, drawn) or
-    ones (a flat layout, e.g. a UV atlas: the lowest face index wins a tie).
+    ones (a flat layout, e.g. a UV atlas: the lowest face index wins a tie). `check_interrupt` is
+    called before each chunk of `pair_budget` candidates.
 
     Returns face [H * W] (-1: none), perspective-correct barycentrics [H * W, 3] and depth [H * W].
     """
@@ -147,6 +149,8 @@ def rasterize_triangles(corners_x: Tensor, corners_y: Tensor, corners_depth: Ten
     ends = torch.cumsum(counts, 0)
     start = 0
     while start < len(candidates):
+        if check_interrupt is not None:
+            check_interrupt()
         done = ends[start - 1] if start else 0
         stop = max(int(torch.searchsorted(ends, done + pair_budget, right=True)), start + 1)
         chunk_counts = counts[start:stop]
@@ -174,16 +178,17 @@ def rasterize_triangles(corners_x: Tensor, corners_y: Tensor, corners_depth: Ten
 
 
 def rasterize(vertices: Tensor, faces: Tensor, cameras: Cameras, height: int, width: int,
-              pair_budget: int = PAIR_BUDGET) -> Hits:
+              pair_budget: int = PAIR_BUDGET, check_interrupt: Callable[[], None] | None = None) -> Hits:
     """`Hits` of `cameras` on the mesh (vertices [V, 3], faces [F, 3] int64) with the torch rasteriser,
-    on the vertices' device."""
+    on the vertices' device (`check_interrupt`: see `rasterize_triangles`)."""
     cameras = cameras.to(vertices.device)
     _, directions = camera_rays(cameras, height, width)
     forward = -cameras.c2w[:, :3, 2]  # [B, 3]: the optical axis
     views = []
     for index in range(len(cameras)):
         x, y, depth = project(vertices, cameras, index, height, width)
-        views.append(rasterize_triangles(x[faces], y[faces], depth[faces], height, width, pair_budget))
+        views.append(rasterize_triangles(x[faces], y[faces], depth[faces], height, width, pair_budget,
+                                         check_interrupt))
     face = torch.stack([view[0] for view in views]).view(-1, height, width)
     barycentric = torch.stack([view[1] for view in views]).view(-1, height, width, 3)[..., 1:]
     camera_depth = torch.stack([view[2] for view in views]).view(-1, height, width)
@@ -233,7 +238,8 @@ class Visibility:
     @torch.no_grad()
     def __call__(self, cameras: Cameras, height: int, width: int,
                  check_interrupt: Callable[[], None] | None = None) -> Hits:
-        """The hits of `cameras` at height x width pixels; `check_interrupt` is called before each camera."""
+        """The hits of `cameras` at height x width pixels; `check_interrupt` is called before each camera
+        (and each chunk of the torch rasteriser's work)."""
         views = []
         for index in range(len(cameras)):
             if check_interrupt is not None:
@@ -244,5 +250,6 @@ class Visibility:
                     self._scene = embree_scene(self.vertices, self.faces)
                 views.append(cast_embree(camera, height, width, self._scene).to(self.vertices.device))
             else:
-                views.append(rasterize(self.vertices, self.faces, camera, height, width))
+                views.append(rasterize(self.vertices, self.faces, camera, height, width,
+                                       check_interrupt=check_interrupt))
         return Hits(*(torch.cat([getattr(view, name) for view in views]) for name in ("face", "barycentric", "depth")))
