@@ -102,3 +102,24 @@ def test_unwraps_are_chosen_and_refused_with_the_fix(monkeypatch):
         bake_texture(texture, vertices, size=4)
     with pytest.raises(ValueError, match="vertices but the texture was made for"):
         bake_texture(texture, vertices[:-1], size=16)
+
+
+@pytest.mark.skipif(not xatlas_available(), reason="xatlas is not installed")
+def test_xatlas_runs_in_a_child_that_an_interrupt_kills():
+    import time
+
+    from nfsd_core.texture import bake
+
+    vertices, faces = icosphere(subdivisions=5)  # 20k faces: seconds of xatlas
+    started, checks = time.perf_counter(), []
+
+    def interrupt():
+        checks.append(1)
+        if len(checks) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        bake.xatlas_layout(vertices, faces, 512, interrupt)
+    assert time.perf_counter() - started < 2.0  # polled every POLL_SECONDS, not after the unwrap
+    with pytest.raises(RuntimeError, match="the unwrap failed"):
+        bake.run_child("import sys; sys.exit('broken')", b"", None)

@@ -1,7 +1,8 @@
 """Baking the colour field into a UV texture image (and vertex colours) for mesh files.
 
-1. Unwrap: xatlas's charts (optional: `pip install xatlas`), or without it one small cell of the
-   atlas per pair of triangles ("per_face": always works, coarser, more seams).
+1. Unwrap: xatlas's charts (optional: `pip install xatlas`; run in a child Python, which Cancel
+   kills), or without it one small cell of the atlas per pair of triangles ("per_face": always
+   works, instant, coarser, more seams).
 2. Rasterise the triangles into texture space (the visibility pass's rasteriser on UV
    coordinates): every texel centre inside a triangle gets the field's colour at that surface
    point. A triangle too small to hold a texel centre writes its centroid's colour into the texel
@@ -16,10 +17,15 @@ files store them after trimesh flips them.
 
 from __future__ import annotations
 
+import io
 import math
+import subprocess
+import sys
+import threading
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -65,24 +71,62 @@ def resolve_unwrap(unwrap: str) -> str:
     return unwrap
 
 
-def xatlas_layout(vertices: Tensor, faces: Tensor, size: int) -> UVLayout:
-    """xatlas's charts of the mesh, packed into one atlas for a size x size texture."""
-    import numpy as np
-    import xatlas
+# xatlas's unwrap, run by a child Python: arrays in on stdin, arrays out on stdout (numpy's .npz), no file.
+XATLAS_CHILD = """
+import io, sys
+import numpy as np
+import xatlas
+given = np.load(io.BytesIO(sys.stdin.buffer.read()))
+atlas = xatlas.Atlas()
+atlas.add_mesh(given["vertices"], given["faces"])
+pack = xatlas.PackOptions()
+pack.resolution, pack.padding, pack.bilinear = int(given["size"]), int(given["padding"]), True
+atlas.generate(pack_options=pack)
+vertex, faces, uvs = atlas[0]
+answer = io.BytesIO()
+np.savez(answer, vertex=vertex, faces=faces, uvs=uvs, atlases=np.array(atlas.atlas_count))
+sys.stdout.buffer.write(answer.getvalue())
+"""
+POLL_SECONDS = 0.1  # how often the unwrap's parent checks for an interrupt
 
-    atlas = xatlas.Atlas()
-    atlas.add_mesh(vertices.numpy().astype(np.float32), faces.numpy().astype(np.uint32))
-    pack = xatlas.PackOptions()
-    pack.resolution = size
-    pack.padding = XATLAS_PADDING
-    pack.bilinear = True
-    atlas.generate(pack_options=pack)
-    vertex, new_faces, uvs = atlas[0]
-    if atlas.atlas_count != 1:
-        raise ValueError(f"xatlas needed {atlas.atlas_count} images for this mesh at {size} px: use a larger "
+
+def run_child(code: str, request: bytes, check_interrupt: Callable[[], None] | None) -> bytes:
+    """stdout of `python -c code` given `request` on stdin; `check_interrupt` is called every POLL_SECONDS
+    while it runs, and the child is killed when it raises (or on any other exit)."""
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    answer: dict[str, bytes] = {}
+    talk = threading.Thread(target=lambda: answer.update(zip(("out", "err"), child.communicate(request))), daemon=True)
+    talk.start()
+    try:
+        while talk.is_alive():
+            if check_interrupt is not None:
+                check_interrupt()
+            talk.join(POLL_SECONDS)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        talk.join()
+    if child.returncode != 0:
+        raise RuntimeError(f"the unwrap failed (exit status {child.returncode}): "
+                           f"{answer.get('err', b'').decode(errors='replace')[-2000:]}")
+    return answer["out"]
+
+
+def xatlas_layout(vertices: Tensor, faces: Tensor, size: int,
+                  check_interrupt: Callable[[], None] | None = None) -> UVLayout:
+    """xatlas's charts of the mesh, packed into one atlas for a size x size texture. xatlas cannot be
+    interrupted and takes minutes on meshes of 100k+ faces, so it runs in a child Python that is
+    killed when `check_interrupt` raises."""
+    request = io.BytesIO()
+    np.savez(request, vertices=vertices.numpy().astype(np.float32), faces=faces.numpy().astype(np.uint32),
+             size=np.array(size), padding=np.array(XATLAS_PADDING))
+    answer = np.load(io.BytesIO(run_child(XATLAS_CHILD, request.getvalue(), check_interrupt)))
+    if int(answer["atlases"]) != 1:
+        raise ValueError(f"xatlas needed {int(answer['atlases'])} images for this mesh at {size} px: use a larger "
                          "texture_size, or the per_face unwrap")
-    return UVLayout(torch.from_numpy(vertex.astype(np.int64)), torch.from_numpy(new_faces.astype(np.int64)),
-                    torch.from_numpy(uvs.astype(np.float32)))
+    return UVLayout(torch.from_numpy(answer["vertex"].astype(np.int64)), torch.from_numpy(answer["faces"].astype(np.int64)),
+                    torch.from_numpy(answer["uvs"].astype(np.float32)))
 
 
 def per_face_layout(faces: Tensor) -> UVLayout:
@@ -100,10 +144,11 @@ def per_face_layout(faces: Tensor) -> UVLayout:
     return UVLayout(faces.reshape(-1), torch.arange(3 * count).view(count, 3), uvs.reshape(-1, 2))
 
 
-def unwrap_mesh(vertices: Tensor, faces: Tensor, size: int, unwrap: str = "auto") -> UVLayout:
+def unwrap_mesh(vertices: Tensor, faces: Tensor, size: int, unwrap: str = "auto",
+                check_interrupt: Callable[[], None] | None = None) -> UVLayout:
     """The UV layout of a mesh (vertices [N, 3], faces [F, 3], CPU) for a size x size texture."""
     if resolve_unwrap(unwrap) == "xatlas":
-        return xatlas_layout(vertices, faces, size)
+        return xatlas_layout(vertices, faces, size, check_interrupt)
     return per_face_layout(faces)
 
 
@@ -158,7 +203,7 @@ def bake_texture(texture: TextureRepresentation, vertices: Tensor, size: int = 1
         if progress is not None:
             progress(stage, 4)
 
-    layout = unwrap_mesh(vertices.float(), surface.faces, size, unwrap)
+    layout = unwrap_mesh(vertices.float(), surface.faces, size, unwrap, texture.check_interrupt)
     advance(1)
     face, barycentric = texel_faces(layout, size, texture.check_interrupt)
     advance(2)
