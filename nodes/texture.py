@@ -116,7 +116,7 @@ class MeshTexture(io.ComfyNode):
                 io.Mesh.Input("mesh", optional=True,
                               tooltip="A MESH to texture (one mesh, y up as glTF); its vertex colours, if any, are "
                               "the start. Or leave it unwired and choose mesh_file."),
-                io.Combo.Input("mesh_file", options=[NO_FILE, *mesh_files()], default=NO_FILE, optional=True,
+                io.Combo.Input("mesh_file", options=[NO_FILE, *mesh_files()], default=NO_FILE,
                                tooltip=f"A mesh file in ComfyUI's input/{MESH_FOLDER} folder (where Load 3D uploads): "
                                f"{', '.join(MESH_FILE_SUFFIXES)}. Its texture or vertex colours are the start. "
                                f"'{NO_FILE}': use the 'mesh' input."),
@@ -175,7 +175,7 @@ class MeshTexture(io.ComfyNode):
         return refusal("mesh_file", mesh_file, folder_paths.get_input_directory(), "input", MESH_FILE_EXAMPLE) or True
 
     @classmethod
-    def execute(cls, mesh=None, mesh_file=NO_FILE, **widgets) -> io.NodeOutput:
+    def execute(cls, mesh_file, mesh=None, **widgets) -> io.NodeOutput:
         check_finite(cls, widgets)
         settings = texture_settings(widgets)
         vertices, faces, colours = read_mesh(mesh, mesh_file)

@@ -237,7 +237,7 @@ def text_to_texture_prompt(steps: int = 3, seed: int = 0, checkpoint_dir: str = 
     """An API-format prompt that textures NFSD Demo Mesh's mug (or `mesh_file` from input/3d) on the tiny
     checkpoint, with view prompts: "3" is the mesh, "5" the Mesh Texture, "6" the Optimizer, "7" Texture to
     Mesh, "8" Save Mesh (GLB), "9" Preview3D, "10" the turntable's PreviewImage, "11" core SaveGLB."""
-    source = {"mesh_file": mesh_file} if mesh_file else {"mesh": ["3", 0]}
+    source = {"mesh_file": mesh_file} if mesh_file else {"mesh_file": "none", "mesh": ["3", 0]}
     prompt = {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sd_eps.safetensors"}},
         "2": {"class_type": "NFSD_ViewPrompts", "inputs": {"clip": ["1", 1], "text": "a red mug"}},

@@ -29,7 +29,7 @@ def run(comfyui, prompt):
 
 
 def texture_widgets(**changes) -> dict:
-    return {**TINY_TEXTURE, **changes}
+    return {"mesh_file": "none", **TINY_TEXTURE, **changes}
 
 
 def core_mesh_of(comfyui, vertices, faces):
@@ -108,10 +108,11 @@ def test_a_mesh_file_from_input_3d_is_read_and_names_leading_out_are_refused(com
     box = trimesh.creation.box(extents=(0.6, 0.4, 0.5))
     box.visual.vertex_colors = np.tile([200, 30, 20, 255], (len(box.vertices), 1)).astype(np.uint8)
     box.export(folder / "red_box.glb")
-    options = comfyui.object_info()["NFSD_MeshTexture"]["input"]["optional"]["mesh_file"][1]["options"]
+    kind, *rest = comfyui.object_info()["NFSD_MeshTexture"]["input"]["required"]["mesh_file"]
+    options = kind if isinstance(kind, list) else rest[0]["options"]
     assert "3d/red_box.glb" in options  # listed as Load 3D lists its uploads
 
-    (state,) = comfyui.run_node("NFSD_MeshTexture", mesh_file="3d/red_box.glb", **texture_widgets())
+    (state,) = comfyui.run_node("NFSD_MeshTexture", **texture_widgets(mesh_file="3d/red_box.glb"))
     assert len(state.faces) == 12 and torch.allclose(state.colours, torch.tensor([200, 30, 20]) / 255.0)
     result = run(comfyui, text_to_texture_prompt(steps=1, views=1, mesh_file="3d/red_box.glb"))
     assert result.values[BAKE][0].faces.shape == (1, 12, 3)
@@ -122,12 +123,12 @@ def test_a_mesh_file_from_input_3d_is_read_and_names_leading_out_are_refused(com
         assert "mesh_file" in refused.error_message and "input folder" in refused.error_message, escape
     with pytest.raises(ValueError, match="either on the 'mesh' input or as mesh_file"):
         comfyui.run_node("NFSD_MeshTexture", mesh=comfyui.run_node("NFSD_DemoMesh", object="cube", resolution=16)[0],
-                         mesh_file="3d/red_box.glb", **texture_widgets())
+                         **texture_widgets(mesh_file="3d/red_box.glb"))
     with pytest.raises(ValueError, match="no mesh: wire a MESH"):
         comfyui.run_node("NFSD_MeshTexture", **texture_widgets())
     (folder / "broken.obj").write_text("v 0 0 0\nf 1 2 3\n")
     with pytest.raises(ValueError, match="broken.obj"):
-        comfyui.run_node("NFSD_MeshTexture", mesh_file="3d/broken.obj", **texture_widgets())
+        comfyui.run_node("NFSD_MeshTexture", **texture_widgets(mesh_file="3d/broken.obj"))
 
 
 def bad_meshes():
