@@ -34,6 +34,10 @@ TWINS = {
     ("nfsd_text_to_nerf", "demo_text_to_nerf"): (  # CPU settings, the shapes prior's prompt, own file names
         {1: NOTE, 2: DEMO_LOADER, **{node: {"widgets_values"} for node in (3, 6, 7, 9, 10, 13, 14, 16)}},
         set()),
+    ("texture_mesh", "demo_texture_mesh"): (  # CPU settings, the demo mesh wired in, own file names
+        {1: NOTE, 2: DEMO_LOADER, 6: {"widgets_values", "inputs"},
+         **{node: {"widgets_values"} for node in (3, 7, 9, 10, 12)}},
+        {"NFSD_DemoMesh"}),
 }
 
 
