@@ -55,14 +55,14 @@ def test_a_mesh_is_textured_baked_saved_and_shown_in_core_3d_nodes(comfyui):
     demo = comfyui.run_node("NFSD_DemoMesh", object="mug", resolution=16)[0]
     assert mesh.faces.shape == demo.faces.shape  # the same triangles, their vertices cut along the UV seams
     assert mesh.uvs.shape == (1, mesh.vertices.shape[1], 2) and torch.equal(mesh.texture, image)
-    assert mesh.vertex_colors.shape == mesh.vertices.shape
+    assert mesh.vertex_colors is None  # coloured by its texture alone (glTF would multiply the two)
 
     model_file = result.values[SAVE_MESH][0]
     assert result.ui[PREVIEW_3D]["result"][0] == model_file
     glb = trimesh.load(comfyui.base / "output" / model_file, force="mesh", process=False)
     texture = np.asarray(glb.visual.material.baseColorTexture.convert("RGB"))
     np.testing.assert_array_equal(texture, (image[0].numpy() * 255).round().astype(np.uint8))
-    np.testing.assert_allclose(glb.visual.uv, mesh.uvs[0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(glb.visual.uv[:, 1], 1 - mesh.uvs[0, :, 1].numpy(), atol=1e-6)  # the MESH's: glTF's
     assert len(glb.faces) == mesh.faces.shape[1]
 
     saved = result.ui["12"]["3d"][0]
@@ -210,19 +210,31 @@ def test_meshes_fill_the_optional_fields_a_newer_mesh_class_takes(comfyui):
     from nfsd_core.nerf import Mesh
 
     class NewerMesh:  # the signature of ComfyUI's MESH after 0.3.64 (comfy_api.latest._util.geometry_types)
-        def __init__(self, vertices, faces, uvs=None, vertex_colors=None, texture=None):
+        def __init__(self, vertices, faces, uvs=None, vertex_colors=None, texture=None, vertex_counts=None,
+                     face_counts=None):
             self.given = {"uvs": uvs, "vertex_colors": vertex_colors, "texture": texture}
             self.vertices, self.faces = vertices, faces
+            self.vertex_counts, self.face_counts = vertex_counts, face_counts
 
-    vertices, faces = torch.rand(4, 3), torch.tensor([[0, 1, 2], [0, 2, 3]])
-    textured = Mesh(vertices, faces, torch.rand(4, 3), uvs=torch.rand(4, 2), texture=torch.rand(8, 8, 3))
+    vertices, faces, colours = torch.rand(4, 3), torch.tensor([[0, 1, 2], [0, 2, 3]]), torch.rand(4, 3)
+    textured = Mesh(vertices, faces, colours, uvs=torch.rand(4, 2), texture=torch.rand(8, 8, 3))
     newer = adapters.core_mesh(textured, NewerMesh)
-    assert all(value is not None for value in newer.given.values())
+    assert torch.equal(newer.given["texture"][0], textured.texture) and newer.given["vertex_colors"] is None
+    gltf_uvs = newer.given["uvs"][0]  # glTF's v runs down the image, as core Save GLB writes it
+    assert torch.allclose(gltf_uvs, torch.stack([textured.uvs[:, 0], 1 - textured.uvs[:, 1]], dim=-1))
     assert adapters.accepted_fields() == set()  # 0.3.64's MESH takes vertices and faces only
     old = adapters.core_mesh(textured)
     assert type(old).__module__.startswith("comfy") and torch.equal(old.texture[0], textured.texture)
     (back,) = adapters.meshes_of(old)
-    for name in ("vertices", "faces", "colours", "uvs", "texture"):
-        assert torch.equal(getattr(back, name), getattr(textured, name)), name
-    plain = adapters.core_mesh(Mesh(vertices, faces), NewerMesh)
-    assert all(value is None for value in plain.given.values())
+    for name in ("vertices", "faces", "uvs", "texture"):
+        assert torch.allclose(getattr(back, name), getattr(textured, name)), name
+    assert back.colours is None  # a textured MESH is coloured by its texture alone
+    coloured = adapters.core_mesh(Mesh(vertices, faces, colours), NewerMesh)
+    assert torch.equal(coloured.given["vertex_colors"][0], colours) and coloured.given["uvs"] is None
+
+    padded = NewerMesh(torch.rand(2, 6, 3), torch.zeros(2, 5, 3, dtype=torch.int64),
+                       vertex_counts=torch.tensor([4, 6]), face_counts=torch.tensor([2, 5]))
+    padded.vertex_colors = torch.rand(2, 6, 3)
+    first, second = adapters.meshes_of(padded)
+    assert first.vertices.shape == (4, 3) and first.faces.shape == (2, 3) and first.colours.shape == (4, 3)
+    assert second.vertices.shape == (6, 3) and second.faces.shape == (5, 3)

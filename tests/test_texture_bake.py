@@ -123,3 +123,12 @@ def test_xatlas_runs_in_a_child_that_an_interrupt_kills():
     assert time.perf_counter() - started < 2.0  # polled every POLL_SECONDS, not after the unwrap
     with pytest.raises(RuntimeError, match="the unwrap failed"):
         bake.run_child("import sys; sys.exit('broken')", b"", None)
+
+
+def test_a_textured_mesh_without_vertex_colours_gives_its_textures_colours_at_the_vertices(tmp_path):
+    texture, vertices, _ = coloured_texture(subdivisions=2)
+    mesh = bake_texture(texture, vertices, size=256, unwrap="per_face")
+    bare = type(mesh)(mesh.vertices, mesh.faces, uvs=mesh.uvs, texture=mesh.texture)
+    coloured = trimesh.load(export_mesh(bare, tmp_path / "read.ply"), force="mesh", process=False)
+    read = torch.from_numpy(coloured.visual.vertex_colors[:, :3].copy()).float() / 255
+    assert (read - mesh.colours).abs().max() < 0.06  # the nearest texel at each corner of its own cell

@@ -53,14 +53,18 @@ class Mesh:
     def to_trimesh(self, colours: str = "texture", name: str = "texture") -> trimesh.Trimesh:
         """The trimesh mesh, coloured by its texture (a PBR material named `name`, not metallic) when
         it has one and `colours` is "texture", else by its vertex colours (a file holds one or the
-        other: glTF multiplies a texture by vertex colours)."""
+        other: glTF multiplies a texture by vertex colours); a textured mesh without vertex colours
+        gives its texture's colour at each vertex."""
         if colours not in COLOUR_OUTPUTS:
             raise ValueError(f"colours must be one of {', '.join(COLOUR_OUTPUTS)}, got {colours!r}")
-        if colours == "texture" and self.textured:
+        if self.textured and (colours == "texture" or self.colours is None):
             image = Image.fromarray((self.texture.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
             material = PBRMaterial(name=name, baseColorTexture=image, metallicFactor=0.0, roughnessFactor=1.0)
-            return trimesh.Trimesh(self.vertices.numpy(), self.faces.numpy(), process=False,
-                                   visual=TextureVisuals(uv=self.uvs.numpy(), material=material))
+            textured = trimesh.Trimesh(self.vertices.numpy(), self.faces.numpy(), process=False,
+                                       visual=TextureVisuals(uv=self.uvs.numpy(), material=material))
+            if colours == "vertex colours":
+                textured.visual = textured.visual.to_color()
+            return textured
         vertex_colors = None if self.colours is None else (
             (self.colours.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
         return trimesh.Trimesh(self.vertices.numpy(), self.faces.numpy(), vertex_colors=vertex_colors, process=False)
