@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import trimesh
 from PIL import Image
 
@@ -130,8 +131,12 @@ def test_workflow_runs_as_shipped(comfyui, path: Path):
             timesteps = node["inputs"]["timesteps"].count(",") + 1
             assert [image.shape[0] for image in result.values[node_id]] == [timesteps] * 4
         if node["class_type"] == "NFSD_TextureToMesh":  # a textured GLB, and the texture it was baked with
-            mesh, texture, _ = result.values[node_id]
+            mesh, texture, turntable = result.values[node_id]
             assert mesh.texture.shape == texture.shape and mesh.uvs.shape[1] == mesh.vertices.shape[1]
+            if demo:  # the colour it promises, to the prior's own judge (the grey start reads otherwise)
+                frames = torch.nn.functional.interpolate(turntable.movedim(-1, 1), size=32, mode="area")
+                judged = comfyui.module("nfsd_core.shapes.evaluator").load_shapes_judge().predict(frames)
+                assert judged["colour"].count("blue") > len(frames) / 2, judged
 
 
 def on_demo_model(prompt: dict) -> dict:
