@@ -17,6 +17,7 @@ from ..limits import check_ranges, real, whole
 from ..models.base import SD_LATENT_CHANNELS, SD_PIXELS_PER_LATENT
 from ..nerf.background import BackgroundSettings
 from ..nerf.cameras import CameraSettings
+from ..nerf.field import HashGridSettings
 from ..nerf.settings import COLOUR_SPACES, MAX_SIZE, LearningRateScales, settings_from_dict
 from .visibility import VISIBILITY_BACKENDS
 
@@ -27,23 +28,13 @@ MAX_CAMERA_BANK = 4096
 
 
 @dataclass(frozen=True)
-class ColourFieldSettings:
+class ColourFieldSettings(HashGridSettings):
     """The colour field: a hash grid over the mesh's bounding cube (16 levels x 2 features, 2^19
-    rows, resolutions 16 to 2048) and an MLP of one hidden layer of 64 (the NeRF's colour network)."""
+    rows) and an MLP of one hidden layer of 64 (the NeRF's colour network). Its finest resolution,
+    2048 over a cube about the mesh's size, gives cells as fine as the NeRF's 4096 over a cube twice
+    as large."""
 
-    levels: int = whole(16, 1, 32)
-    features_per_level: int = whole(2, 1, 8)
-    log2_table_size: int = whole(19, 4, 24)
-    base_resolution: int = whole(16, 2, 4096)
     finest_resolution: int = whole(2048, 2, 65536)
-    hidden_width: int = whole(64, 1, 1024)
-    hidden_layers: int = whole(1, 0, 8)
-
-    def __post_init__(self):
-        check_ranges(self)
-        if self.finest_resolution < self.base_resolution:
-            raise ValueError(f"finest_resolution ({self.finest_resolution}) must be at least base_resolution "
-                             f"({self.base_resolution})")
 
 
 @dataclass(frozen=True)
