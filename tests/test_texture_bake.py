@@ -1,5 +1,6 @@
 """Baking a mesh texture into a UV image: every face covered, no unwritten texel, files that keep it."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -76,7 +77,7 @@ def test_glb_and_obj_files_keep_the_texture_and_uvs(tmp_path, unwrap):
     mesh = bake_texture(texture, vertices, size=64, unwrap=unwrap)
     expected = (mesh.texture * 255).round().byte()
     glb = trimesh.load(export_mesh(mesh, tmp_path / "mesh.glb"), force="mesh", process=False)
-    image = torch.from_numpy(__import__("numpy").asarray(glb.visual.material.baseColorTexture.convert("RGB")))
+    image = torch.from_numpy(np.array(glb.visual.material.baseColorTexture.convert("RGB")))
     assert torch.equal(image, expected)
     assert torch.allclose(torch.from_numpy(glb.visual.uv).float(), mesh.uvs, atol=1e-6)
     assert glb.visual.material.metallicFactor == 0.0
