@@ -38,7 +38,8 @@ class TextureToMesh(io.ComfyNode):
                 io.Combo.Input("unwrap", options=list(UNWRAPS), default=UNWRAPS[0],
                                tooltip="How the mesh is laid out on the image. xatlas: charts that follow the surface "
                                "(pip install xatlas). per_face: every pair of triangles in its own cell (nothing to "
-                               "install; coarser). auto: xatlas when installed."),
+                               "install; coarser). auto: xatlas when installed, per_face above 300k faces (xatlas "
+                               "takes minutes there on a CPU)."),
                 io.Int.Input("views", default=24, min=1, max=360,
                              tooltip="Frames of the turntable, turning once around from the front."),
                 io.Int.Input("view_size", default=256, min=8, max=2048, step=8,

@@ -8,7 +8,7 @@ import trimesh
 
 from nfsd_core.nerf import export_mesh
 from nfsd_core.texture import Surface, TextureRepresentation, bake_texture, resolve_unwrap, xatlas_available
-from nfsd_core.texture.bake import texel_faces, unwrap_mesh
+from nfsd_core.texture.bake import AUTO_XATLAS_MAX_FACES, texel_faces, unwrap_mesh
 
 from texture_helpers import icosphere, position_colours, tiny_texture_settings
 
@@ -94,6 +94,10 @@ def test_glb_and_obj_files_keep_the_texture_and_uvs(tmp_path, unwrap):
 
 def test_unwraps_are_chosen_and_refused_with_the_fix(monkeypatch):
     assert resolve_unwrap("per_face") == "per_face"
+    monkeypatch.setattr("nfsd_core.texture.bake.xatlas_available", lambda: True)
+    assert resolve_unwrap("auto", faces=1000) == "xatlas"
+    assert resolve_unwrap("auto", faces=AUTO_XATLAS_MAX_FACES + 1) == "per_face"  # xatlas takes minutes there
+    assert resolve_unwrap("xatlas", faces=AUTO_XATLAS_MAX_FACES + 1) == "xatlas"  # asked for: as asked
     monkeypatch.setattr("nfsd_core.texture.bake.xatlas_available", lambda: False)
     assert resolve_unwrap("auto") == "per_face"
     with pytest.raises(ValueError, match="pip install xatlas"):

@@ -37,6 +37,9 @@ from .visibility import rasterize_triangles
 
 UNWRAPS = ("auto", "xatlas", "per_face")
 XATLAS_HINT = "pip install xatlas (or the pack's [mesh] extra)"
+# "auto" unwraps larger meshes per face: xatlas took 77 s for 253k faces and had not finished a 508k-face
+# mesh after 10 minutes (benchmarks/texture_step.py, one CPU thread), and its unwrap shows no progress.
+AUTO_XATLAS_MAX_FACES = 300_000
 XATLAS_PADDING = 2  # texels between xatlas charts
 CELL_MARGIN = 0.15  # per_face: the share of a cell's side left empty around and between its two triangles
 
@@ -60,14 +63,15 @@ def xatlas_available() -> bool:
     return True
 
 
-def resolve_unwrap(unwrap: str) -> str:
-    """The unwrap that runs: "auto" is xatlas where installed, else per_face; "xatlas" without it is refused."""
+def resolve_unwrap(unwrap: str, faces: int = 0) -> str:
+    """The unwrap that runs for a mesh of `faces` triangles: "auto" is xatlas where installed and the mesh
+    has at most AUTO_XATLAS_MAX_FACES, else per_face; "xatlas" without it is refused."""
     if unwrap not in UNWRAPS:
         raise ValueError(f"unknown unwrap {unwrap!r}; choose one of {', '.join(UNWRAPS)}")
     if unwrap == "xatlas" and not xatlas_available():
         raise ValueError(f"the xatlas unwrap needs xatlas, which is not installed: {XATLAS_HINT}, or choose per_face")
     if unwrap == "auto":
-        return "xatlas" if xatlas_available() else "per_face"
+        return "xatlas" if xatlas_available() and faces <= AUTO_XATLAS_MAX_FACES else "per_face"
     return unwrap
 
 
@@ -147,7 +151,7 @@ def per_face_layout(faces: Tensor) -> UVLayout:
 def unwrap_mesh(vertices: Tensor, faces: Tensor, size: int, unwrap: str = "auto",
                 check_interrupt: Callable[[], None] | None = None) -> UVLayout:
     """The UV layout of a mesh (vertices [N, 3], faces [F, 3], CPU) for a size x size texture."""
-    if resolve_unwrap(unwrap) == "xatlas":
+    if resolve_unwrap(unwrap, len(faces)) == "xatlas":
         return xatlas_layout(vertices, faces, size, check_interrupt)
     return per_face_layout(faces)
 
