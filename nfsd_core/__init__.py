@@ -7,13 +7,15 @@ The pieces, each in its own module:
 - `timesteps`: timestep schedules and the seeded per-step noise;
 - `distillation`: one distillation step, latents in, gradient out;
 - `representations`: what is optimised (the latent canvas; the NeRF lives in `nerf`);
-- `optimize` and `checkpoint`: the loop, with hooks, previews and resumable state;
+- `optimize` and `checkpoint`: the loop, with hooks, previews and resumable state, signed
+  (`signing`) and locked while a run uses it (`folder_lock`);
 - `identity`: a run's identity (every setting that decides its result), which a checkpoint must match;
 - `models.diffusers`: Stable Diffusion from a local diffusers directory (optional extra);
 - `preview`: a fitted linear latent -> RGB map for fast previews;
 - `decomposition`: the NFSD paper's score decomposition view (delta_C, delta_D, noise);
 - `sampling`: DDIM sampling with classifier-free guidance (the reference for distillation);
 - `budget`, `limits`, `usage`: memory estimates, bounds of settings, errors that name the fix;
+- `bounded_text`: untrusted text (JSON settings, prompts) checked and parsed within bounds;
 - `image_files`: tensors to PNGs and labelled grids;
 - `shipped_priors`: the miniature Stable Diffusions that ship with the package (`digits`, `shapes`);
 - `digits`, `shapes`: how those priors are built and judged, and their benchmarks (not imported here);
@@ -21,10 +23,11 @@ The pieces, each in its own module:
 This package never imports ComfyUI.
 """
 
+from .bounded_text import check_text, excerpt, first_lone_surrogate, parse_json
 from .budget import (address_space_left, canvas_bytes, check_budget, largest_fitting, mesh_bytes, nerf_training_bytes,
                      turntable_bytes)
-from .checkpoint import (CheckpointError, claim_checkpoint_dir, has_checkpoint, load_checkpoint, read_checkpoint,
-                         save_checkpoint)
+from .checkpoint import (CheckpointError, checkpoint_key, claim_checkpoint_dir, has_checkpoint, hold_checkpoint_dir,
+                         load_checkpoint, read_checkpoint, save_checkpoint)
 from .decomposition import (COMPONENTS as DECOMPOSITION_COMPONENTS, ScoreDecomposition, decompose_score,
                             decomposition_image_bytes, decomposition_images)
 from .digits.prior import load_digits_prior
@@ -40,7 +43,7 @@ from .models import (
 )
 from .models.diffusers import (DiffusersLatentCodec, DiffusersScoreModel, check_layout, load_diffusers,
                                vae_downscale_factor)
-from .optimize import OptimizerSettings, RunResult, StepRecord, history_columns, optimize
+from .optimize import NonFiniteParameters, OptimizerSettings, RunResult, StepRecord, history_columns, optimize
 from .preview import LatentToRGB, fit_latent_to_rgb
 from .representations import GuidanceView, LatentCanvas, Representation, initial_latents
 from .sampling import ddim_sample
@@ -74,6 +77,7 @@ __all__ = [
     "NoiseRequest",
     "NoiseSchedule",
     "NoiseStream",
+    "NonFiniteParameters",
     "OptimizerSettings",
     "Prompts",
     "Representation",
@@ -88,15 +92,20 @@ __all__ = [
     "canvas_bytes",
     "check_budget",
     "check_layout",
+    "check_text",
+    "checkpoint_key",
     "claim_checkpoint_dir",
     "ddim_sample",
     "decompose_score",
     "decomposition_image_bytes",
     "decomposition_images",
     "distillation_loss",
+    "excerpt",
+    "first_lone_surrogate",
     "fit_latent_to_rgb",
     "has_checkpoint",
     "history_columns",
+    "hold_checkpoint_dir",
     "identity_digest",
     "initial_latents",
     "json_ready",
@@ -109,6 +118,7 @@ __all__ = [
     "mesh_bytes",
     "nerf_training_bytes",
     "optimize",
+    "parse_json",
     "read_checkpoint",
     "run_identity",
     "save_checkpoint",

@@ -34,7 +34,7 @@ from .guidance import (
 from .image_files import image_size, load_image, save_grid
 from .limits import json_ready
 from .models.diffusers import DTYPES, check_layout, load_diffusers, vae_downscale_factor
-from .optimize import OptimizerSettings, StepRecord, history_columns, optimize
+from .optimize import NonFiniteParameters, OptimizerSettings, StepRecord, history_columns, optimize
 from .preview import LatentToRGB, fit_latent_to_rgb
 from .representations.canvas import LatentCanvas
 from .shapes.demo import add_demo3d
@@ -184,6 +184,8 @@ def optimize_canvas(
             )
         except CheckpointError as error:  # a checkpoint of other settings, or damaged
             raise UsageError(f"--checkpoint-dir: {error}") from error
+        except NonFiniteParameters as error:  # settings that make the run diverge
+            raise UsageError(str(error)) from error
     history = result.history
     return canvas, {
         "scale": guidance.scale,
