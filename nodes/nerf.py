@@ -8,14 +8,13 @@ cannot fit in memory before anything is built.
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any, Mapping
 
 from comfy_api.latest import io
 
-from ..nfsd_core import nerf_training_bytes, setting_bounds
+from ..nfsd_core import nerf_training_bytes, parse_json, setting_bounds
 from ..nfsd_core.nerf import BACKGROUND_KINDS, COLOUR_SPACES, NerfSettings
-from .guards.limits import check_finite, check_memory
+from .guards.limits import check_finite, check_memory, validation
 from .schema import CATEGORY
 from .sockets import Nerf
 from .sockets.nerf import NerfState
@@ -23,6 +22,9 @@ from .sockets.nerf import NerfState
 DEFAULTS = NerfSettings()
 GUIDANCE_SIZES, RAY_SAMPLES, BATCH_SIZES = (setting_bounds(NerfSettings, name)
                                             for name in ("guidance_size", "samples_per_ray", "batch_size"))
+ADVANCED_EXAMPLE = '{"volume": {"log2_table_size": 16}}'
+MAX_ADVANCED_CHARS = 65536  # every NeRF setting spelled out takes about 2,000
+MAX_ADVANCED_DEPTH = 8  # NerfSettings nest 4 deep (regularizers.sparsity.start); lists one more
 
 
 def merge_into(config: dict[str, Any], overrides: dict[str, Any]) -> None:
@@ -35,16 +37,13 @@ def merge_into(config: dict[str, Any], overrides: dict[str, Any]) -> None:
 
 
 def parse_advanced(text: str) -> dict[str, Any]:
-    """The `advanced` input: "" or a JSON object of NerfSettings overrides."""
+    """The `advanced` input: "" or a JSON object of NerfSettings overrides, within bounds (size, depth)."""
     if not text.strip():
         return {}
-    try:
-        overrides = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"advanced must be a JSON object of NeRF settings, e.g. "
-                         f'{{"volume": {{"log2_table_size": 16}}}}; it does not parse: {error}') from None
+    overrides = parse_json("advanced", text, MAX_ADVANCED_CHARS, MAX_ADVANCED_DEPTH, ADVANCED_EXAMPLE)
     if not isinstance(overrides, dict):
-        raise ValueError(f"advanced must be a JSON object of NeRF settings, got {type(overrides).__name__}")
+        raise ValueError(f"advanced must be a JSON object of NeRF settings, e.g. {ADVANCED_EXAMPLE}, got "
+                         f"{type(overrides).__name__}")
     return overrides
 
 
@@ -169,6 +168,11 @@ class NeRFRepresentation(io.ComfyNode):
             ],
             outputs=[Nerf.Output(display_name="nerf", tooltip="The NeRF, for NFSD Optimizer.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, advanced=None) -> bool | str:
+        """Refuses `advanced` JSON that does not parse when the graph is queued (None: linked, checked when it runs)."""
+        return advanced is None or validation(lambda: parse_advanced(advanced))
 
     @classmethod
     def execute(cls, **widgets) -> io.NodeOutput:

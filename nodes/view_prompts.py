@@ -13,9 +13,12 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..nfsd_core import VIEW_SUFFIXES
+from ..nfsd_core import VIEW_SUFFIXES, check_text
 from .adapters.conditioning import VIEW_KEY, encode_text
+from .guards.limits import validation
 from .schema import CATEGORY
+
+MAX_TEXT_CHARS = 10_000  # about 2,500 CLIP tokens, encoded once per view: far beyond any prompt a model follows
 
 
 def view_conditioning(clip, text: str) -> list:
@@ -42,7 +45,7 @@ class ViewPrompts(io.ComfyNode):
                 io.String.Input("text", multiline=True, dynamic_prompts=True,
                                 tooltip="The prompt, without a view: the node appends ', front view', ', side view', "
                                 "', back view' or ', overhead view' (overhead: cameras above 60 degrees; front and "
-                                "back: within 45 degrees of them)."),
+                                f"back: within 45 degrees of them). At most {MAX_TEXT_CHARS:,} characters."),
             ],
             outputs=[io.Conditioning.Output(display_name="positive",
                                             tooltip="The four view variants, tagged by view, for the Guidance's "
@@ -50,7 +53,13 @@ class ViewPrompts(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, text=None) -> bool | str:
+        """Refuses text no tokenizer should see when the graph is queued (None: linked, checked when it runs)."""
+        return text is None or validation(lambda: check_text("text", text, MAX_TEXT_CHARS))
+
+    @classmethod
     def execute(cls, clip, text) -> io.NodeOutput:
+        check_text("text", text, MAX_TEXT_CHARS)
         if clip is None:
             raise ValueError("clip is None: this checkpoint has no text encoder; load one with a CLIP loader")
         return io.NodeOutput(view_conditioning(clip, text))

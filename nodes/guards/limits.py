@@ -6,7 +6,10 @@ nothing of the memory a combination of inputs implies, so nodes call these first
 - `check_memory(needed, what, fixes)`: an nfsd_core.budget estimate against the device's budget;
 - `interrupt_progress(total, node_id)`: a progress callback for nfsd_core's long loops that
   updates ComfyUI's progress bar and raises on Cancel (hooks that only check for Cancel take
-  `comfy.model_management.throw_exception_if_processing_interrupted` itself).
+  `comfy.model_management.throw_exception_if_processing_interrupted` itself);
+- `validation(check)`: a node's text check as `validate_inputs` returns it, so that a STRING
+  widget is refused when the graph is queued (ComfyUI passes only widget values there: a linked
+  input is None, and the node checks it again when it runs).
 """
 
 from __future__ import annotations
@@ -20,6 +23,15 @@ import torch
 from comfy_api.latest import io
 
 from ...nfsd_core import address_space_left, check_budget, largest_fitting
+
+
+def validation(check: Callable[[], object]) -> bool | str:
+    """True if `check()` passes, else its ValueError's message: what a V3 `validate_inputs` returns."""
+    try:
+        check()
+    except ValueError as error:
+        return str(error)
+    return True
 
 
 def float_inputs(node_class) -> list[io.Float.Input]:
