@@ -5,14 +5,17 @@ once, as for a sampler), with autograd enabled only around it. Progress and prev
 ComfyUI's progress bar; an interrupt stops the run before the next step, after the core has
 saved its state when a checkpoint directory is set, so queueing the prompt again resumes it.
 
-A checkpoint_dir must stay inside ComfyUI's output folder (see guards.paths) and be NFSD's own folder
-(see nfsd_core's checkpoint); both are checked, and the folder's writability, before the model
-loads. Representations that ask for it (NeRFs) checkpoint without a directory too: into ComfyUI's
-temp folder, named by the digest of the run's identity (nfsd_core's `run_identity`: every setting,
-the starting state, the model, prompts and VAE). The same inputs always give the same result, so
-a run found there is the run being asked for: queued again after an interrupt it resumes, and
-after ComfyUI dropped the node's cached output it is restored without recomputing. ComfyUI
-empties the temp folder when it starts.
+A checkpoint_dir must stay inside ComfyUI's output folder and be a name any file system takes
+(guards.paths; checked when the graph is queued), and be NFSD's own folder that no other run holds
+(nfsd_core's checkpoint); that, and the folder's writability, is checked before the model loads,
+and the run holds the folder's lock from its first step to its last save. States are signed with
+this server's key (`signing_key`), kept in ComfyUI's user folder, out of reach of the uploads that
+reach output/ and temp/. Representations that ask for it (NeRFs) checkpoint without a directory
+too: into ComfyUI's temp folder, named by the digest of the run's identity (nfsd_core's
+`run_identity`: every setting, the starting state, the model, prompts and VAE). The same inputs
+always give the same result, so a run found there is the run being asked for: queued again after
+an interrupt it resumes, and after ComfyUI dropped the node's cached output it is restored without
+recomputing. ComfyUI empties the temp folder when it starts.
 """
 
 from __future__ import annotations
@@ -28,14 +31,15 @@ import latent_preview
 from comfy_api.latest import io
 
 from ..nfsd_core import (CheckpointError, OptimizerSettings, RunResult, ScoreDistillation, StepRecord,
-                         claim_checkpoint_dir, history_columns, identity_digest, json_ready, optimize, run_identity)
+                         checkpoint_key, claim_checkpoint_dir, history_columns, identity_digest, json_ready, optimize,
+                         run_identity)
 from .adapters.autograd import autograd_enabled
 from .adapters.fingerprint import fingerprint, model_fingerprint, sampled_weights
 from .adapters.preview import select_previewer
 from .adapters.score_model import ComfyScoreModel, condition_names
-from .guards.graph import check_consumers, check_numbers
+from .guards.graph import check_consumers, check_downstream, check_numbers
 from .guards.limits import check_finite, check_memory, model_call_bytes
-from .guards.paths import confined
+from .guards.paths import confined, refusal
 from .schema import CATEGORY
 from .sockets import Guidance, Representation
 from .sockets.representation import NodeRepresentation
@@ -44,9 +48,18 @@ CHECKPOINT_EVERY = 100  # steps between saves into a checkpoint directory the us
 CHECKPOINT_EXAMPLE = "NFSD/checkpoints/my_run"  # a checkpoint_dir that works, for tooltips and refusals
 
 
+def checkpoint_dir_refusal(checkpoint_dir: str) -> str | None:
+    """Why `checkpoint_dir` cannot be a checkpoint folder inside ComfyUI's output folder (guards.paths), or None."""
+    if not checkpoint_dir.strip():
+        return None
+    return refusal("checkpoint_dir", checkpoint_dir.strip(), folder_paths.get_output_directory(), "output",
+                   CHECKPOINT_EXAMPLE)
+
+
 def checkpoint_folder(checkpoint_dir: str) -> str | None:
     """None for "", else the folder inside ComfyUI's output folder, claimed for NFSD (refused if it
-    leads outside, holds files NFSD did not write, or cannot be written to)."""
+    leads outside, holds files NFSD did not write, lies inside or around another run's, another run
+    holds it, or it cannot be written to)."""
     if not checkpoint_dir.strip():
         return None
     folder = confined("checkpoint_dir", checkpoint_dir.strip(), folder_paths.get_output_directory(), "output",
@@ -56,6 +69,17 @@ def checkpoint_folder(checkpoint_dir: str) -> str | None:
     except CheckpointError as error:
         raise CheckpointError(f"checkpoint_dir {checkpoint_dir.strip()!r}: {error}") from None
     return folder
+
+
+def signing_key() -> bytes:
+    """The key that signs this server's checkpoints, in ComfyUI's system user folder for the pack
+    (user/__nfsd, where newer ComfyUI's get_system_user_directory puts it): /upload/image writes only
+    into input/, output/ and temp/, and the /userdata routes only into a user's own folder, whose
+    name is 'default' or ends in a UUID, never '__nfsd'."""
+    system_folder = getattr(folder_paths, "get_system_user_directory", None)
+    if system_folder is not None:
+        return checkpoint_key(system_folder("nfsd"))
+    return checkpoint_key(os.path.join(folder_paths.get_user_directory(), "__nfsd"))
 
 
 def run_checkpoint(chosen: str | None, representation: NodeRepresentation, identity: dict) -> tuple[str | None, int]:
@@ -181,6 +205,18 @@ class Optimizer(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, checkpoint_dir=None) -> bool | str:
+        """Refuses, when the graph is queued, a checkpoint_dir that leads outside the output folder or
+        names what the file system would refuse (None: linked, checked when it runs)."""
+        return checkpoint_dir is None or checkpoint_dir_refusal(checkpoint_dir) or True
+
+    @classmethod
+    def check_before_optimizer(cls, inputs: dict, upstream) -> None:
+        """A further Optimizer's checkpoint folder, checked by the first before its first step (guards.graph)."""
+        if isinstance(inputs.get("checkpoint_dir"), str):
+            checkpoint_folder(inputs["checkpoint_dir"])
+
+    @classmethod
     def execute(cls, guidance, representation, steps, learning_rate, seed, preview_every,
                 checkpoint_dir="", vae=None) -> io.NodeOutput:
         check_finite(cls, {"learning_rate": learning_rate})
@@ -188,8 +224,10 @@ class Optimizer(io.ComfyNode):
         if cls.hidden.prompt:  # what would fail after the run fails now (guards.graph)
             check_numbers(cls.hidden.prompt)
             check_consumers(cls.hidden.prompt, cls.hidden.unique_id, representation.socket_type)
+            check_downstream(cls.hidden.prompt, cls.hidden.unique_id, representation, vae)
         check_step_memory(representation, model, vae)
         chosen = checkpoint_folder(checkpoint_dir)  # refused before the model loads
+        key = signing_key()
         run_guidance = guidance.with_seed(seed)
         latent_format = model.latent_format
         progress = comfy.utils.ProgressBar(steps, node_id=cls.hidden.unique_id)
@@ -220,7 +258,7 @@ class Optimizer(io.ComfyNode):
                 directory, save_every = run_checkpoint(chosen, representation, identity)
                 return optimize(trained, run_guidance, steps, settings, on_step=on_step, on_preview=on_preview,
                                 preview_every=preview_every, should_stop=should_stop, checkpoint_dir=directory,
-                                checkpoint_every=save_every, identity_extras=extras)
+                                checkpoint_every=save_every, identity_extras=extras, signing_key=key)
 
         result = model.session(conditions, representation.latent_shape, run, seed=seed)
         optimised = representation.with_result(result.representation, latent_format)

@@ -31,6 +31,7 @@ class CanvasState(NodeRepresentation):
 
     socket_type = "NFSD_CANVAS"
     size_input = "width and height"
+    renders_through_vae = True
 
     @property
     def latent_shape(self) -> tuple[int, int, int, int]:

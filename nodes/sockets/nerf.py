@@ -100,6 +100,9 @@ class NerfState(NodeRepresentation):
     def render(self, vae) -> Tensor:
         return self.turntable(RENDERER_VIEWS, self.settings.render_sizes[-1]).colour
 
+    def check_render(self) -> None:
+        self.check_turntable(RENDERER_VIEWS, self.settings.render_sizes[-1])
+
     def preview(self, trained: NerfRepresentation, done: int, steps: int, previewer) -> Image.Image | None:
         """The evaluation view at the current render size, from a camera that circles once over the run
         (a latent NeRF's colours through its own latent-to-RGB map: no `previewer` is needed)."""
@@ -126,15 +129,19 @@ class NerfState(NodeRepresentation):
                   normals: bool = False, node_id: str | None = None) -> Render:
         """`views` renders turning once around (see nfsd_core's render_turntable), on ComfyUI's device,
         refused when they cannot fit in memory; the progress bar follows the views, Cancel stops them."""
+        self.check_turntable(views, size, normals)
+        with autograd_enabled():  # normals are density gradients
+            nerf = self.restore(comfy.model_management.get_torch_device())
+            return render_turntable(nerf, views, size, elevation, distance, normals=normals,
+                                    progress=interrupt_progress(views, node_id))
+
+    def check_turntable(self, views: int, size: int, normals: bool = False) -> None:
+        """Refuse a turntable of `views` renders of `size` px that cannot fit in memory, naming what fits."""
         settings = self.settings
         check_memory(turntable_bytes(settings, views, size, normals), f"{views} views of {size} px", {
             "views": (lambda n: turntable_bytes(settings, n, size, normals), 1, views, 1),
             "size": (lambda side: turntable_bytes(settings, views, side, normals), 8, size, 8),
         })
-        with autograd_enabled():  # normals are density gradients
-            nerf = self.restore(comfy.model_management.get_torch_device())
-            return render_turntable(nerf, views, size, elevation, distance, normals=normals,
-                                    progress=interrupt_progress(views, node_id))
 
     def _check_optimised(self) -> None:
         if self.weights is None:

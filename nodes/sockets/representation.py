@@ -29,9 +29,11 @@ class NodeRepresentation(abc.ABC):
     when no checkpoint directory is given, so that an interrupted run resumes.
     `socket_type`: the type of the sockets that carry it (see this package); `size_input`: the input that
     sets the size of the latents it renders, in pixels of `pixels_per_latent` each.
+    `renders_through_vae`: `render` shows it through the VAE (it needs one, that `check_vae` accepts).
     """
 
     needs_vae: bool = False
+    renders_through_vae: bool = False
     has_views: bool = False
     checkpoint_by_default: bool = False
     socket_type: str = ""
@@ -67,6 +69,9 @@ class NodeRepresentation(abc.ABC):
     @abc.abstractmethod
     def render(self, vae) -> Tensor:
         """ComfyUI IMAGE [B, H, W, 3] in [0, 1]; `vae` is ComfyUI's VAE, or None when not wired."""
+
+    def check_render(self) -> None:
+        """Refuse (ValueError) a `render` that cannot fit in memory, before it starts; by default none can't."""
 
     def preview(self, trained: Representation, done: int, steps: int, previewer) -> Image.Image | None:
         """An image of `trained` after `done` of `steps` steps for the progress bar (None: none).
