@@ -71,10 +71,14 @@ class Execution:
 
     @property
     def error_message(self) -> str:
+        """What the user reads: the exception's message, or every validation error's message and details."""
         failure = self.event("execution_error")
         if failure is not None:
             return failure["exception_message"]
-        return json.dumps({"error": self.error, "node_errors": self.node_errors}, default=str)
+        errors = [self.error] if isinstance(self.error, dict) else []
+        errors += [error for node in self.node_errors.values() for error in node.get("errors", [])]
+        return "\n".join(f"{error.get('message', '')}: {error.get('details', '')}" for error in errors) \
+            or json.dumps({"error": self.error, "node_errors": self.node_errors}, default=str)
 
 
 class ComfyRuntime:
@@ -94,6 +98,12 @@ class ComfyRuntime:
     def module(self, name: str):
         """A module of the pack as ComfyUI loaded it, e.g. module("nodes.adapters.score_model")."""
         return importlib.import_module(f"{self.pack.__name__}.{name}")
+
+    def read_checkpoint(self, folder: Path):
+        """The checkpoint in `folder` that this server's NFSD Optimizer wrote, read with its signing key."""
+        from nfsd_core.checkpoint import read_checkpoint
+
+        return read_checkpoint(folder, key=self.module("nodes.optimizer").signing_key())
 
     @property
     def node_classes(self) -> dict[str, Any]:
@@ -230,6 +240,33 @@ def progress_hook(callback):
         yield
     finally:
         comfy.utils.set_progress_bar_global_hook(previous)
+
+
+@contextmanager
+def counting_work():
+    """Count, for the block, the work that a refusal "before work" must come before: every optimiser
+    step (torch's global step hook) and every diffusion-model call (ComfyUI's BaseModel.apply_model,
+    which every sampler and NFSD node goes through). Yields the counts, a dict updated as they happen."""
+    import comfy.model_base
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    counts = {"optimizer_steps": 0, "model_calls": 0}
+    original = comfy.model_base.BaseModel.apply_model
+
+    def count_step(optimizer, args, kwargs):
+        counts["optimizer_steps"] += 1
+
+    def counted_apply_model(self, *args, **kwargs):
+        counts["model_calls"] += 1
+        return original(self, *args, **kwargs)
+
+    handle = register_optimizer_step_pre_hook(count_step)
+    comfy.model_base.BaseModel.apply_model = counted_apply_model
+    try:
+        yield counts
+    finally:
+        handle.remove()
+        comfy.model_base.BaseModel.apply_model = original
 
 
 def forget_pack_root_package() -> None:

@@ -3,7 +3,6 @@
 import json
 
 import torch
-from nfsd_core.checkpoint import read_checkpoint
 
 from comfyui_helpers import (  # noqa: F401
     GUIDANCE_DEFAULTS,
@@ -106,7 +105,7 @@ def test_interrupt_stops_within_one_step_and_the_run_resumes(comfyui, tmp_path):
         interrupted = comfyui.execute(text_to_image_prompt(steps=5, checkpoint_dir=directory))
     assert not interrupted.success
     assert interrupted.event("execution_interrupted")["node_id"] == OPTIMIZER
-    assert read_checkpoint(comfyui.base / "output" / directory).step == 2  # stopped before step 3
+    assert comfyui.read_checkpoint(comfyui.base / "output" / directory).step == 2  # stopped before step 3
 
     resumed, resumed_stats = run(comfyui, steps=5, checkpoint_dir=directory)  # the next prompt runs normally
     uninterrupted, stats = run(comfyui, steps=5)
