@@ -20,10 +20,11 @@ WHITESPACE_CONTROLS = frozenset("\t\n\r")
 
 
 def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> str:
-    """`value` as a short quotation for an error: its repr, cut to `limit` characters with the
-    total length named when it is longer."""
+    """`value` as a short quotation for an error: a string's repr, anything else's repr unquoted, cut
+    to `limit` characters with the total length named when it is longer."""
     if not isinstance(value, str):
-        value = repr(value)
+        text = repr(value)
+        return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
     if len(value) <= limit:
         return repr(value)
     return f"{value[:limit]!r}... ({len(value):,} characters)"
