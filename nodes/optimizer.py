@@ -188,9 +188,10 @@ class Optimizer(io.ComfyNode):
                                 f"relative path, e.g. {CHECKPOINT_EXAMPLE}), every {CHECKPOINT_EVERY} steps and when "
                                 "interrupted; the same settings resume from it, also after a restart (other settings "
                                 "are refused, naming what differs). A new or empty folder, or one NFSD made, that no "
-                                "other run is using: NFSD never writes into a folder holding other files. Empty: NeRF runs keep their state in "
-                                "ComfyUI's temp folder (emptied when ComfyUI starts), so an interrupted NeRF resumes "
-                                "when queued again with the same inputs (seeds 'fixed'); canvases are not saved."),
+                                "other run is using: NFSD never writes into a folder holding other files. Empty: NeRF "
+                                "runs keep their state in ComfyUI's temp folder (emptied when ComfyUI starts), so an "
+                                "interrupted NeRF resumes when queued again with the same inputs (seeds 'fixed'); "
+                                "canvases are not saved."),
                 io.Vae.Input("vae", optional=True,
                              tooltip="The checkpoint's VAE. Needed by RGB NeRFs, whose renders it encodes (a private "
                              "copy of its encoder carries the gradients); canvases and latent NeRFs ignore it."),
