@@ -68,10 +68,22 @@ def _acquire(path: str) -> int:
             import fcntl
 
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if not _still_at(descriptor, path):  # its holder deleted it (removing the folder) before letting go
+                raise BlockingIOError
     except OSError:  # BlockingIOError (POSIX), PermissionError (Windows): held elsewhere
         os.close(descriptor)
         raise LockHeld(path) from None
     return descriptor
+
+
+def _still_at(descriptor: int, path: str) -> bool:
+    """Whether the file open as `descriptor` is still the one named `path`."""
+    try:
+        named = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(descriptor)
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
 
 
 def _release(descriptor: int) -> None:
