@@ -38,7 +38,7 @@ import torch
 from comfy_api.latest import io
 
 from ..nfsd_core import (CheckpointError, OptimizerSettings, RunResult, ScoreDistillation, StepRecord,
-                         checkpoint_key, claim_checkpoint_dir, history_columns, identity_digest, json_ready,
+                         checkpoint_key, claim_checkpoint_dir, excerpt, history_columns, identity_digest, json_ready,
                          keep_newest_checkpoints, optimize, remove_checkpoint, run_curves, run_identity)
 from .adapters.autograd import autograd_enabled
 from .adapters.fingerprint import fingerprint, model_fingerprint, sampled_weights
@@ -75,8 +75,24 @@ def checkpoint_folder(checkpoint_dir: str) -> str | None:
     try:
         claim_checkpoint_dir(folder)
     except CheckpointError as error:
-        raise CheckpointError(f"checkpoint_dir {checkpoint_dir.strip()!r}: {error}") from None
+        raise CheckpointError(f"checkpoint_dir {checkpoint_dir.strip()!r}: {folders_named(str(error))}") from None
     return folder
+
+
+def folders_named(message: str) -> str:
+    """`message` with ComfyUI's output and temp folders called 'output' and 'temp', not by their paths on
+    the server (a shared server's user need not know them)."""
+    for name, folder in (("output", folder_paths.get_output_directory()), ("temp", folder_paths.get_temp_directory())):
+        for path in sorted({os.path.realpath(folder), os.path.abspath(folder)}, key=len, reverse=True):
+            message = message.replace(path + os.sep, f"{name}/").replace(path, name)
+    return message
+
+
+def same_folder(first: str, second: str) -> bool:
+    """Whether two checkpoint_dir values name one folder inside ComfyUI's output folder."""
+    output = os.path.realpath(folder_paths.get_output_directory())
+    first, second = (os.path.realpath(os.path.join(output, value.strip())) for value in (first, second))
+    return first == second
 
 
 def signing_key() -> bytes:
@@ -260,9 +276,16 @@ class Optimizer(io.ComfyNode):
 
     @classmethod
     def check_before_optimizer(cls, inputs: dict, upstream) -> None:
-        """A further Optimizer's checkpoint folder, checked by the first before its first step (guards.graph)."""
-        if isinstance(inputs.get("checkpoint_dir"), str):
-            checkpoint_folder(inputs["checkpoint_dir"])
+        """A further Optimizer's checkpoint folder, checked by the first before its first step (guards.graph):
+        one it can claim, and not the first's own (the first's finished state would refuse the second run)."""
+        chosen = inputs.get("checkpoint_dir")
+        if not isinstance(chosen, str) or checkpoint_folder(chosen) is None:
+            return
+        first = upstream.prompt[upstream.optimizer_id]["inputs"].get("checkpoint_dir")
+        if isinstance(first, str) and first.strip() and same_folder(first, chosen):
+            raise ValueError(f"checkpoint_dir {excerpt(chosen.strip())} is the checkpoint folder of NFSD Optimizer "
+                             f"(node {upstream.optimizer_id}) too, whose run it holds: give each Optimizer a folder "
+                             f"of its own, e.g. {CHECKPOINT_EXAMPLE!r}")
 
     @classmethod
     def execute(cls, guidance, representation, steps, learning_rate, seed, preview_every,
@@ -313,7 +336,10 @@ class Optimizer(io.ComfyNode):
                                 preview_every=preview_every, should_stop=should_stop, checkpoint_dir=directory,
                                 checkpoint_every=save_every, identity_extras=extras, signing_key=key)
 
-        result = model.session(conditions, representation.latent_shape, run, seed=seed)
+        try:
+            result = model.session(conditions, representation.latent_shape, run, seed=seed)
+        except CheckpointError as error:  # the folder in use, a state of another run, damaged or unsigned
+            raise CheckpointError(folders_named(str(error))) from None
         optimised = representation.with_result(result.representation, latent_format)
         if directory is not None and chosen is None and result.steps_done == steps:
             remove_checkpoint(directory)  # finished: its result is this node's output now, which ComfyUI caches

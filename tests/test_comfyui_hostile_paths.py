@@ -190,8 +190,9 @@ def test_a_damaged_checkpoint_is_refused_naming_the_file_and_the_fix(comfyui, tm
     assert comfyui.execute(prompt).success  # a finished run, which the same prompt would restore
     change(comfyui.base / "output" / directory / STATE_FILE)
     message, worked = run_refused(comfyui, prompt)
-    assert f"{directory}/{STATE_FILE} cannot be resumed" in message and cause in message
+    assert f"the checkpoint output/{directory}/{STATE_FILE} cannot be resumed" in message and cause in message
     assert "Delete it (or its folder) to start the run over" in message and not worked
+    assert str(comfyui.base) not in message  # the server's own folders are not revealed
 
 
 CHANGED_RUNS = {  # a setting changed between the run that saved and the one that resumes -> what the refusal names
@@ -216,6 +217,7 @@ def test_a_nerf_checkpoint_resumes_only_its_own_run_and_names_what_differs(comfy
     edit(other)
     message, worked = run_refused(comfyui, other)
     assert "belongs to another run" in message and named in message and not worked
+    assert f"the checkpoint output/{directory}/{STATE_FILE}" in message and str(comfyui.base) not in message
 
 
 # --- names the file system would refuse after the work -------------------------------------------------------------
@@ -314,7 +316,8 @@ def test_a_run_on_a_checkpoint_folder_another_process_holds_is_refused_before_wo
         assert holder.stdout.readline().strip() == "holding"
         saved = (folder / STATE_FILE).read_bytes()
         message, worked = run_refused(comfyui, text_to_image_prompt(steps=2, checkpoint_dir=directory))
-        assert f"checkpoint_dir '{directory}': the checkpoint folder" in message
+        assert f"checkpoint_dir '{directory}': the checkpoint folder output/{directory} is in use" in message
+        assert str(comfyui.base) not in message
         assert "is in use by another run (another queue, server or process is optimising into it)" in message
         assert not worked and (folder / STATE_FILE).read_bytes() == saved
     finally:
@@ -335,6 +338,24 @@ def test_a_checkpoint_folder_inside_or_around_another_runs_is_refused_before_wor
     assert comfyui.execute(text_to_image_prompt(steps=2, checkpoint_dir=f"{around}/inner")).success
     message, worked = run_refused(comfyui, text_to_image_prompt(steps=2, checkpoint_dir=around))
     assert "holds the checkpoint folder of another run (inner)" in message and not worked
+
+
+def chained(first_dir: str, second_dir: str) -> dict:
+    """The canvas optimised by node 6 into `first_dir`, then on by a second Optimizer "20" into `second_dir`."""
+    prompt = text_to_image_prompt(steps=2, checkpoint_dir=first_dir)
+    prompt["20"] = {"class_type": "NFSD_Optimizer", "inputs": {**prompt["6"]["inputs"], "representation": ["6", 0],
+                                                               "checkpoint_dir": second_dir}}
+    prompt["21"] = {"class_type": "PreviewAny", "inputs": {"source": ["20", 2]}}
+    return prompt
+
+
+def test_a_second_optimizer_on_the_first_ones_checkpoint_folder_is_refused_before_work(comfyui, tmp_path):
+    """Chained Optimizers on one folder: the second would find the first's finished run, after all its work."""
+    directory = f"NFSD/tests/{tmp_path.name}"
+    message, worked = run_refused(comfyui, chained(directory, f"./{directory}/"))
+    assert "NFSD Optimizer (node 20), checked by NFSD Optimizer (node 6) before its first step" in message
+    assert "is the checkpoint folder of NFSD Optimizer (node 6) too" in message and not worked
+    assert comfyui.execute(chained(directory, f"{directory}_2")).success  # a folder each: both run
 
 
 # --- forged states, uploaded through ComfyUI's own endpoint -----------------------------------------------------------
