@@ -27,7 +27,7 @@ from typing import Any
 
 from ..usage import UsageError
 from .journal import Journal, JournalError
-from .runner import CLUSTER_EXTRA, add_batch_arguments, batch_options, run_tasks, summary_table
+from .runner import CLUSTER_EXTRA, add_batch_arguments, batch_options, ray_installed, run_tasks, summary_table
 from .tasks import Task
 
 BATCH_COMMANDS = ("generate", "demo3d")  # the commands whose parsers set a `job` (see nfsd_core.cli)
@@ -57,7 +57,7 @@ def add_batch(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_batch(args: argparse.Namespace) -> int:
-    if args.address and not args.in_process and not _ray_installed():
+    if args.address and not args.in_process and not ray_installed():
         raise UsageError(f"--address {args.address} needs Ray, which is not installed here: {CLUSTER_EXTRA}")
     jobs = read_jobs(args.jobs, args.command)
     records = args.records or args.jobs.with_name(args.jobs.stem + ".records.jsonl")
@@ -75,12 +75,6 @@ def run_batch(args: argparse.Namespace) -> int:
     print(summary_table(tasks, outcomes))
     print(f"records: {records}")
     return 0 if all(outcome.status != "failed" for outcome in outcomes.values()) else 1
-
-
-def _ray_installed() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("ray") is not None
 
 
 def read_jobs(path: Path, default_command: str | None = None) -> list[Job]:
@@ -185,7 +179,7 @@ def command_line(parser: argparse.ArgumentParser, named: dict[str, tuple[str, An
 def located(where: str, message: str, named: dict[str, tuple[str, Any]]) -> str:
     """A command's error, said of the field it is about (the first flag it names)."""
     flag = re.search(r"--([a-z0-9-]+)", message)
-    text = re.sub(r"^argument --[a-z0-9-]+: ", "", message)
+    text = re.sub(r"^(argument )?--[a-z0-9-]+: ", "", message)
     if flag is None:
         return f"{where}: {text}"
     return f"{where}, field {named.get(flag.group(1), (flag.group(1),))[0]!r}: {text}"

@@ -85,8 +85,7 @@ def run_on_ray(tasks: list[Task], options: BatchOptions, driver: Driver) -> None
         pids: dict[Any, Any] = {}
 
         def new_actor(gpu: bool) -> Any:
-            actor = RemoteWorker.options(num_cpus=options.threads, num_gpus=int(gpu)).remote(
-                options.threads, options.worker_setup)
+            actor = RemoteWorker.options(num_cpus=options.threads, num_gpus=int(gpu)).remote(options.threads)
             actors.append(actor)
             pids[actor] = actor.pid.remote()
             return actor
@@ -142,16 +141,16 @@ def connect(options: BatchOptions, tasks: list[Task]) -> bool:
     else:
         ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
                  object_store_memory=OBJECT_STORE_BYTES,
-                 runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(import_path(tasks, options))}})
+                 runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(import_path(tasks))}})
     return True
 
 
-def import_path(tasks: list[Task], options: BatchOptions) -> list[str]:
+def import_path(tasks: list[Task]) -> list[str]:
     """The folders this process imports its own code from (not the Python installation's), and
     those of the tasks' top-level modules (a benchmark script imported from its folder): a local
     worker then imports what this process does."""
-    functions = {task.function for task in tasks} | {task.model.load for task in tasks} | {options.worker_setup}
-    modules = [sys.modules[function.__module__] for function in functions if function is not None]
+    functions = {task.function for task in tasks} | {task.model.load for task in tasks}
+    modules = [sys.modules[function.__module__] for function in functions]
     folders = [os.path.dirname(os.path.abspath(inspect.getfile(module))) for module in modules
                if "." not in module.__name__ and module.__name__ != "__main__"]
     installation = tuple({os.path.abspath(prefix) for prefix in (sys.prefix, sys.base_prefix, sys.exec_prefix)})

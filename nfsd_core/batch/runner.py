@@ -33,14 +33,12 @@ ProgressHook = Callable[[str, int, int], None]
 class BatchOptions:
     """Where a batch runs: `workers` in parallel (None: as many as the cluster's CPUs hold at
     `threads` each, or its GPUs for CUDA runs), `threads` torch threads per run, an existing Ray
-    cluster at `address` (None: a local Ray started for the batch), or `in_process` without Ray.
-    `worker_setup` runs first in each Ray worker process."""
+    cluster at `address` (None: a local Ray started for the batch), or `in_process` without Ray."""
 
     workers: int | None = None
     threads: int = 1
     address: str | None = None
     in_process: bool = False
-    worker_setup: Callable[[], None] | None = None
 
 
 def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
@@ -156,10 +154,14 @@ def grouped_by_model(tasks: list[Task]) -> list[Task]:
     return sorted(tasks, key=lambda task: order[task.model.key])
 
 
+def ray_installed() -> bool:
+    return importlib.util.find_spec("ray") is not None
+
+
 def use_ray(options: BatchOptions, runs: int) -> bool:
     if options.in_process:
         return False
-    if importlib.util.find_spec("ray") is not None:
+    if ray_installed():
         return True
     if options.address:
         raise ValueError(f"--address {options.address} needs Ray, which is not installed here: {CLUSTER_EXTRA}")

@@ -54,13 +54,10 @@ class Worker:
     """Runs tasks with `threads` torch threads, keeping the last model it loaded.
 
     Results depend on the thread count (the order of float reductions), so every worker of a
-    batch, in this process or on Ray, runs with the same count. `setup` runs first (e.g. an import
-    hook a worker process needs).
+    batch, in this process or on Ray, runs with the same count.
     """
 
-    def __init__(self, threads: int, setup: Callable[[], None] | None = None):
-        if setup is not None:
-            setup()
+    def __init__(self, threads: int):
         torch.set_num_threads(threads)
         self.model_key: tuple | None = None
         self.model: Any = None
