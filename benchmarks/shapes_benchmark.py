@@ -119,6 +119,28 @@ def benchmark_run(loaded: tuple, report: Report, prompt: str, shape: str, colour
     return record
 
 
+def run_key(method: str, prompt: str) -> str:
+    return f"{method} | {prompt}"
+
+
+def frame_file(frames_dir: Path, key: str) -> Path:
+    return frames_dir / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".pt")
+
+
+def benchmark_tasks(prior: Path, methods: list[str], prompts: list[tuple[str, str, str | None]], base: TextToNerf,
+                    frames_dir: Path) -> list[Task]:
+    """A batch task per (method, prompt), method by method, on the prior loaded once per worker;
+    each saves its turntable frames in `frames_dir`."""
+    model = ModelSpec(load_demo3d, (str(prior), "cpu"))
+    tasks = []
+    for method in methods:
+        for prompt, shape, colour in prompts:
+            key, run = run_key(method, prompt), replace(base, **METHODS[method])
+            tasks.append(Task(key, base.steps, model, benchmark_run,
+                              (prompt, shape, colour, run, str(frame_file(frames_dir, key)))))
+    return tasks
+
+
 def mean(values: list) -> float | None:
     values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else None
@@ -183,22 +205,14 @@ def main(argv: list[str] | None = None) -> int:
     journal = Journal(args.output / "runs.jsonl", settings)
     frames_dir = args.output / "frames"
     frames_dir.mkdir(parents=True, exist_ok=True)
-    prior = ModelSpec(load_demo3d, (str(args.prior), "cpu"))
-    tasks, frame_files = [], {}
-    for method in args.methods:
-        for prompt, shape, colour in prompts:
-            key = f"{method} | {prompt}"
-            frame_files[key] = frames_dir / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".pt")
-            tasks.append(Task(key, args.steps, prior, benchmark_run,
-                              (prompt, shape, colour, replace(base, **METHODS[method]), str(frame_files[key]))))
-    done = results(run_tasks(tasks, batch_options(args), journal, description="benchmark"))
+    done = results(run_tasks(benchmark_tasks(args.prior, args.methods, prompts, base, frames_dir), batch_options(args),
+                             journal, description="benchmark"))
     records: dict[str, dict[str, dict]] = {}
     frames: dict[str, dict[str, torch.Tensor]] = {}
     for method in args.methods:
         for prompt, _, _ in prompts:
-            key = f"{method} | {prompt}"
-            records.setdefault(method, {})[prompt] = done[key]
-            frames.setdefault(method, {})[prompt] = torch.load(frame_files[key])
+            records.setdefault(method, {})[prompt] = done[run_key(method, prompt)]
+            frames.setdefault(method, {})[prompt] = torch.load(frame_file(frames_dir, run_key(method, prompt)))
     table = markdown_table(records)
     (args.output / "results.md").write_text(table + "\n")
     (args.output / "results.json").write_text(json.dumps({"settings": settings, "records": records},
