@@ -79,7 +79,8 @@ def timed(mode: Callable[[], dict[str, dict]]) -> tuple[dict[str, dict], dict]:
 
 
 def without_timings(records: dict[str, dict]) -> dict[str, dict]:
-    return {key: {name: value for name, value in record.items() if name not in TIMINGS} for key, record in records.items()}
+    return {key: {name: value for name, value in record.items() if name not in TIMINGS}
+            for key, record in records.items()}
 
 
 def same_frames(folder: Path, reference: Path) -> bool:
@@ -154,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
 
     empty = {}
     for where, options in (("1 Ray worker", BatchOptions(workers=1)), ("in-process", BatchOptions(in_process=True))):
-        seconds = {count: min(empty_batch(count, options) for _ in range(REPEATS)) for count in (1, args.empty_tasks + 1)}
+        seconds = {count: min(empty_batch(count, options) for _ in range(REPEATS))
+                   for count in (1, args.empty_tasks + 1)}
         empty[where] = {"batch_of_1_seconds": round(seconds[1], 2),
                         "per_task_ms": round(1000 * (seconds[args.empty_tasks + 1] - seconds[1]) / args.empty_tasks, 1)}
 
@@ -178,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", f"1 worker / 2 workers: {measured['1 worker']['seconds'] / measured['2 workers']['seconds']:.2f}x",
               f"killed: {killed.get('run')} after step {killed.get('after_step')}, attempts {killed.get('attempts')}",
               "", "| empty tasks | batch of 1, s | per extra task, ms |", "|---|---|---|"]
-    lines += [f"| {where} | {row['batch_of_1_seconds']:.2f} | {row['per_task_ms']:.1f} |" for where, row in empty.items()]
+    lines += [f"| {where} | {row['batch_of_1_seconds']:.2f} | {row['per_task_ms']:.1f} |"
+              for where, row in empty.items()]
     (args.output / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

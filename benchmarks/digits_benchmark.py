@@ -89,7 +89,8 @@ def run_main(args: argparse.Namespace, prompt_set: PromptSet) -> None:
              for m in methods]
     done = results(run_tasks(tasks, batch_options(args), journal, description="benchmark"))
     model, codec, evaluator = load_digits(str(args.prior))
-    runs = {label: (torch.load(image_files[label]), record["metrics"], record["method"]) for label, record in done.items()}
+    runs = {label: (torch.load(image_files[label]), record["metrics"], record["method"])
+            for label, record in done.items()}
     result = comparison_result(codec, evaluator, prompt_set, args.seed, runs)
     result.info.update(classifier=evaluator.info, wall_seconds=round(time.perf_counter() - started, 1),
                        torch_threads=args.threads)
