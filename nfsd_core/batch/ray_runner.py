@@ -6,9 +6,10 @@ process dies (killed, out of memory, its node lost) is run once more on a new ac
 checkpoints resume from the last one. A run that raises fails alone. Workers report their steps
 to a small `ProgressBoard` actor, which the batch's process reads for its progress bar.
 
-Without `--address`, a local Ray is started for the batch (no dashboard, no usage statistics sent
-unless RAY_USAGE_STATS_ENABLED says so, a small object store: runs return records, not tensors)
-whose workers import from where this process does, and it is shut down afterwards. With
+Without `--address`, a local Ray is started for the batch, even where one already runs on this
+machine (`ray start`: pass `--address auto` to join it), with no dashboard, no usage statistics sent
+unless RAY_USAGE_STATS_ENABLED says so, and a small object store (runs return records, not
+tensors); its workers import from where this process does, and it is shut down afterwards. With
 `--address`, the batch joins that cluster: every node needs the pack installed and the runs' files
 (models, outputs) at the same paths. A Ray this process already started (`ray.init()` in a
 notebook) is used as it is.
@@ -141,7 +142,7 @@ def connect(options: BatchOptions, tasks: list[Task]) -> bool:
         ray.init(address=options.address, log_to_driver=False, logging_level=logging.WARNING)
     else:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a batch's own Ray reports nowhere, unless asked to
-        ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
                  object_store_memory=OBJECT_STORE_BYTES,
                  runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(import_path(tasks))}})
     return True
