@@ -4,11 +4,14 @@ Subcommands:
     generate   optimise a latent canvas with one or more rules (same seed) and save PNGs + statistics
     decompose  save the NFSD score decomposition (delta_C, delta_D, noise residual) of an image
     demo       same-seed SDS vs NFSD on the bundled digits prior (see nfsd_core.demo)
+    demo3d     text to NeRF, turntable and mesh on the 3D reference prior (see nfsd_core.shapes.demo)
+    batch      many generate / demo3d runs from a JSONL or CSV file, on Ray or one by one (see nfsd_core.batch)
 
 Every subcommand checks its input before any model loads and exits with status 2 and a message
 naming the bad input. To add a subcommand, write `add_<name>(subparsers)` that builds its parser
 and sets `handler=run_<name>` (a function of the parsed arguments returning an exit status),
-then list it in SUBCOMMANDS.
+then list it in SUBCOMMANDS. A command that can run in a batch also sets `job=<name>_job`: a
+function of the parsed arguments that checks them and returns the run as a `batch.Task`.
 """
 
 from __future__ import annotations
@@ -16,14 +19,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
+from .batch.jobs import add_batch
+from .batch.tasks import ModelSpec, Report, Task
 from .checkpoint import CheckpointError, claim_checkpoint_dir
 from .demo import add_demo
 from .decomposition import COMPONENTS, decompose_score, decomposition_images
@@ -99,7 +106,7 @@ def add_generate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--preview-every", type=int, default=0, help="write a fast preview PNG every N steps")
     parser.add_argument("--checkpoint-dir", default=None, help="save state here and resume from it")
     parser.add_argument("--checkpoint-every", type=int, default=50)
-    parser.set_defaults(handler=run_generate)
+    parser.set_defaults(handler=run_generate, job=generate_job)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +142,33 @@ def check_generate(args: argparse.Namespace) -> GenerateSetup:
 def run_generate(args: argparse.Namespace) -> int:
     setup = check_generate(args)
     model, codec = load_diffusers(args.model, args.dtype, args.device)
+    written = generate(args, setup, model, codec)
+    print(f"wrote {args.output}/", ", ".join(written))
+    return 0
+
+
+def generate_job(args: argparse.Namespace) -> Task:
+    """`generate` as a batch run: checked now; a worker loads the model once for all its runs."""
+    setup = check_generate(args)
+    return Task(os.path.normpath(args.output), args.steps * len(setup.rules),
+                ModelSpec(load_diffusers, (args.model, args.dtype, args.device)), generate_in_batch, (args, setup),
+                gpu=str(args.device).startswith("cuda"))
+
+
+def generate_in_batch(loaded: tuple, report: Report, args: argparse.Namespace, setup: GenerateSetup) -> dict:
+    """A batch's `generate` run on the worker's model: the rules' steps, one after another, are its progress."""
+    names = [rule.name for rule in setup.rules]
+
+    @contextmanager
+    def progress(steps: int, name: str) -> Iterator[Callable[[StepRecord], None]]:
+        yield lambda record: report(names.index(name) * steps + record.step + 1)
+
+    return {"wrote": generate(args, setup, *loaded, progress=progress)}
+
+
+def generate(args: argparse.Namespace, setup: GenerateSetup, model, codec, progress=None) -> list[str]:
+    """Run every rule of a checked `generate` and write its images and run.json; returns the files'
+    names. `progress(steps, rule)` is a context giving each rule's on_step hook (default: a tqdm bar)."""
     prompts = Prompts.from_text(model, args.prompt, args.negative_prompt)
     latent_rgb = fit_latent_to_rgb(codec) if args.preview_every else None
     output = Path(args.output)
@@ -143,7 +177,8 @@ def run_generate(args: argparse.Namespace) -> int:
     for rule in setup.rules:
         guidance = ScoreDistillation(model, prompts, rule, args.scale, setup.timesteps, args.weighting,
                                      args.grad_clip, args.seed)
-        canvas, report["runs"][rule.name] = optimize_canvas(args, setup, guidance, latent_rgb, output)
+        canvas, report["runs"][rule.name] = optimize_canvas(args, setup, guidance, latent_rgb, output,
+                                                            progress or progress_bar)
         with torch.no_grad():
             finals.append(codec.decode(canvas.latents.detach()))
         save_grid(finals[-1].unsqueeze(0), output / f"{rule.name}.png")
@@ -151,9 +186,7 @@ def run_generate(args: argparse.Namespace) -> int:
     names = [rule.name for rule in setup.rules]
     if len(names) > 1:
         save_grid(torch.stack(finals, dim=1), output / "comparison.png", column_labels=names)
-    print(f"wrote {output}/", ", ".join([f"{n}.png" for n in names] + ["comparison.png"] * (len(names) > 1)
-                                        + ["run.json"]))
-    return 0
+    return [f"{n}.png" for n in names] + ["comparison.png"] * (len(names) > 1) + ["run.json"]
 
 
 def optimize_canvas(
@@ -162,6 +195,7 @@ def optimize_canvas(
     guidance: ScoreDistillation,
     latent_rgb: LatentToRGB | None,
     output: Path,
+    progress: Callable[[int, str], Any],
 ) -> tuple[LatentCanvas, dict[str, Any]]:
     """Run (or resume) one rule on a fresh canvas; returns the canvas and the rule's summary for run.json."""
     name, factor = guidance.rule.name, setup.factor
@@ -173,7 +207,7 @@ def optimize_canvas(
         save_grid(images.unsqueeze(0), output / "previews" / f"{name}_{step:05d}.png")
 
     started = time.perf_counter()
-    with progress_bar(args.steps, name) as on_step:
+    with progress(args.steps, name) as on_step:
         try:
             result = optimize(
                 canvas, guidance, args.steps, setup.settings, on_step=on_step,
@@ -264,7 +298,7 @@ def run_decompose(args: argparse.Namespace) -> int:
 
 
 def vars_for_json(args: argparse.Namespace) -> dict[str, Any]:
-    return {key: value for key, value in vars(args).items() if key != "handler"}
+    return {key: value for key, value in vars(args).items() if key not in ("handler", "job")}
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -272,7 +306,8 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(json_ready(data), indent=1, allow_nan=False))
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_generate, add_decompose, add_demo, add_demo3d]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_generate, add_decompose, add_demo, add_demo3d,
+                                                                   add_batch]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -282,6 +317,24 @@ def build_parser() -> argparse.ArgumentParser:
     for add in SUBCOMMANDS:
         add(subparsers)
     return parser
+
+
+def command_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Each subcommand's parser in `parser` (one that `build_parser` made), by name."""
+    return next(action.choices for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+
+
+def parse_command(command: str, argv: Sequence[str]) -> argparse.Namespace:
+    """`argv` parsed as `python -m nfsd_core COMMAND ARGV...` would parse it, but refused with a
+    UsageError where argparse would print its usage and exit."""
+    parser = build_parser()
+
+    def refuse(message: str) -> None:
+        raise UsageError(message)
+
+    for each in (parser, command_parsers(parser)[command]):
+        each.error = refuse
+    return parser.parse_args([command, *argv])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -187,7 +187,7 @@ def test_the_3d_benchmark_measures_every_method_and_resumes(tiny_prior, tmp_path
     shapes_benchmark = benchmark_script("shapes_benchmark")
     directory, _ = tiny_prior
     arguments = ["--prior", str(directory), "--steps", "2", "--prompts", "1", "--methods", "SDS 100", "NFSD 7.5",
-                 "--output", str(tmp_path)]
+                 "--output", str(tmp_path), "--in-process"]
     assert shapes_benchmark.main(arguments) == 0
     records = json.loads((tmp_path / "results.json").read_text())["records"]
     assert set(records) == {"SDS 100", "NFSD 7.5"}
@@ -205,7 +205,7 @@ def test_the_2d_canvas_benchmark_on_the_3d_prior_measures_every_method_and_resum
 
     shapes_canvas_benchmark = benchmark_script("shapes_canvas_benchmark")
     directory, _ = tiny_prior
-    arguments = ["--prior", str(directory), "--steps", "2", "--output", str(tmp_path)]
+    arguments = ["--prior", str(directory), "--steps", "2", "--output", str(tmp_path), "--in-process"]
     assert shapes_canvas_benchmark.main(arguments) == 0
     records = json.loads((tmp_path / "results.json").read_text())["records"]
     assert list(records) == [method.label for method in shapes_canvas_benchmark.METHODS] + [
