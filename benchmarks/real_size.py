@@ -1,0 +1,467 @@
+"""Real-size memory and time of every stage of the pack's work, one stage per child process.
+
+Stable Diffusion 1.5, 2.1-base, 2.1-768 (v-prediction) and SDXL are built in ComfyUI's own model
+classes (what the nodes run) from the architectures' published configs, with random weights:
+nothing is downloaded, and memory and time do not depend on the weights. Each stage runs in a
+fresh child process through the nodes' own code (NFSD View Prompts, the Guidance, NerfState /
+CanvasState, ComfyScoreModel's session, the Turntable, Mesh and Decomposition nodes):
+
+- nerf_rgb_64, nerf_rgb_256, nerf_latent_64, nerf_latent_256: one warm-up and one measured
+  optimisation step at each render size of the default schedule (64 px, then 256 px from half of
+  the run on), the warm-up on an occupancy-grid update, the measured step on the grid it left;
+  NFSD with t >= 200 (the negative prompt evaluated: 3 rows per call, the largest step);
+- canvas_512, canvas_768, canvas_1024: the same for a latent canvas of that many pixels;
+- decomposition: NFSD Score Decomposition at its defaults (3 timesteps) on a latent of the
+  architecture's native size; turntable (node defaults: 30 views of 256 px with normals) and
+  mesh_128 / mesh_256 (the node's default and the workflow's resolution) need no diffusion model
+  (architecture "nerf").
+
+Per stage it records resident memory (the models; the peak; each phase's rise and peak), the
+bytes autograd keeps for the render and the VAE encode, the NeRF's parameters, gradients and
+AdamW state, and seconds per phase of the measured step, next to the pack's own estimate of the
+same work; see `memory_probe` for how. Children run with MALLOC_MMAP_THRESHOLD_=65536, so freed
+tensors leave the resident set. Finished stages are journalled (runs.jsonl): an interrupted run
+resumes; results.json and results.md are rewritten after every stage.
+
+    COMFYUI_PATH=... python benchmarks/real_size.py --label after [--architectures sd21 sdxl] \
+        [--stages nerf_rgb_64 nerf_rgb_256] [--dtype fp32|bf16] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUTPUT = ROOT / "benchmarks" / "results" / "real_size"
+GIB = 2**30
+PROMPT = "a DSLR photo of a hamburger"
+STEPS = 10000  # the shipped workflow's
+NERF_STAGES = ("nerf_rgb_64", "nerf_rgb_256", "nerf_latent_64", "nerf_latent_256")
+CANVAS_STAGES = ("canvas_512", "canvas_768", "canvas_1024")
+MODEL_STAGES = NERF_STAGES + CANVAS_STAGES + ("decomposition",)
+NERF_ONLY_STAGES = ("turntable", "mesh_128", "mesh_256")
+MICRO_PIXELS = 64  # the test suite's micro checkpoint (architecture "micro"): a smoke test of this script
+VAE_CONFIG = {"block_out_channels": (128, 256, 512, 512), "layers_per_block": 2, "latent_channels": 4,
+              "down_block_types": ("DownEncoderBlock2D",) * 4, "up_block_types": ("UpDecoderBlock2D",) * 4}
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A Stable Diffusion architecture: its diffusers UNet config, native pixel size, prediction."""
+
+    title: str
+    unet: dict
+    pixels: int
+    v_prediction: bool = False
+    vae: dict = field(default_factory=lambda: VAE_CONFIG)
+
+
+SD_UNET = {"layers_per_block": 2, "block_out_channels": (320, 640, 1280, 1280),
+           "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+           "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3}
+SD2_UNET = {**SD_UNET, "cross_attention_dim": 1024, "attention_head_dim": (5, 10, 20, 20),
+            "use_linear_projection": True}
+ARCHITECTURES = {
+    "sd15": Architecture("SD 1.5", {**SD_UNET, "cross_attention_dim": 768, "attention_head_dim": 8}, 512),
+    "sd21": Architecture("SD 2.1-base", SD2_UNET, 512),
+    "sd21_768": Architecture("SD 2.1-768 (v)", SD2_UNET, 768, v_prediction=True),
+    "sdxl": Architecture("SDXL", {
+        "layers_per_block": 2, "block_out_channels": (320, 640, 1280),
+        "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        "transformer_layers_per_block": (1, 2, 10), "attention_head_dim": (5, 10, 20), "cross_attention_dim": 2048,
+        "use_linear_projection": True, "addition_embed_type": "text_time", "addition_time_embed_dim": 256,
+        "projection_class_embeddings_input_dim": 2816}, 1024),
+}
+
+
+# ---------------------------------------------------------------- the child: one stage, measured
+
+
+def comfy_architecture(name: str, dtype):
+    """(MODEL, CLIP, VAE) of architecture `name` in ComfyUI's classes, random weights in `dtype`.
+
+    ComfyUI recognises the architecture from the shapes of a diffusers UNet built on the meta
+    device (no memory), exactly as it recognises a diffusers checkpoint, and builds its own model."""
+    import comfy.model_detection
+    import comfy.model_management
+    import comfy.model_patcher
+    import comfy.sd
+    import diffusers
+    import torch
+
+    from comfyui_helpers import comfy_runtime
+
+    if name == "micro":
+        return comfy_runtime().tiny.build_micro_model()
+    architecture = ARCHITECTURES[name]
+    init_random_ = comfy_runtime().tiny.init_random_
+    with torch.device("meta"):
+        shapes = diffusers.UNet2DConditionModel(**architecture.unet).state_dict()
+    unet_config = comfy.model_detection.unet_config_from_diffusers_unet(shapes, dtype)
+    model_config = comfy.model_detection.model_config_from_unet_config(unet_config)
+    model_config.set_inference_dtype(dtype, None)
+    marker = {}
+    if architecture.v_prediction:  # what ComfyUI reads a v-prediction SD 2.x checkpoint by
+        marker = {"output_blocks.11.1.transformer_blocks.0.norm1.bias": torch.linspace(-1, 1, 320)}
+    base = model_config.get_model(marker, "", device=torch.device("cpu"))
+    init_random_(base.diffusion_model, seed=1)
+    model = comfy.model_patcher.ModelPatcher(base, load_device=comfy.model_management.get_torch_device(),
+                                             offload_device=comfy.model_management.unet_offload_device())
+    clip = comfy.sd.CLIP(model_config.clip_target(), model_options={"dtype": dtype})
+    init_random_(clip.cond_stage_model, seed=2)
+    torch.manual_seed(3)
+    vae_weights = diffusers.AutoencoderKL(**architecture.vae).state_dict()
+    vae = comfy.sd.VAE(sd=vae_weights, dtype=dtype)
+    del vae_weights
+    return model, clip, vae
+
+
+def module_bytes(*modules) -> int:
+    from memory_probe import tensor_bytes
+
+    return tensor_bytes(tensor for module in modules for tensor in [*module.parameters(), *module.buffers()])
+
+
+def nerf_settings(runtime, stage: str, guidance_size: int):
+    """The shipped workflow's NeRF (the node's defaults) in the stage's colour, seen at `guidance_size` px."""
+    nerf = runtime.module("nfsd_core.nerf")
+    colour = stage.split("_")[1]
+    return nerf.NerfSettings(colour=colour, guidance_size=guidance_size,
+                             background=nerf.BackgroundSettings(kind="environment"))
+
+
+def stage_steps(settings, stage: str) -> tuple[int, int]:
+    """(warm-up step, measured step): the first occupancy update at the stage's render size, then the next step."""
+    size = int(stage.rsplit("_", 1)[1])
+    first = next(step for step in range(STEPS) if settings.render_size(step, STEPS) == size)
+    every = settings.occupancy.update_every
+    warm_up = -(-first // every) * every
+    return warm_up, warm_up + 1
+
+
+def optimisation_stage(runtime, stage: str, model, clip, vae, pixels: int) -> dict:
+    """One warm-up and one measured optimisation step of a NeRF or canvas stage, through the nodes' code."""
+    import torch
+
+    from memory_probe import PhaseProbe, SavedTensors, optimizer_state_bytes, rss, tensor_bytes
+
+    score_model_module = runtime.module("nodes.adapters.score_model")
+    autograd = runtime.module("nodes.adapters.autograd")
+    core = runtime.module("nfsd_core")
+    optimization_step = runtime.module("nfsd_core.optimize").optimization_step
+    guidance_inputs = {"rule": "NFSD", "scale": 7.5, "t_min": 0.2, "t_max": 0.98, "timestep_schedule": "uniform",
+                       "t_max_end": 0.98, "anneal_at": 0.5, "weighting": "sds", "grad_clip": 0.0,
+                       "nfsd_threshold": 200}
+    if stage.startswith("nerf"):
+        positive = runtime.run_node("NFSD_ViewPrompts", clip=clip, text=PROMPT)[0]
+        settings = nerf_settings(runtime, stage, pixels)
+        representation = runtime.module("nodes.sockets.nerf").NerfState(settings)
+        warm_up, measured = stage_steps(settings, stage)
+    else:
+        positive = runtime.run_node("CLIPTextEncode", clip=clip, text=PROMPT)[0]
+        side = int(stage.split("_")[1]) // 8
+        representation = runtime.module("nodes.sockets.canvas").CanvasState(1, 4, side, side)
+        warm_up, measured = 0, 1
+    guidance = runtime.run_node("NFSD_ScoreDistillationGuidance", model=model, positive=positive, clip=clip,
+                                **guidance_inputs)[0]
+    run_guidance = guidance.with_seed(0)
+    score_model = guidance.model
+    probe, render_graph, encode_graph, queried = PhaseProbe(), SavedTensors(), SavedTensors(), []
+    record = {"estimate": estimates(runtime, representation, score_model, vae, stage)}
+
+    def body():
+        with autograd.autograd_enabled():
+            trained = representation.build(score_model.latent_format, score_model.device,
+                                           vae if representation.needs_vae else None)
+            settings = core.OptimizerSettings()
+            optimizer = torch.optim.AdamW(trained.parameter_groups(settings.lr), betas=settings.betas,
+                                          eps=settings.eps)
+            record["representation_parameters"] = tensor_bytes(trained.parameters())
+            optimization_step(trained, run_guidance, optimizer, warm_up, STEPS)
+            codec = getattr(trained, "codec", None)
+            copies = [codec._encoder] if codec is not None and codec._encoder is not None else []
+            record["vae_copy"] = module_bytes(*copies) if copies else 0
+            parameters = [*trained.parameters(), *(p for copy in copies for p in copy.parameters())]
+            if hasattr(trained, "occupancy") and trained.occupancy is not None:
+                probe.wrap(trained.occupancy, "update", "occupancy")
+            if hasattr(trained, "field"):
+                original_render = trained.render
+
+                def counted_render(*args, **kwargs):
+                    queried.clear()
+                    with render_graph.counting(parameters):
+                        output = original_render(*args, **kwargs)
+                    record["queried"] = sum(queried)  # field queries of the render (not of a recompute)
+                    return output
+
+                trained.render = counted_render
+                original_field = trained.field.forward
+
+                def counted_field(points, *args, **kwargs):
+                    queried.append(points.shape[0])
+                    return original_field(points, *args, **kwargs)
+
+                trained.field.forward = counted_field
+                probe.wrap(trained, "render", "render")
+                original_encode = trained.latents_for_guidance
+
+                def counted_encode(*args, **kwargs):
+                    with encode_graph.counting(parameters):
+                        return original_encode(*args, **kwargs)
+
+                trained.latents_for_guidance = counted_encode
+                probe.wrap(trained, "latents_for_guidance", "encode")
+            probe.wrap(score_model, "predict_noise", "denoiser")
+            probe.wrap(torch.autograd, "backward", "backward")
+            probe.wrap(optimizer, "step", "adam")
+            start = rss()
+            probe.reset()
+            started = time.perf_counter()
+            step = optimization_step(trained, run_guidance, optimizer, measured, STEPS)
+            record["seconds"] = time.perf_counter() - started
+            record["step_start"], record["step_peak"] = start, probe.peak()
+            probe.restore()
+            record["nerf_state"] = {"parameters": tensor_bytes(trained.parameters()),
+                                    "gradients": tensor_bytes(p.grad for p in trained.parameters()),
+                                    "optimizer": optimizer_state_bytes(optimizer)}
+            record["render_size"] = step.stats.get("render_size")
+            record["opacity"] = step.stats.get("opacity")
+            record["evaluations"] = step.evaluations
+
+    names = score_model_module.condition_names(run_guidance.prompts)
+    score_model.session(names, representation.latent_shape, body, seed=0)
+    record["render_graph"], record["encode_graph"] = render_graph.bytes, encode_graph.bytes
+    record["phases"] = {name: phase.as_dict() for name, phase in probe.phases.items()}
+    return record
+
+
+def estimates(runtime, representation, score_model, vae, stage: str) -> dict:
+    """The pack's own estimates of the stage's step, as the Optimizer computes them (bytes)."""
+    optimizer_module = runtime.module("nodes.optimizer")
+    batch = representation.latent_shape[0]
+    parts = getattr(optimizer_module, "step_memory_parts", None)
+    if parts is not None:
+        size = int(stage.rsplit("_", 1)[1]) if stage.startswith("nerf") else None
+        return parts(representation, score_model, vae if representation.needs_vae else None, batch, render_size=size)
+    return {"total": optimizer_module.step_memory(representation, score_model, vae, batch)}
+
+
+def decomposition_stage(runtime, model, clip, vae, pixels: int) -> dict:
+    import torch
+
+    from memory_probe import PhaseProbe
+
+    positive = runtime.run_node("CLIPTextEncode", clip=clip, text=PROMPT)[0]
+    latent = {"samples": torch.randn(1, 4, pixels // 8, pixels // 8, generator=torch.Generator().manual_seed(0))}
+    score_model_module = runtime.module("nodes.adapters.score_model")
+    decomposition = runtime.module("nodes.decomposition")
+    probe = PhaseProbe()
+    probe.wrap(score_model_module.ComfyScoreModel, "predict_noise", "denoiser")
+    probe.wrap(vae, "decode", "decode")
+    estimate = decomposition.decomposition_memory(score_model_module.ComfyScoreModel(model), vae,
+                                                  latent["samples"].shape, 3)
+    probe.reset()
+    started = time.perf_counter()
+    runtime.run_node("NFSD_ScoreDecomposition", model=model, positive=positive, latent=latent, vae=vae,
+                     timesteps="200, 500, 800", seed=0, nfsd_threshold=200, normalize=True, clip=clip)
+    seconds = time.perf_counter() - started
+    peak = probe.peak()
+    probe.restore()
+    return {"estimate": {"total": estimate}, "seconds": seconds, "step_peak": peak,
+            "phases": {name: phase.as_dict() for name, phase in probe.phases.items()}}
+
+
+def nerf_only_stage(runtime, stage: str) -> dict:
+    """The Turntable or Mesh node at its defaults on a NeRF after one occupancy update (no model needed)."""
+    import torch
+
+    from memory_probe import PhaseProbe
+
+    settings = nerf_settings(runtime, "nerf_rgb", 512)
+    nerf = runtime.module("nfsd_core.nerf").NerfRepresentation(settings)
+    render_step_size = runtime.module("nfsd_core.nerf.rendering").render_step_size
+    nerf.occupancy.update(0, nerf.field.density, render_step_size(settings.radius, settings.samples_per_ray),
+                          torch.Generator().manual_seed(0))
+    weights = {name: value.detach().clone() for name, value in nerf.state_dict().items()}
+    state = runtime.module("nodes.sockets.nerf").NerfState(settings, weights)
+    budget = runtime.module("nfsd_core")
+    probe = PhaseProbe()
+    if stage == "turntable":
+        views, size = 30, 256
+        estimate = budget.turntable_bytes(settings, views, size, True)
+        node = ("NFSD_NeRFTurntable", {"nerf": state, "views": views, "size": size, "elevation": 15.0,
+                                       "distance": 1.5})
+    else:
+        resolution = int(stage.split("_")[1])
+        estimate = budget.mesh_bytes(settings, resolution)
+        node = ("NFSD_ExtractMesh", {"nerf": state, "resolution": resolution, "threshold": 0.0,
+                                     "min_component": 0.01})
+    probe.reset()
+    started = time.perf_counter()
+    runtime.run_node(node[0], **node[1])
+    seconds = time.perf_counter() - started
+    return {"estimate": {"total": estimate}, "seconds": seconds, "step_peak": probe.peak(), "phases": {}}
+
+
+def child(key: str, threads: int) -> dict:
+    """Run stage `key` ("architecture/stage/dtype") here and return its record."""
+    sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
+    import torch
+
+    torch.set_num_threads(threads)
+    from comfyui_helpers import comfy_runtime
+    from memory_probe import rss
+
+    architecture, stage, dtype_name = key.split("/")
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    runtime = comfy_runtime()
+    record = {"key": key, "start": rss()}
+    if architecture == "nerf":
+        record.update(nerf_only_stage(runtime, stage))
+    else:
+        started = time.perf_counter()
+        model, clip, vae = comfy_architecture(architecture, dtype)
+        record["build_seconds"] = time.perf_counter() - started
+        record["models"] = rss()
+        record["model_bytes"] = {"unet": module_bytes(model.model), "clip": module_bytes(clip.cond_stage_model),
+                                 "vae": module_bytes(vae.first_stage_model)}
+        pixels = MICRO_PIXELS if architecture == "micro" else ARCHITECTURES[architecture].pixels
+        if stage == "decomposition":
+            record.update(decomposition_stage(runtime, model, clip, vae, pixels))
+        else:
+            record.update(optimisation_stage(runtime, stage, model, clip, vae, pixels))
+    record["peak"] = max(record["step_peak"], record.get("models", 0))
+    return record
+
+
+# ---------------------------------------------------------------- the parent: stages, journal, tables
+
+
+def stage_keys(architectures: list[str], stages: list[str] | None, dtype: str) -> list[str]:
+    keys = []
+    for architecture in architectures:
+        names = NERF_ONLY_STAGES if architecture == "nerf" else MODEL_STAGES
+        keys += [f"{architecture}/{stage}/{dtype}" for stage in names if stages is None or stage in stages]
+    return keys
+
+
+def run_child(key: str, threads: int) -> dict:
+    from memory_probe import CLEAN_MALLOC
+
+    environment = {**os.environ, **CLEAN_MALLOC, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, __file__, "--child", key, "--threads", str(threads)]
+    started = time.perf_counter()
+    result = subprocess.run(command, env=environment, stdout=subprocess.PIPE, text=True)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    if result.returncode or not lines:
+        raise SystemExit(f"stage {key} failed (exit {result.returncode}); its output is above")
+    record = json.loads(lines[-1][len("RESULT "):])
+    record["wall_seconds"] = round(time.perf_counter() - started, 1)
+    return record
+
+
+def gb(value: float | None) -> str:
+    return "" if value is None else f"{value / GIB:.2f}"
+
+
+def phase_rise(record: dict, name: str) -> int | None:
+    phase = record.get("phases", {}).get(name)
+    return None if phase is None else phase["peak"] - phase["start"]
+
+
+def summary(record: dict) -> dict:
+    """The table's columns of one stage record (bytes and seconds)."""
+    models = record.get("models", record["start"]) - record["start"]
+    over_models = record["peak"] - record.get("models", record["start"])
+    estimate = record["estimate"].get("total")
+    phases = record.get("phases", {})
+    return {
+        "peak": record["peak"] - record["start"], "models": models, "step": over_models, "estimate": estimate,
+        "ratio": None if not estimate else estimate / over_models,
+        "nerf_state": sum(record["nerf_state"].values()) if "nerf_state" in record else None,
+        "render_graph": record.get("render_graph"), "encode_graph": record.get("encode_graph"),
+        "denoiser": phase_rise(record, "denoiser"), "backward": phase_rise(record, "backward"),
+        "seconds": record["seconds"], "phase_seconds": {name: phase["seconds"] for name, phase in phases.items()},
+    }
+
+
+def markdown(results: dict) -> str:
+    lines = ["# Real-size memory and time per stage", "",
+             "Made by `python benchmarks/real_size.py` (see its docstring): ComfyUI's own model classes with random "
+             "weights, one stage per child process, resident memory with `MALLOC_MMAP_THRESHOLD_=65536`; "
+             "memory in GiB above the process after ComfyUI's start-up; seconds of the one measured step "
+             "(after one warm-up step) on this machine's CPU. `step` = peak resident memory minus the models "
+             "alone; `estimate` = the pack's estimate of the same (the Optimizer's, the node's); graphs are the "
+             "bytes autograd keeps (memory_probe.SavedTensors); `denoiser` and `backward` = the peak rise "
+             "during that phase.", ""]
+    header = ("| label | architecture | stage | dtype | peak | models | step | estimate | est./step | NeRF state "
+              "| render graph | encode graph | denoiser | backward | s/step | phases (s) |")
+    lines += [header, "|" + "---|" * 16]
+    for label, records in results.items():
+        for key, record in records.items():
+            architecture, stage, dtype = key.split("/")
+            row = summary(record)
+            phases = ", ".join(f"{name} {seconds:.1f}" for name, seconds in row["phase_seconds"].items())
+            ratio = "" if row["ratio"] is None else f"{row['ratio']:.2f}"
+            lines.append(f"| {label} | {architecture} | {stage} | {dtype} | {gb(row['peak'])} | {gb(row['models'])} | "
+                         f"{gb(row['step'])} | {gb(row['estimate'])} | {ratio} | {gb(row['nerf_state'])} | "
+                         f"{gb(row['render_graph'])} | {gb(row['encode_graph'])} | {gb(row['denoiser'])} | "
+                         f"{gb(row['backward'])} | {row['seconds']:.1f} | {phases} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(journal, output: Path) -> None:
+    results: dict[str, dict] = {}
+    for key, records in journal.done.items():
+        label, rest = key.split("/", 1)
+        results.setdefault(label, {})[rest] = records[0]
+    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
+    (output / "results.json").write_text(json.dumps({"machine": machine, "results": results}, indent=1) + "\n")
+    (output / "results.md").write_text(markdown(results))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--label", default="after", help="names this code's results (e.g. before, after)")
+    parser.add_argument("--architectures", nargs="+", default=["sd21", "sdxl", "sd15", "sd21_768", "nerf"],
+                        choices=[*ARCHITECTURES, "nerf", "micro"])
+    parser.add_argument("--stages", nargs="+", choices=[*MODEL_STAGES, *NERF_ONLY_STAGES])
+    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print("RESULT " + json.dumps(child(args.child, args.threads)), flush=True)
+        return
+    if not os.environ.get("COMFYUI_PATH"):
+        raise SystemExit("set COMFYUI_PATH to a ComfyUI checkout: the stages run ComfyUI's model classes")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from journal import Journal
+
+    journal = Journal(args.output / "runs.jsonl", {"benchmark": "real_size", "threads": args.threads})
+    for key in stage_keys(args.architectures, args.stages, args.dtype):
+        labelled = f"{args.label}/{key}"
+        if labelled in journal.done:
+            continue
+        print(f"{labelled} ...", file=sys.stderr, flush=True)
+        record = run_child(key, args.threads)
+        journal.add(labelled, [record])
+        write_results(journal, args.output)
+        row = summary(record)
+        print(f"{labelled}: peak {gb(row['peak'])} GB, models {gb(row['models'])}, step {gb(row['step'])}, "
+              f"estimate {gb(row['estimate'])}, {row['seconds']:.1f} s/step ({record['wall_seconds']} s in all)",
+              file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()
