@@ -86,24 +86,21 @@ ARCHITECTURES = {
 # ---------------------------------------------------------------- the child: one stage, measured
 
 
-def comfy_architecture(name: str, dtype):
-    """(MODEL, CLIP, VAE) of architecture `name` in ComfyUI's classes, random weights in `dtype`.
+def comfy_model(name: str, dtype, load_device=None, random_weights: bool = True):
+    """The MODEL (ModelPatcher) of architecture `name` in ComfyUI's classes, in `dtype`.
 
     ComfyUI recognises the architecture from the shapes of a diffusers UNet built on the meta
-    device (no memory), exactly as it recognises a diffusers checkpoint, and builds its own model."""
+    device (no memory), as it recognises a diffusers checkpoint, and builds its own UNet, whose
+    weights it leaves empty (untouched pages: no resident memory) unless `random_weights`."""
     import comfy.model_detection
     import comfy.model_management
     import comfy.model_patcher
-    import comfy.sd
     import diffusers
     import torch
 
     from comfyui_helpers import comfy_runtime
 
-    if name == "micro":
-        return comfy_runtime().tiny.build_micro_model()
     architecture = ARCHITECTURES[name]
-    init_random_ = comfy_runtime().tiny.init_random_
     with torch.device("meta"):
         shapes = diffusers.UNet2DConditionModel(**architecture.unet).state_dict()
     unet_config = comfy.model_detection.unet_config_from_diffusers_unet(shapes, dtype)
@@ -113,16 +110,36 @@ def comfy_architecture(name: str, dtype):
     if architecture.v_prediction:  # what ComfyUI reads a v-prediction SD 2.x checkpoint by
         marker = {"output_blocks.11.1.transformer_blocks.0.norm1.bias": torch.linspace(-1, 1, 320)}
     base = model_config.get_model(marker, "", device=torch.device("cpu"))
-    init_random_(base.diffusion_model, seed=1)
-    model = comfy.model_patcher.ModelPatcher(base, load_device=comfy.model_management.get_torch_device(),
+    if random_weights:
+        comfy_runtime().tiny.init_random_(base.diffusion_model, seed=1)
+    model = comfy.model_patcher.ModelPatcher(base, load_device=load_device or comfy.model_management.get_torch_device(),
                                              offload_device=comfy.model_management.unet_offload_device())
-    clip = comfy.sd.CLIP(model_config.clip_target(), model_options={"dtype": dtype})
-    init_random_(clip.cond_stage_model, seed=2)
+    return model, model_config
+
+
+def comfy_vae(name: str, dtype):
+    """The VAE of architecture `name` in ComfyUI's classes, random weights in `dtype`."""
+    import comfy.sd
+    import diffusers
+    import torch
+
     torch.manual_seed(3)
-    vae_weights = diffusers.AutoencoderKL(**architecture.vae).state_dict()
-    vae = comfy.sd.VAE(sd=vae_weights, dtype=dtype)
-    del vae_weights
-    return model, clip, vae
+    return comfy.sd.VAE(sd=diffusers.AutoencoderKL(**ARCHITECTURES[name].vae).state_dict(), dtype=dtype)
+
+
+def comfy_architecture(name: str, dtype):
+    """(MODEL, CLIP, VAE) of architecture `name` in ComfyUI's classes, random weights in `dtype`
+    ("micro": the test suite's micro checkpoint)."""
+    import comfy.sd
+
+    from comfyui_helpers import comfy_runtime
+
+    if name == "micro":
+        return comfy_runtime().tiny.build_micro_model()
+    model, model_config = comfy_model(name, dtype)
+    clip = comfy.sd.CLIP(model_config.clip_target(), model_options={"dtype": dtype})
+    comfy_runtime().tiny.init_random_(clip.cond_stage_model, seed=2)
+    return model, clip, comfy_vae(name, dtype)
 
 
 def module_bytes(*modules) -> int:
@@ -176,7 +193,7 @@ def optimisation_stage(runtime, stage: str, model, clip, vae, pixels: int) -> di
     run_guidance = guidance.with_seed(0)
     score_model = guidance.model
     probe, render_graph, encode_graph, queried = PhaseProbe(), SavedTensors(), SavedTensors(), []
-    record = {"estimate": estimates(runtime, representation, score_model, vae, stage)}
+    record = {"estimate": estimates(runtime, representation, guidance, vae, stage)}
 
     def body():
         with autograd.autograd_enabled():
@@ -244,15 +261,27 @@ def optimisation_stage(runtime, stage: str, model, clip, vae, pixels: int) -> di
     return record
 
 
-def estimates(runtime, representation, score_model, vae, stage: str) -> dict:
-    """The pack's own estimates of the stage's step, as the Optimizer computes them (bytes)."""
-    optimizer_module = runtime.module("nodes.optimizer")
+def estimates(runtime, representation, guidance, vae, stage: str) -> dict:
+    """The pack's own estimate of the stage's step (bytes by part, nfsd_core's StepMemory), as the
+    Optimizer computes it, for the stage's render size; `optimizer` is what the Optimizer checks
+    (the largest stage). Code without these functions gives the Optimizer's total alone."""
+    optimizer = runtime.module("nodes.optimizer")
     batch = representation.latent_shape[0]
-    parts = getattr(optimizer_module, "step_memory_parts", None)
-    if parts is not None:
-        size = int(stage.rsplit("_", 1)[1]) if stage.startswith("nerf") else None
-        return parts(representation, score_model, vae if representation.needs_vae else None, batch, render_size=size)
-    return {"total": optimizer_module.step_memory(representation, score_model, vae, batch)}
+    if not hasattr(optimizer, "model_rows"):
+        return {"total": optimizer.step_memory(representation, guidance.model, vae, batch)}
+    model, rows = guidance.model, optimizer.model_rows(guidance)
+    whole = optimizer.step_memory(representation, model, vae, batch, rows)
+    if not stage.startswith("nerf"):
+        return {**whole.parts(), "optimizer": whole.total}
+    _, channels, height, width = representation.latent_shape
+    denoiser = runtime.module("nodes.guards.limits").model_call_bytes(model.patcher,
+                                                                       [batch * rows, channels, height, width])
+    encode = (0, 0, 0)
+    if representation.needs_vae:
+        factor = vae.spacial_compression_encode()
+        encode = runtime.module("nodes.adapters.codec").encode_memory(vae, batch, height * factor, width * factor)
+    size = int(stage.rsplit("_", 1)[1])
+    return {**representation.stage_memory(size, batch, denoiser, encode).parts(), "optimizer": whole.total}
 
 
 def decomposition_stage(runtime, model, clip, vae, pixels: int) -> dict:
@@ -316,6 +345,11 @@ def child(key: str, threads: int) -> dict:
     """Run stage `key` ("architecture/stage/dtype") here and return its record."""
     sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
     import torch
+    from torchvision_stub import hide_torchvision_stub
+
+    hide_torchvision_stub()  # an import-only torchvision (this CPU venv's) would break diffusers' imports
+    import diffusers.models  # noqa: F401  (imported before `start`: its code is not the models' memory)
+    import transformers  # noqa: F401
 
     torch.set_num_threads(threads)
     from comfyui_helpers import comfy_runtime

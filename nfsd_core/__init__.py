@@ -21,8 +21,9 @@ The pieces, each in its own module:
 This package never imports ComfyUI.
 """
 
-from .budget import (address_space_left, canvas_bytes, check_budget, largest_fitting, mesh_bytes, nerf_training_bytes,
-                     turntable_bytes)
+from .budget import (StepMemory, UNetShape, VaeShape, address_space_left, canvas_bytes, check_budget, largest_fitting,
+                     mesh_bytes, nerf_step_memory, nerf_training_bytes, turntable_bytes, unet_activation_bytes,
+                     vae_encode_memory)
 from .checkpoint import (CheckpointError, claim_checkpoint_dir, has_checkpoint, load_checkpoint, read_checkpoint,
                          save_checkpoint)
 from .decomposition import (COMPONENTS as DECOMPOSITION_COMPONENTS, ScoreDecomposition, decompose_score,
@@ -40,6 +41,7 @@ from .models import (
 )
 from .models.diffusers import (DiffusersLatentCodec, DiffusersScoreModel, check_layout, load_diffusers,
                                vae_downscale_factor)
+from .models.recompute import recompute_in_backward
 from .optimize import OptimizerSettings, RunResult, StepRecord, history_columns, optimize
 from .preview import LatentToRGB, fit_latent_to_rgb
 from .representations import GuidanceView, LatentCanvas, Representation, initial_latents
@@ -82,8 +84,11 @@ __all__ = [
     "ScoreDistillation",
     "ScoreModel",
     "ShippedPrior",
+    "StepMemory",
     "StepRecord",
     "TimestepSchedule",
+    "UNetShape",
+    "VaeShape",
     "address_space_left",
     "canvas_bytes",
     "check_budget",
@@ -107,13 +112,17 @@ __all__ = [
     "load_shapes_prior",
     "make_rule",
     "mesh_bytes",
+    "nerf_step_memory",
     "nerf_training_bytes",
     "optimize",
     "read_checkpoint",
+    "recompute_in_backward",
     "run_identity",
     "save_checkpoint",
     "setting_bounds",
     "to_pil",
     "turntable_bytes",
+    "unet_activation_bytes",
     "vae_downscale_factor",
+    "vae_encode_memory",
 ]
