@@ -165,8 +165,22 @@ def stage_steps(settings, stage: str) -> tuple[int, int]:
     return warm_up, warm_up + 1
 
 
-def optimisation_stage(runtime, stage: str, model, clip, vae, pixels: int) -> dict:
-    """One warm-up and one measured optimisation step of a NeRF or canvas stage, through the nodes' code."""
+GUIDANCE_INPUTS = {"rule": "NFSD", "scale": 7.5, "t_min": 0.2, "t_max": 0.98, "timestep_schedule": "uniform",
+                   "t_max_end": 0.98, "anneal_at": 0.5, "weighting": "sds", "grad_clip": 0.0, "nfsd_threshold": 200}
+
+
+def stage_representation(runtime, stage: str, pixels: int):
+    """(socket value, warm-up step, measured step) of a NeRF or canvas stage."""
+    if stage.startswith("nerf"):
+        settings = nerf_settings(runtime, stage, pixels)
+        return (runtime.module("nodes.sockets.nerf").NerfState(settings), *stage_steps(settings, stage))
+    side = int(stage.split("_")[1]) // 8
+    return runtime.module("nodes.sockets.canvas").CanvasState(1, 4, side, side), 0, 1
+
+
+def optimisation_stage(runtime, stage: str, model, clip, vae, pixels: int, warmups: int) -> dict:
+    """`warmups` (0 or 1) warm-up steps and one measured optimisation step of a NeRF or canvas stage,
+    through the nodes' code (without a warm-up the measured step is the occupancy update's)."""
     import torch
 
     from memory_probe import PhaseProbe, SavedTensors, optimizer_state_bytes, rss, tensor_bytes
@@ -175,25 +189,18 @@ def optimisation_stage(runtime, stage: str, model, clip, vae, pixels: int) -> di
     autograd = runtime.module("nodes.adapters.autograd")
     core = runtime.module("nfsd_core")
     optimization_step = runtime.module("nfsd_core.optimize").optimization_step
-    guidance_inputs = {"rule": "NFSD", "scale": 7.5, "t_min": 0.2, "t_max": 0.98, "timestep_schedule": "uniform",
-                       "t_max_end": 0.98, "anneal_at": 0.5, "weighting": "sds", "grad_clip": 0.0,
-                       "nfsd_threshold": 200}
-    if stage.startswith("nerf"):
-        positive = runtime.run_node("NFSD_ViewPrompts", clip=clip, text=PROMPT)[0]
-        settings = nerf_settings(runtime, stage, pixels)
-        representation = runtime.module("nodes.sockets.nerf").NerfState(settings)
-        warm_up, measured = stage_steps(settings, stage)
-    else:
-        positive = runtime.run_node("CLIPTextEncode", clip=clip, text=PROMPT)[0]
-        side = int(stage.split("_")[1]) // 8
-        representation = runtime.module("nodes.sockets.canvas").CanvasState(1, 4, side, side)
-        warm_up, measured = 0, 1
+    representation, warm_up, measured = stage_representation(runtime, stage, pixels)
+    if not warmups:
+        measured = warm_up
+    text_node = "NFSD_ViewPrompts" if stage.startswith("nerf") else "CLIPTextEncode"
+    positive = runtime.run_node(text_node, clip=clip, text=PROMPT)[0]
     guidance = runtime.run_node("NFSD_ScoreDistillationGuidance", model=model, positive=positive, clip=clip,
-                                **guidance_inputs)[0]
+                                **GUIDANCE_INPUTS)[0]
     run_guidance = guidance.with_seed(0)
     score_model = guidance.model
     probe, render_graph, encode_graph, queried = PhaseProbe(), SavedTensors(), SavedTensors(), []
-    record = {"estimate": estimates(runtime, representation, guidance, vae, stage)}
+    record = {"estimate": estimates(runtime, representation, guidance, vae, stage), "warmups": warmups,
+              "measured_step": measured}
 
     def body():
         with autograd.autograd_enabled():
@@ -203,8 +210,12 @@ def optimisation_stage(runtime, stage: str, model, clip, vae, pixels: int) -> di
             optimizer = torch.optim.AdamW(trained.parameter_groups(settings.lr), betas=settings.betas,
                                           eps=settings.eps)
             record["representation_parameters"] = tensor_bytes(trained.parameters())
-            optimization_step(trained, run_guidance, optimizer, warm_up, STEPS)
+            if warmups:
+                optimization_step(trained, run_guidance, optimizer, warm_up, STEPS)
             codec = getattr(trained, "codec", None)
+            if codec is not None:
+                with torch.no_grad():
+                    codec.encode(torch.zeros(1, 3, 8, 8))  # makes the encoder's trainable copy (made once)
             copies = [codec._encoder] if codec is not None and codec._encoder is not None else []
             record["vae_copy"] = module_bytes(*copies) if copies else 0
             parameters = [*trained.parameters(), *(p for copy in copies for p in copy.parameters())]
@@ -296,8 +307,7 @@ def decomposition_stage(runtime, model, clip, vae, pixels: int) -> dict:
     probe = PhaseProbe()
     probe.wrap(score_model_module.ComfyScoreModel, "predict_noise", "denoiser")
     probe.wrap(vae, "decode", "decode")
-    estimate = decomposition.decomposition_memory(score_model_module.ComfyScoreModel(model), vae,
-                                                  latent["samples"].shape, 3)
+    estimate = decomposition_estimate(runtime, model, vae, pixels)
     probe.reset()
     started = time.perf_counter()
     runtime.run_node("NFSD_ScoreDecomposition", model=model, positive=positive, latent=latent, vae=vae,
@@ -305,8 +315,23 @@ def decomposition_stage(runtime, model, clip, vae, pixels: int) -> dict:
     seconds = time.perf_counter() - started
     peak = probe.peak()
     probe.restore()
-    return {"estimate": {"total": estimate}, "seconds": seconds, "step_peak": peak,
+    return {"estimate": estimate, "seconds": seconds, "step_peak": peak,
             "phases": {name: phase.as_dict() for name, phase in probe.phases.items()}}
+
+
+def decomposition_estimate(runtime, model, vae, pixels: int) -> dict:
+    """The Decomposition node's estimate of 3 timesteps on one latent of `pixels` px."""
+    score_model = runtime.module("nodes.adapters.score_model").ComfyScoreModel(model)
+    memory = runtime.module("nodes.decomposition").decomposition_memory
+    return {"total": memory(score_model, vae, (1, 4, pixels // 8, pixels // 8), 3)}
+
+
+def nerf_only_estimate(runtime, stage: str, settings) -> dict:
+    """The Turntable node's (30 views of 256 px with normals) or the Mesh node's estimate."""
+    budget = runtime.module("nfsd_core")
+    if stage == "turntable":
+        return {"total": budget.turntable_bytes(settings, 30, 256, True)}
+    return {"total": budget.mesh_bytes(settings, int(stage.split("_")[1]))}
 
 
 def nerf_only_stage(runtime, stage: str) -> dict:
@@ -322,42 +347,69 @@ def nerf_only_stage(runtime, stage: str) -> dict:
                           torch.Generator().manual_seed(0))
     weights = {name: value.detach().clone() for name, value in nerf.state_dict().items()}
     state = runtime.module("nodes.sockets.nerf").NerfState(settings, weights)
-    budget = runtime.module("nfsd_core")
     probe = PhaseProbe()
     if stage == "turntable":
-        views, size = 30, 256
-        estimate = budget.turntable_bytes(settings, views, size, True)
-        node = ("NFSD_NeRFTurntable", {"nerf": state, "views": views, "size": size, "elevation": 15.0,
-                                       "distance": 1.5})
+        node = ("NFSD_NeRFTurntable", {"nerf": state, "views": 30, "size": 256, "elevation": 15.0, "distance": 1.5})
     else:
-        resolution = int(stage.split("_")[1])
-        estimate = budget.mesh_bytes(settings, resolution)
-        node = ("NFSD_ExtractMesh", {"nerf": state, "resolution": resolution, "threshold": 0.0,
+        node = ("NFSD_ExtractMesh", {"nerf": state, "resolution": int(stage.split("_")[1]), "threshold": 0.0,
                                      "min_component": 0.01})
     probe.reset()
     started = time.perf_counter()
     runtime.run_node(node[0], **node[1])
     seconds = time.perf_counter() - started
-    return {"estimate": {"total": estimate}, "seconds": seconds, "step_peak": probe.peak(), "phases": {}}
+    return {"estimate": nerf_only_estimate(runtime, stage, settings), "seconds": seconds, "step_peak": probe.peak(),
+            "phases": {}}
 
 
-def child(key: str, threads: int) -> dict:
-    """Run stage `key` ("architecture/stage/dtype") here and return its record."""
+def estimate_only(key: str) -> dict:
+    """The pack's estimate for stage `key` alone, the architecture built with empty weights (seconds)."""
+    import torch
+
+    runtime = start_child(1)
+    architecture, stage, dtype_name = key.split("/")
+    if architecture == "nerf":
+        return nerf_only_estimate(runtime, stage, nerf_settings(runtime, "nerf_rgb", 512))
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    if architecture == "micro":
+        model, _, vae = comfy_architecture(architecture, dtype)
+    else:
+        model, vae = comfy_model(architecture, dtype, random_weights=False)[0], comfy_vae(architecture, dtype)
+    pixels = MICRO_PIXELS if architecture == "micro" else ARCHITECTURES[architecture].pixels
+    if stage == "decomposition":
+        return decomposition_estimate(runtime, model, vae, pixels)
+    core = runtime.module("nfsd_core")
+    condition = [[torch.zeros(1, 77, 8), {}]]  # never evaluated: the estimate reads the rule and the model
+    score_model = runtime.module("nodes.adapters.score_model").ComfyScoreModel(model)
+    guidance = core.ScoreDistillation(score_model, core.Prompts(condition, condition, condition), "nfsd")
+    representation = stage_representation(runtime, stage, pixels)[0]
+    return estimates(runtime, representation, guidance, vae, stage)
+
+
+def start_child(threads: int):
+    """ComfyUI with the pack, in this child process (see tests/comfyui_helpers.py)."""
     sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
     import torch
     from torchvision_stub import hide_torchvision_stub
 
     hide_torchvision_stub()  # an import-only torchvision (this CPU venv's) would break diffusers' imports
-    import diffusers.models  # noqa: F401  (imported before `start`: its code is not the models' memory)
+    import diffusers.models  # noqa: F401  (imported before the measurements: its code is not the models' memory)
     import transformers  # noqa: F401
 
     torch.set_num_threads(threads)
     from comfyui_helpers import comfy_runtime
+
+    return comfy_runtime()
+
+
+def child(key: str, threads: int, warmups: int) -> dict:
+    """Run stage `key` ("architecture/stage/dtype") here and return its record."""
+    runtime = start_child(threads)
+    import torch
+
     from memory_probe import rss
 
     architecture, stage, dtype_name = key.split("/")
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
-    runtime = comfy_runtime()
     record = {"key": key, "start": rss()}
     if architecture == "nerf":
         record.update(nerf_only_stage(runtime, stage))
@@ -372,7 +424,7 @@ def child(key: str, threads: int) -> dict:
         if stage == "decomposition":
             record.update(decomposition_stage(runtime, model, clip, vae, pixels))
         else:
-            record.update(optimisation_stage(runtime, stage, model, clip, vae, pixels))
+            record.update(optimisation_stage(runtime, stage, model, clip, vae, pixels, warmups))
     record["peak"] = max(record["step_peak"], record.get("models", 0))
     return record
 
@@ -388,11 +440,12 @@ def stage_keys(architectures: list[str], stages: list[str] | None, dtype: str) -
     return keys
 
 
-def run_child(key: str, threads: int) -> dict:
+def run_child(key: str, threads: int, *options: str) -> dict:
+    """What `--child key` (or another child mode in `options`) prints, run in a fresh process."""
     from memory_probe import CLEAN_MALLOC
 
     environment = {**os.environ, **CLEAN_MALLOC, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, __file__, "--child", key, "--threads", str(threads)]
+    command = [sys.executable, __file__, *(options or ("--child",)), key, "--threads", str(threads)]
     started = time.perf_counter()
     result = subprocess.run(command, env=environment, stdout=subprocess.PIPE, text=True)
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
@@ -471,11 +524,19 @@ def main() -> None:
     parser.add_argument("--stages", nargs="+", choices=[*MODEL_STAGES, *NERF_ONLY_STAGES])
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--warmups", type=int, choices=(0, 1), default=1,
+                        help="warm-up steps before the measured one (0: the measured step is the first, for SDXL)")
     parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument("--refresh-estimates", action="store_true",
+                        help="recompute the estimates of the label's journalled stages (this code's), measuring nothing")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--estimate", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print("RESULT " + json.dumps(child(args.child, args.threads)), flush=True)
+        print("RESULT " + json.dumps(child(args.child, args.threads, args.warmups)), flush=True)
+        return
+    if args.estimate:
+        print("RESULT " + json.dumps(estimate_only(args.estimate)), flush=True)
         return
     if not os.environ.get("COMFYUI_PATH"):
         raise SystemExit("set COMFYUI_PATH to a ComfyUI checkout: the stages run ComfyUI's model classes")
@@ -483,12 +544,20 @@ def main() -> None:
     from journal import Journal
 
     journal = Journal(args.output / "runs.jsonl", {"benchmark": "real_size", "threads": args.threads})
+    if args.refresh_estimates:
+        for labelled, records in list(journal.done.items()):
+            if labelled.startswith(args.label + "/"):
+                estimate = run_child(labelled.split("/", 1)[1], 1, "--estimate")
+                estimate.pop("wall_seconds")
+                journal.add(labelled, [{**records[0], "estimate": estimate}])
+        write_results(journal, args.output)
+        return
     for key in stage_keys(args.architectures, args.stages, args.dtype):
         labelled = f"{args.label}/{key}"
         if labelled in journal.done:
             continue
         print(f"{labelled} ...", file=sys.stderr, flush=True)
-        record = run_child(key, args.threads)
+        record = run_child(key, args.threads, "--warmups", str(args.warmups), "--child")
         journal.add(labelled, [record])
         write_results(journal, args.output)
         row = summary(record)
