@@ -5,7 +5,7 @@ what the device has (`check_budget`) and, past it, refuses with the value of the
 that would fit (`largest_fitting`). The constants are measurements of this package's code and of
 ComfyUI's Stable Diffusion classes (torch 2.13 on a CPU; bytes autograd keeps, counted with
 saved-tensor hooks, and resident memory): `benchmarks/real_size.py` checks every estimate against
-what a real-size step takes, `tests/test_budget.py` at small sizes.
+what a real-size step takes, tests/test_budget.py and tests/test_comfyui_memory.py at small sizes.
 
 An optimisation step (`StepMemory`) holds the representation's state all along; the render's and
 the encoder's graphs while the denoiser runs; then backward, through the encoder (its blocks
@@ -47,7 +47,8 @@ COMPOSITED_SAMPLE_BYTES = 40
 # graph (besides a chunk's gradient of every parameter, before it is added to the last).
 KEPT_SAMPLE_BYTES = 14
 RECOMPUTE_GRADIENTS = 1.2
-# The same while an evaluation render is in flight (no graph kept; normals: 3.5x for their gradient).
+# Bytes per sample while an evaluation render's chunk is in flight (no graph kept; normals: 3.5x for
+# their gradient).
 EVAL_SAMPLE_BASE = 1300
 EVAL_SAMPLE_PER_LEVEL = 20
 EVAL_SAMPLE_PER_HIDDEN = 8
