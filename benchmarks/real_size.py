@@ -25,6 +25,9 @@ resumes; results.json and results.md are rewritten after every stage.
 
     COMFYUI_PATH=... python benchmarks/real_size.py --label after [--architectures sd21 sdxl] \
         [--stages nerf_rgb_64 nerf_rgb_256] [--dtype fp32|bf16] [--threads 2]
+
+`--cards` measures nothing: it writes what the nodes' memory checks estimate for each architecture
+in fp16 on a CUDA card (cards.md, cards.json), the figures a GPU user's run is checked against.
 """
 
 from __future__ import annotations
@@ -361,6 +364,21 @@ def nerf_only_stage(runtime, stage: str) -> dict:
             "phases": {}}
 
 
+def stage_estimate(runtime, model, vae, architecture: str, stage: str) -> dict:
+    """The pack's estimate of `stage` with MODEL `model` and `vae` (NFSD guidance; weights never read)."""
+    import torch
+
+    pixels = MICRO_PIXELS if architecture == "micro" else ARCHITECTURES[architecture].pixels
+    if stage == "decomposition":
+        return decomposition_estimate(runtime, model, vae, pixels)
+    core = runtime.module("nfsd_core")
+    condition = [[torch.zeros(1, 77, 8), {}]]  # never evaluated: the estimate reads the rule and the model
+    score_model = runtime.module("nodes.adapters.score_model").ComfyScoreModel(model)
+    guidance = core.ScoreDistillation(score_model, core.Prompts(condition, condition, condition), "nfsd")
+    representation = stage_representation(runtime, stage, pixels)[0]
+    return estimates(runtime, representation, guidance, vae, stage)
+
+
 def estimate_only(key: str) -> dict:
     """The pack's estimate for stage `key` alone, the architecture built with empty weights (seconds)."""
     import torch
@@ -374,15 +392,50 @@ def estimate_only(key: str) -> dict:
         model, _, vae = comfy_architecture(architecture, dtype)
     else:
         model, vae = comfy_model(architecture, dtype, random_weights=False)[0], comfy_vae(architecture, dtype)
-    pixels = MICRO_PIXELS if architecture == "micro" else ARCHITECTURES[architecture].pixels
-    if stage == "decomposition":
-        return decomposition_estimate(runtime, model, vae, pixels)
-    core = runtime.module("nfsd_core")
-    condition = [[torch.zeros(1, 77, 8), {}]]  # never evaluated: the estimate reads the rule and the model
-    score_model = runtime.module("nodes.adapters.score_model").ComfyScoreModel(model)
-    guidance = core.ScoreDistillation(score_model, core.Prompts(condition, condition, condition), "nfsd")
-    representation = stage_representation(runtime, stage, pixels)[0]
-    return estimates(runtime, representation, guidance, vae, stage)
+    return stage_estimate(runtime, model, vae, architecture, stage)
+
+
+CARD_STAGES = ("nerf_rgb_64", "nerf_rgb_256", "nerf_latent_64", "nerf_latent_256", "canvas", "decomposition")
+CARD_GIB = (8, 12, 16)
+
+
+def card_estimates(architecture: str) -> list[dict]:
+    """The nodes' estimates for a CUDA card, per stage of CARD_STAGES: the UNet in fp16 on "cuda" (only
+    sizes are read, nothing runs), the VAE in bf16 (what ComfyUI picks on cards with bf16); the canvas,
+    the NeRF's guidance and the decomposition at the architecture's native size. `resident` = what the
+    check counts beside the step (the UNet's weights, ComfyUI's reserve), `step` = the step's estimate."""
+    import torch
+
+    runtime = start_child(1)
+    limits = runtime.module("nodes.guards.limits")
+    model = comfy_model(architecture, torch.float16, load_device=torch.device("cuda"), random_weights=False)[0]
+    vae = comfy_vae(architecture, torch.bfloat16)
+    resident = limits.resident_bytes(torch.device("cuda"), model)
+    pixels = ARCHITECTURES[architecture].pixels
+    rows = []
+    for stage in CARD_STAGES:
+        estimate = stage_estimate(runtime, model, vae, architecture, f"canvas_{pixels}" if stage == "canvas" else stage)
+        step = estimate["total"] - (resident if stage == "decomposition" else 0)  # the node's figure counts both
+        rows.append({"architecture": architecture, "stage": stage, "pixels": pixels, "resident": resident,
+                     "step": step, "total": resident + step})
+    return rows
+
+
+def card_table(rows: list[dict]) -> str:
+    lines = ["# Estimates for CUDA cards in fp16 (not measured: no GPU was lent)", "",
+             "Made by `python benchmarks/real_size.py --cards`: the memory check of NFSD Optimizer (NeRF, canvas) "
+             "and NFSD Score Decomposition for ComfyUI's models of each architecture in fp16 on a CUDA device, "
+             "the VAE in bf16, NFSD guidance (3 rows per model call), the shipped NeRF workflow's settings with "
+             "`guidance_size` the model's own, the canvas at the model's own size. `resident` = the UNet's weights "
+             "and ComfyUI's reserve; `step` = the estimate of the step's own work, which `benchmarks/real_size.py` "
+             "checks against measured steps on the CPU (results.md). GiB.", "",
+             "| architecture | stage | px | resident | step | total | "
+             + " | ".join(f"fits {gib} GB" for gib in CARD_GIB) + " |", "|" + "---|" * (6 + len(CARD_GIB))]
+    for row in rows:
+        fits = " | ".join("yes" if row["total"] <= gib * GIB else "no" for gib in CARD_GIB)
+        lines.append(f"| {ARCHITECTURES[row['architecture']].title} | {row['stage']} | {row['pixels']} | "
+                     f"{gb(row['resident'])} | {gb(row['step'])} | {gb(row['total'])} | {fits} |")
+    return "\n".join(lines) + "\n"
 
 
 def start_child(threads: int):
@@ -528,9 +581,12 @@ def main() -> None:
                         help="warm-up steps before the measured one (0: the measured step is the first, for SDXL)")
     parser.add_argument("--output", type=Path, default=OUTPUT)
     parser.add_argument("--refresh-estimates", action="store_true",
-                        help="recompute the estimates of the label's journalled stages (this code's), measuring nothing")
+                        help="recompute the estimates of the label's journalled stages (this code's), measure nothing")
+    parser.add_argument("--cards", action="store_true",
+                        help="write the estimates for CUDA cards in fp16 (cards.md, cards.json), measure nothing")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--estimate", help=argparse.SUPPRESS)
+    parser.add_argument("--card", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print("RESULT " + json.dumps(child(args.child, args.threads, args.warmups)), flush=True)
@@ -538,11 +594,19 @@ def main() -> None:
     if args.estimate:
         print("RESULT " + json.dumps(estimate_only(args.estimate)), flush=True)
         return
+    if args.card:
+        print("RESULT " + json.dumps({"rows": card_estimates(args.card)}), flush=True)
+        return
     if not os.environ.get("COMFYUI_PATH"):
         raise SystemExit("set COMFYUI_PATH to a ComfyUI checkout: the stages run ComfyUI's model classes")
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from journal import Journal
 
+    if args.cards:
+        rows = [row for name in ARCHITECTURES for row in run_child(name, 1, "--card")["rows"]]
+        (args.output / "cards.json").write_text(json.dumps(rows, indent=1) + "\n")
+        (args.output / "cards.md").write_text(card_table(rows))
+        return
     journal = Journal(args.output / "runs.jsonl", {"benchmark": "real_size", "threads": args.threads})
     if args.refresh_estimates:
         for labelled, records in list(journal.done.items()):
