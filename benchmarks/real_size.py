@@ -556,7 +556,36 @@ def markdown(results: dict) -> str:
                          f"{gb(row['step'])} | {gb(row['estimate'])} | {ratio} | {gb(row['nerf_state'])} | "
                          f"{gb(row['render_graph'])} | {gb(row['encode_graph'])} | {gb(row['denoiser'])} | "
                          f"{gb(row['backward'])} | {row['seconds']:.1f} | {phases} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + run_hours(results)) + "\n"
+
+
+def run_hours(results: dict) -> list[str]:
+    """Lines of a table: the wall time of the shipped workflow's run (STEPS steps at the NeRF node's
+    default render sizes) from the measured steps, per label, architecture, colour and dtype."""
+    sys.path.insert(0, str(ROOT))
+    from nfsd_core.nerf import NerfSettings
+
+    settings = NerfSettings()
+    steps = {size: sum(settings.render_size(step, STEPS) == size for step in range(STEPS)) for size in
+             settings.render_sizes}
+    lines = []
+    for label, records in results.items():
+        for key in records:
+            architecture, stage, dtype = key.split("/")
+            if not stage.startswith("nerf") or not stage.endswith(f"_{settings.render_sizes[0]}"):
+                continue
+            colour = stage.split("_")[1]
+            seconds = {size: records.get(f"{architecture}/nerf_{colour}_{size}/{dtype}", {}).get("seconds")
+                       for size in steps}
+            if None not in seconds.values():
+                hours = sum(steps[size] * seconds[size] for size in steps) / 3600
+                per_size = ", ".join(f"{steps[size]} x {seconds[size]:.1f} s at {size} px" for size in steps)
+                lines.append(f"| {label} | {architecture} | {colour} | {dtype} | {per_size} | {hours:.0f} h |")
+    if not lines:
+        return []
+    return ["", f"A whole run of the shipped workflow ({STEPS} steps), from the measured steps above (the "
+            "occupancy grid's refresh, every 16th step, and previews left out):", "",
+            "| label | architecture | NeRF | dtype | steps | wall time |", "|" + "---|" * 6, *lines]
 
 
 def write_results(journal, output: Path) -> None:
@@ -628,6 +657,7 @@ def main() -> None:
         print(f"{labelled}: peak {gb(row['peak'])} GB, models {gb(row['models'])}, step {gb(row['step'])}, "
               f"estimate {gb(row['estimate'])}, {row['seconds']:.1f} s/step ({record['wall_seconds']} s in all)",
               file=sys.stderr, flush=True)
+    write_results(journal, args.output)  # also when every stage was journalled before (this code's tables)
 
 
 if __name__ == "__main__":
