@@ -25,8 +25,9 @@ This package never imports ComfyUI.
 """
 
 from .bounded_text import check_text, excerpt, first_lone_surrogate, parse_json
-from .budget import (address_space_left, canvas_bytes, check_budget, largest_fitting, mesh_bytes, nerf_training_bytes,
-                     turntable_bytes)
+from .budget import (StepMemory, UNetShape, VaeShape, address_space_left, canvas_bytes, check_budget, largest_fitting,
+                     mesh_bytes, nerf_step_memory, nerf_training_bytes, turntable_bytes, unet_activation_bytes,
+                     vae_encode_memory)
 from .checkpoint import (CheckpointError, checkpoint_key, claim_checkpoint_dir, has_checkpoint, hold_checkpoint_dir,
                          load_checkpoint, read_checkpoint, save_checkpoint)
 from .decomposition import (COMPONENTS as DECOMPOSITION_COMPONENTS, ScoreDecomposition, decompose_score,
@@ -44,6 +45,7 @@ from .models import (
 )
 from .models.diffusers import (DiffusersLatentCodec, DiffusersScoreModel, check_layout, load_diffusers,
                                vae_downscale_factor)
+from .models.recompute import recompute_in_backward
 from .optimize import NonFiniteParameters, OptimizerSettings, RunResult, StepRecord, history_columns, optimize
 from .plots import run_curves
 from .preview import LatentToRGB, fit_latent_to_rgb
@@ -89,8 +91,11 @@ __all__ = [
     "ScoreDistillation",
     "ScoreModel",
     "ShippedPrior",
+    "StepMemory",
     "StepRecord",
     "TimestepSchedule",
+    "UNetShape",
+    "VaeShape",
     "address_space_left",
     "canvas_bytes",
     "check_budget",
@@ -120,10 +125,12 @@ __all__ = [
     "load_shapes_prior",
     "make_rule",
     "mesh_bytes",
+    "nerf_step_memory",
     "nerf_training_bytes",
     "optimize",
     "parse_json",
     "read_checkpoint",
+    "recompute_in_backward",
     "remove_checkpoint",
     "run_curves",
     "run_identity",
@@ -131,5 +138,7 @@ __all__ = [
     "setting_bounds",
     "to_pil",
     "turntable_bytes",
+    "unet_activation_bytes",
     "vae_downscale_factor",
+    "vae_encode_memory",
 ]

@@ -11,12 +11,13 @@ from ..nfsd_core import (DECOMPOSITION_COMPONENTS as COMPONENTS, NFSD_THRESHOLD,
 from .adapters.codec import ComfyLatentCodec
 from .adapters.conditioning import prompt_conditioning
 from .adapters.score_model import ComfyScoreModel
-from .guards.limits import check_memory, interrupt_progress, model_call_bytes, validation
+from .guards.limits import check_memory, interrupt_progress, model_call_bytes, resident_bytes, validation
 from .schema import CATEGORY, SEED_CONTROL, optional_prompt_inputs
 
 MAX_TIMESTEPS = 100  # one model call each; a figure of more columns shows nothing new
 MAX_TIMESTEPS_CHARS = 10_000  # room for the list of any length, to say how many values it has
 DDPM_TIMESTEPS = 1000  # of every model the node takes (its schedule is checked again when it runs)
+NFSD_ROWS = 3  # latent rows per image in a timestep's model call: the prompt, the empty and the negative prompt
 
 DESCRIPTIONS = {
     "delta_C": "delta_C = e_c - e_u: the prompt's direction (shared by NFSD and SDS).",
@@ -57,10 +58,15 @@ def check_latent(samples, score_model: ComfyScoreModel, vae) -> None:
 
 
 def decomposition_memory(score_model: ComfyScoreModel, vae, shape, timesteps: int) -> int:
-    """One timestep's model call (ComfyUI's estimate) plus every output image, RGB at the VAE's scale."""
-    batch, _, height, width = shape
+    """One timestep's model call (three rows per image: the prompt, the empty and the negative
+    prompt), every output image (RGB at the VAE's scale) and the decode of one of them (ComfyUI's
+    estimate: its decode batches more images only where they fit); on a GPU next to the model's weights."""
+    batch, channels, height, width = shape
     pixels = height * width * vae.spacial_compression_decode() ** 2
-    return model_call_bytes(score_model.patcher, shape) + decomposition_image_bytes(timesteps, batch, pixels)
+    call = model_call_bytes(score_model.patcher, [NFSD_ROWS * batch, channels, height, width])
+    decode = int(vae.memory_used_decode([1, channels, height, width], vae.vae_dtype))
+    return (resident_bytes(score_model.device, score_model.patcher) + call + decode
+            + decomposition_image_bytes(timesteps, batch, pixels))
 
 
 class ScoreDecomposition(io.ComfyNode):

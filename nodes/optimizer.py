@@ -37,15 +37,16 @@ import latent_preview
 import torch
 from comfy_api.latest import io
 
-from ..nfsd_core import (CheckpointError, OptimizerSettings, RunResult, ScoreDistillation, StepRecord,
+from ..nfsd_core import (CheckpointError, OptimizerSettings, RunResult, ScoreDistillation, StepMemory, StepRecord,
                          checkpoint_key, claim_checkpoint_dir, excerpt, history_columns, identity_digest, json_ready,
                          keep_newest_checkpoints, optimize, remove_checkpoint, run_curves, run_identity)
 from .adapters.autograd import autograd_enabled
+from .adapters.codec import encode_memory
 from .adapters.fingerprint import fingerprint, model_fingerprint, sampled_weights
 from .adapters.preview import select_previewer
 from .adapters.score_model import ComfyScoreModel, condition_names
 from .guards.graph import check_consumers, check_downstream, check_numbers
-from .guards.limits import check_finite, check_memory, model_call_bytes
+from .guards.limits import check_finite, check_memory, model_call_bytes, resident_bytes
 from .guards.paths import confined, refusal
 from .schema import CATEGORY, SEED_CONTROL
 from .sockets import Guidance, Representation
@@ -188,32 +189,43 @@ def prompted_views(guidance: ScoreDistillation, representation: NodeRepresentati
     return views
 
 
-def step_memory(representation: NodeRepresentation, model: ComfyScoreModel, vae, batch: int,
-                side: int | None = None) -> int:
-    """Bytes of one optimisation step with `batch` images (of side x side latents if given): the
-    representation's own, the model's activations for one batched call (ComfyUI's estimate) and,
-    for RGB NeRFs, the VAE encode that keeps its graph (ComfyUI's per-image estimate of an encode,
-    three times: forward kept, backward)."""
+def model_rows(guidance: ScoreDistillation) -> int:
+    """Latent rows per image in one model call: the prompt, and the empty and negative prompts the rule reads."""
+    rule = guidance.rule
+    return 1 + int(rule.needs_unconditional) + int(rule.needs_negative_prompt)
+
+
+def step_memory(representation: NodeRepresentation, model: ComfyScoreModel, vae, batch: int, rows: int,
+                side: int | None = None) -> StepMemory:
+    """One optimisation step with `batch` images (of side x side latents if given), each `rows`
+    latent rows in the model call: the representation's own memory, the model's activations
+    (guards.limits.model_call_bytes) and, for RGB NeRFs, the VAE encode that keeps its graph
+    (adapters.codec.encode_memory)."""
     _, channels, height, width = representation.latent_shape
     height, width = (side, side) if side else (height, width)
-    needed = representation.memory_needed(batch) + model_call_bytes(model.patcher, [batch, channels, height, width])
+    denoiser = model_call_bytes(model.patcher, [batch * rows, channels, height, width])
+    encode = (0, 0, 0)
     if representation.needs_vae and vae is not None:
         factor = vae.spacial_compression_encode()
-        needed += 3 * batch * int(vae.memory_used_encode([1, 3, height * factor, width * factor], vae.vae_dtype))
-    return needed
+        encode = encode_memory(vae, batch, height * factor, width * factor)
+    return representation.step_memory(batch, denoiser, encode)
 
 
-def check_step_memory(representation: NodeRepresentation, model: ComfyScoreModel, vae) -> None:
-    """Refuse a run whose step cannot fit on the model's device, naming the batch size and the
-    image size that would."""
+def check_step_memory(representation: NodeRepresentation, guidance: ScoreDistillation, vae) -> None:
+    """Refuse a run whose step cannot fit on the model's device (on a GPU: next to the model's
+    weights), naming the batch size and the image size that would."""
+    model, rows = guidance.model, model_rows(guidance)
     batch, _, height, width = representation.latent_shape
     scale = representation.pixels_per_latent
-    check_memory(step_memory(representation, model, vae, batch),
-                 f"an optimisation step of {batch} image(s) of {width}x{height} latents",
-                 {"batch_size": (lambda images: step_memory(representation, model, vae, images), 1, batch, 1),
-                  representation.size_input: (
-                      lambda pixels: step_memory(representation, model, vae, batch, pixels // scale),
-                      scale, max(height, width) * scale, scale)},
+    resident = resident_bytes(model.device, model.patcher)
+
+    def needed(images: int, side: int | None = None) -> int:
+        return resident + step_memory(representation, model, vae, images, rows, side).total
+
+    check_memory(needed(batch), f"an optimisation step of {batch} image(s) of {width}x{height} latents",
+                 {"batch_size": (needed, 1, batch, 1),
+                  representation.size_input: (lambda pixels: needed(batch, pixels // scale), scale,
+                                              max(height, width) * scale, scale)},
                  model.device)
 
 
@@ -298,7 +310,7 @@ class Optimizer(io.ComfyNode):
             check_numbers(cls.hidden.prompt)
             check_consumers(cls.hidden.prompt, cls.hidden.unique_id, representation.socket_type)
             check_downstream(cls.hidden.prompt, cls.hidden.unique_id, representation, vae)
-        check_step_memory(representation, model, vae)
+        check_step_memory(representation, guidance, vae)
         chosen = checkpoint_folder(checkpoint_dir)  # refused before the model loads
         key = signing_key()
         run_guidance = guidance.with_seed(seed)

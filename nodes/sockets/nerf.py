@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ...nfsd_core import LatentToRGB, nerf_training_bytes, to_pil, turntable_bytes
+from ...nfsd_core import LatentToRGB, StepMemory, nerf_step_memory, to_pil, turntable_bytes
 from ...nfsd_core.nerf import NerfRepresentation, NerfSettings, Render, orbit_cameras, render_turntable, training_views
 from ..adapters.autograd import autograd_enabled
 from ..adapters.codec import ComfyLatentCodec
@@ -80,8 +80,16 @@ class NerfState(NodeRepresentation):
     def camera_views(self) -> tuple[str, ...]:
         return tuple(training_views(self.settings.cameras))
 
-    def memory_needed(self, batch: int) -> int:
-        return nerf_training_bytes(dataclasses.replace(self.settings, batch_size=batch))
+    def step_memory(self, batch: int, denoiser: int, encode: tuple[int, int, int] = (0, 0, 0)) -> StepMemory:
+        return max((self.stage_memory(size, batch, denoiser, encode) for size in self.settings.render_sizes),
+                   key=lambda step: step.total)
+
+    def stage_memory(self, size: int, batch: int, denoiser: int, encode: tuple[int, int, int]) -> StepMemory:
+        """A step at render size `size` (see `step_memory`)."""
+        weights, kept, backward = encode
+        nerf = nerf_step_memory(dataclasses.replace(self.settings, batch_size=batch), size)
+        return dataclasses.replace(nerf, weights=weights, encode_kept=kept, encode_backward=backward,
+                                   denoiser=denoiser)
 
     def for_model(self, model, vae) -> "NerfState":
         """The settings in `from_model` taken from the model: `guidance_size` its own image size,

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ...nfsd_core import SD_PIXELS_PER_LATENT, Representation
+from ...nfsd_core import SD_PIXELS_PER_LATENT, Representation, StepMemory
 
 
 class NodeRepresentation(abc.ABC):
@@ -42,9 +42,11 @@ class NodeRepresentation(abc.ABC):
     pixels_per_latent: int = SD_PIXELS_PER_LATENT
 
     @abc.abstractmethod
-    def memory_needed(self, batch: int) -> int:
-        """Bytes of its own memory in an optimisation step with `batch` images (the score model's
-        and the VAE's left out), an nfsd_core.budget estimate."""
+    def step_memory(self, batch: int, denoiser: int, encode: tuple[int, int, int] = (0, 0, 0)) -> StepMemory:
+        """The memory of an optimisation step with `batch` images (nfsd_core's StepMemory), given
+        the model call's activations `denoiser` and the VAE encode's (weights, kept, backward)
+        bytes `encode` (zeros when it does not encode); a representation whose steps differ (a
+        NeRF's render sizes) gives its largest."""
 
     @property
     def camera_views(self) -> tuple[str, ...]:
