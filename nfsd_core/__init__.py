@@ -3,7 +3,8 @@
 The pieces, each in its own module:
 - `schedule`: the DDPM noise schedule (alpha_bar, t <-> sigma);
 - `models`: score models (denoisers that predict noise) and latent codecs (VAEs);
-- `guidance`: the rules (NFSD, SDS, CSD, SDS with a negative prompt) and weightings;
+- `guidance`: the rules (NFSD, SDS, CSD, SDS with a negative prompt; DDS and NFSD-edit for editing
+  an image) and weightings;
 - `timesteps`: timestep schedules and the seeded per-step noise;
 - `distillation`: one distillation step, latents in, gradient out;
 - `representations`: what is optimised (the latent canvas; the NeRF lives in `nerf`);
@@ -28,9 +29,11 @@ from .checkpoint import (CheckpointError, claim_checkpoint_dir, has_checkpoint, 
 from .decomposition import (COMPONENTS as DECOMPOSITION_COMPONENTS, ScoreDecomposition, decompose_score,
                             decomposition_image_bytes, decomposition_images)
 from .digits.prior import load_digits_prior
-from .distillation import VIEW_SUFFIXES, DistillationStep, Prompts, ScoreDistillation, distillation_loss
+from .distillation import (VIEW_SUFFIXES, DistillationStep, Prompts, ScoreDistillation, distillation_loss,
+                           latent_mask)
 from .guidance import (
-    DEFAULT_NEGATIVE_PROMPT, DEFAULT_WEIGHTING, NFSD_THRESHOLD, RULES, WEIGHTINGS, GuidanceRule, make_rule,
+    DEFAULT_NEGATIVE_PROMPT, DEFAULT_WEIGHTING, EDIT_RULES, NFSD_THRESHOLD, RULES, WEIGHTINGS, GuidanceRule,
+    make_rule,
 )
 from .identity import identity_digest, run_identity
 from .image_files import to_pil
@@ -53,6 +56,7 @@ __all__ = [
     "DECOMPOSITION_COMPONENTS",
     "DEFAULT_NEGATIVE_PROMPT",
     "DEFAULT_WEIGHTING",
+    "EDIT_RULES",
     "NFSD_THRESHOLD",
     "RULES",
     "SCHEDULE_KINDS",
@@ -101,6 +105,7 @@ __all__ = [
     "initial_latents",
     "json_ready",
     "largest_fitting",
+    "latent_mask",
     "load_checkpoint",
     "load_diffusers",
     "load_digits_prior",
