@@ -129,14 +129,6 @@ def checked_latents(name: str, tensor: Tensor) -> Tensor:
     return tensor
 
 
-def check_fits(name: str, tensor: Tensor, latents: Tensor, channels: int) -> None:
-    """ValueError unless `tensor` [1 or B, channels, H, W] goes with `latents` [B, C, H, W]."""
-    batch, _, height, width = latents.shape
-    if tensor.shape[0] not in (1, batch) or tuple(tensor.shape[1:]) != (channels, height, width):
-        raise ValueError(f"{name} of shape {tuple(tensor.shape)} do not fit the canvas's latents "
-                         f"{tuple(latents.shape)}: give [1 or {batch}, {channels}, {height}, {width}], the canvas's size")
-
-
 def distillation_loss(latents: Tensor, gradient: Tensor) -> Tensor:
     """0.5 ||z - stopgrad(z - grad)||^2 / B, whose gradient with respect to z is grad / B."""
     target = (latents - gradient).detach()
@@ -213,6 +205,17 @@ class ScoreDistillation:
         self.grad_clip = grad_clip
         self.noise_stream = NoiseStream(seed)
 
+    def check_fits(self, latent_shape: tuple[int, int, int, int]) -> None:
+        """ValueError unless the source latents and the mask go with latents of `latent_shape`
+        [B, C, H, W]: the same size, C channels (the mask: 1), a batch of 1 or B."""
+        batch, channels, height, width = latent_shape
+        for name, tensor, wanted in (("source latents", self.source_latents, channels), ("mask latents", self.mask, 1)):
+            if tensor is not None and (tensor.shape[0] not in (1, batch)
+                                       or tuple(tensor.shape[1:]) != (wanted, height, width)):
+                raise ValueError(f"{name} of shape {tuple(tensor.shape)} do not fit the canvas's latents "
+                                 f"{tuple(latent_shape)}: give [1 or {batch}, {wanted}, {height}, {width}], the "
+                                 "canvas's size")
+
     def with_seed(self, seed: int) -> "ScoreDistillation":
         """A copy that draws its timesteps and noise from `seed`; model, prompts and settings are shared."""
         duplicate = copy.copy(self)
@@ -281,10 +284,7 @@ class ScoreDistillation:
         `t` and `noise` override the seeded draws, e.g. to reproduce a figure.
         """
         latents = latents.detach()
-        if self.source_latents is not None:
-            check_fits("source latents", self.source_latents, latents, latents.shape[1])
-        if self.mask is not None:
-            check_fits("mask latents", self.mask, latents, 1)
+        self.check_fits(tuple(latents.shape))
         drawn_t, drawn_noise = self.draw(step, steps, tuple(latents.shape))
         t = (drawn_t if t is None else t.long()).to(latents.device)
         noise = (drawn_noise if noise is None else noise).to(device=latents.device, dtype=latents.dtype)
