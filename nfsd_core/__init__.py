@@ -49,7 +49,7 @@ from .representations import GuidanceView, LatentCanvas, Representation, initial
 from .sampling import ddim_sample
 from .schedule import NoiseSchedule
 from .shapes.prior import load_shapes_prior
-from .shipped_priors import SHIPPED_PRIORS, ShippedPrior
+from .shipped_priors import SHIPPED_PRIORS, ShippedPrior, render_shape, shape_choices
 from .timesteps import SCHEDULE_KINDS, NoiseStream, TimestepSchedule
 
 __all__ = [
@@ -115,9 +115,11 @@ __all__ = [
     "nerf_training_bytes",
     "optimize",
     "read_checkpoint",
+    "render_shape",
     "run_identity",
     "save_checkpoint",
     "setting_bounds",
+    "shape_choices",
     "to_pil",
     "turntable_bytes",
     "vae_downscale_factor",

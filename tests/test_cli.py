@@ -112,7 +112,8 @@ BAD_GENERATE = [
     (["--width", "500"], "--width 500 must be a positive multiple of the model's VAE factor 8"),
     (["--height", "0"], "--height 0"),
     (["--rule", "nfsd", "vsd"], "--rule: unknown guidance rule 'vsd'"),
-    (["--rule", "nfsd", "dds"], "--rule dds edits an image: give --source-image (the image to edit) and --source-prompt"),
+    (["--rule", "nfsd", "dds"], "--rule dds edits an image: give --source-image (the image to edit) and "
+                                "--source-prompt"),
     (["--rule", "nfsd_edit", "--source-image", "x.png"], "--rule nfsd_edit edits an image"),
     (["--mask", "x.png"], "--mask confines the change to a region of --source-image: give --source-image too"),
     (["--rule", "dds", "--source-image", "missing.png", "--source-prompt", "a dog"],
