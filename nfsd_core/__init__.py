@@ -9,13 +9,14 @@ The pieces, each in its own module:
 - `distillation`: one distillation step, latents in, gradient out;
 - `representations`: what is optimised (the latent canvas; the NeRF lives in `nerf`);
 - `optimize` and `checkpoint`: the loop, with hooks, previews and resumable state;
+- `run_folders`: a folder of many runs' checkpoints kept small (finished runs removed, the newest few kept);
 - `identity`: a run's identity (every setting that decides its result), which a checkpoint must match;
 - `models.diffusers`: Stable Diffusion from a local diffusers directory (optional extra);
 - `preview`: a fitted linear latent -> RGB map for fast previews;
 - `decomposition`: the NFSD paper's score decomposition view (delta_C, delta_D, noise);
 - `sampling`: DDIM sampling with classifier-free guidance (the reference for distillation);
 - `budget`, `limits`, `usage`: memory estimates, bounds of settings, errors that name the fix;
-- `image_files`: tensors to PNGs and labelled grids;
+- `image_files`: tensors to PNGs and labelled grids; `plots`: a run's curves as one picture (PIL only);
 - `shipped_priors`: the miniature Stable Diffusions that ship with the package (`digits`, `shapes`);
 - `digits`, `shapes`: how those priors are built and judged, and their benchmarks (not imported here);
 - `cli` (`python -m nfsd_core`): generate, decompose and the offline demo from the command line.
@@ -44,8 +45,10 @@ from .models import (
 from .models.diffusers import (DiffusersLatentCodec, DiffusersScoreModel, check_layout, load_diffusers,
                                vae_downscale_factor)
 from .optimize import OptimizerSettings, RunResult, StepRecord, history_columns, optimize
+from .plots import run_curves
 from .preview import LatentToRGB, fit_latent_to_rgb
 from .representations import GuidanceView, LatentCanvas, Representation, initial_latents
+from .run_folders import keep_newest_checkpoints, remove_checkpoint
 from .sampling import ddim_sample
 from .schedule import NoiseSchedule
 from .shapes.prior import load_shapes_prior
@@ -104,6 +107,7 @@ __all__ = [
     "identity_digest",
     "initial_latents",
     "json_ready",
+    "keep_newest_checkpoints",
     "largest_fitting",
     "latent_mask",
     "load_checkpoint",
@@ -115,7 +119,9 @@ __all__ = [
     "nerf_training_bytes",
     "optimize",
     "read_checkpoint",
+    "remove_checkpoint",
     "render_shape",
+    "run_curves",
     "run_identity",
     "save_checkpoint",
     "setting_bounds",

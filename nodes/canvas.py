@@ -6,7 +6,7 @@ from comfy_api.latest import io
 
 from ..nfsd_core import SD_LATENT_CHANNELS, SD_PIXELS_PER_LATENT, canvas_bytes
 from .guards.limits import check_memory
-from .schema import CATEGORY
+from .schema import CATEGORY, SEED_CONTROL
 from .sockets import Canvas
 from .sockets.canvas import CanvasState
 
@@ -65,7 +65,8 @@ class LatentCanvas(io.ComfyNode):
                 io.Int.Input("batch_size", default=1, min=1, max=64,
                              tooltip="Number of images optimised together (each gets its own timestep and noise)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Seed of the random start (standard normal in the model's latent space)."),
+                             tooltip="Seed of the random start (standard normal in the model's latent space). "
+                             f"{SEED_CONTROL}"),
                 io.Latent.Input("initial_latent", optional=True,
                                 tooltip="Start from this LATENT instead of noise (e.g. VAE Encode of an image); its "
                                 "size must match width and height."),

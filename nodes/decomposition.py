@@ -10,7 +10,7 @@ from .adapters.codec import ComfyLatentCodec
 from .adapters.conditioning import prompt_conditioning
 from .adapters.score_model import ComfyScoreModel
 from .guards.limits import check_memory, interrupt_progress, model_call_bytes
-from .schema import CATEGORY, optional_prompt_inputs
+from .schema import CATEGORY, SEED_CONTROL, optional_prompt_inputs
 
 MAX_TIMESTEPS = 100  # one model call each; a figure of more columns shows nothing new
 
@@ -74,7 +74,7 @@ class ScoreDecomposition(io.ComfyNode):
                                 tooltip="Timesteps (0..999, comma separated, at most 100) to noise the latent at: one "
                                 "image per timestep in every output."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Seed of the noise; the same noise is used at every timestep."),
+                             tooltip=f"Seed of the noise; the same noise is used at every timestep. {SEED_CONTROL}"),
                 io.Int.Input("nfsd_threshold", default=NFSD_THRESHOLD, min=0, max=1000,
                              tooltip="Below this timestep delta_D is the empty prompt's prediction alone."),
                 io.Boolean.Input("normalize", default=True,

@@ -3,9 +3,10 @@
 The priors ship inside nfsd_core (`SHIPPED_PRIORS`, diffusers SD directories): `digits`, 32x32
 images of handwritten digits, and `shapes`, 32x32 renders of simple objects for text to NeRF;
 both have 4x8x8 latents (4 pixels per latent) and a 64-wide CLIP over the project's own
-tokenizer. Each is built once per process with ComfyUI's own classes (adapters.diffusers_sd), so
-every core and NFSD node takes it like a loaded checkpoint and the demo workflows run on a CPU
-with nothing to download.
+tokenizer. The MODEL carries both sizes (its latent format's pixels per latent, its config's
+image size), so NFSD Optimizer sizes a NeRF for it without settings. Each is built once per
+process with ComfyUI's own classes (adapters.diffusers_sd), so every core and NFSD node takes it
+like a loaded checkpoint and the demo workflows run on a CPU with nothing to download.
 """
 
 from __future__ import annotations
@@ -44,9 +45,9 @@ class DemoModel(io.ComfyNode):
             display_name="NFSD Demo Model",
             category=f"{CATEGORY}/loaders",
             description="A miniature Stable Diffusion shipped with the pack: no download, runs on a CPU in seconds. "
-                        "It makes 32x32 images (8x8 latents, 4 pixels per latent: give NFSD Latent Canvas this VAE, "
-                        "and NFSD NeRF Representation the advanced setting {\"latent_downscale\": 4}); its negative "
-                        f"prompt means blurry, low-contrast images. Priors: {priors}.",
+                        "It makes 32x32 images (8x8 latents, 4 pixels per latent: give NFSD Latent Canvas this VAE; "
+                        "NFSD NeRF Representation takes both from the model, with guidance_size 0, its default); "
+                        f"its negative prompt means blurry, low-contrast images. Priors: {priors}.",
             inputs=[
                 io.Combo.Input("prior", options=list(SHIPPED_PRIORS), default=DEFAULT_PRIOR, optional=True,
                                tooltip="digits: handwritten digits, for latent canvases. shapes: renders of simple "

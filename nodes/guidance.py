@@ -33,6 +33,12 @@ TIMESTEPS = TimestepSchedule()  # the core's defaults, shown by the widgets
 RULE_NAMES = {"NFSD": "nfsd", "SDS": "sds", "CSD": "csd", "SDS with negative prompt": "sds_negative",
               "DDS (edit)": "dds", "NFSD-edit (edit)": "nfsd_edit"}
 RULE_DEFAULTS = ", ".join(f"{label} {RULES[key].default_scale:g}" for label, key in RULE_NAMES.items())
+RULES_OWN_SCALE = 0.0  # the scale widget's value that means "the chosen rule's own default_scale"
+
+
+def chosen_scale(scale: float) -> float | None:
+    """The scale the user set, or None (the rule's own, see ScoreDistillation) for RULES_OWN_SCALE."""
+    return None if scale == RULES_OWN_SCALE else scale
 
 
 def source_latents(source: dict | None, latent_format, needed_by: str):
@@ -72,10 +78,9 @@ class ScoreDistillationGuidance(io.ComfyNode):
                                "(Hertz et al. 2023) edits the image wired into 'source' from 'source_prompt' to "
                                "'positive'. NFSD-edit (edit): DDS in NFSD's form (no noise term; the negative prompt "
                                "from nfsd_threshold on)."),
-                io.Float.Input("scale", default=RULES["nfsd"].default_scale, min=0.0, max=1000.0, step=0.1,
-                               round=0.01,
-                               tooltip=f"Guidance scale s, like KSampler's cfg. Set it with the rule; the papers' "
-                               f"values: {RULE_DEFAULTS}."),
+                io.Float.Input("scale", default=RULES_OWN_SCALE, min=0.0, max=1000.0, step=0.1, round=0.01,
+                               tooltip=f"Guidance scale s, like KSampler's cfg. 0 (the default): the chosen rule's own "
+                               f"scale, the papers' values: {RULE_DEFAULTS}. Any other value is used as set."),
                 io.Float.Input("t_min", default=TIMESTEPS.t_min, min=0.0, max=1.0, step=0.01,
                                tooltip="Smallest timestep, as a fraction of the diffusion length (0.02 = t 20 of "
                                "1000)."),
@@ -135,7 +140,7 @@ class ScoreDistillationGuidance(io.ComfyNode):
             prompts = replace(prompts, source=source_conditioning(rule, source_prompt, source_text, clip))
         timesteps = TimestepSchedule(t_min=t_min, t_max=t_max, kind=timestep_schedule,
                                      t_max_end=t_max_end if t_max_end < t_max else None, anneal_at=anneal_at)
-        guidance = ScoreDistillation(score_model, prompts, guidance_rule, scale=scale,
+        guidance = ScoreDistillation(score_model, prompts, guidance_rule, scale=chosen_scale(scale),
                                      timesteps=timesteps, weighting=weighting, grad_clip=grad_clip or None,
                                      source_latents=image if guidance_rule.edits else None,
                                      mask=None if mask is None else latent_mask(mask, *image.shape[-2:]))

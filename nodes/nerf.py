@@ -2,7 +2,9 @@
 
 The node turns its widgets into nfsd_core's `NerfSettings` (threestudio's ProlificDreamer stage 1
 by default), with a JSON field for every other setting, and refuses settings whose training step
-cannot fit in memory before anything is built.
+cannot fit in memory before anything is built. The image size the model sees (`guidance_size` 0)
+and the VAE's pixels per latent (`latent_downscale`, unless `advanced` sets it) are the model's
+own: NFSD Optimizer, which knows the model, fills them in (see sockets.nerf).
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from comfy_api.latest import io
 from ..nfsd_core import nerf_training_bytes, setting_bounds
 from ..nfsd_core.nerf import BACKGROUND_KINDS, COLOUR_SPACES, NerfSettings
 from .guards.limits import check_finite, check_memory
-from .schema import CATEGORY
+from .schema import CATEGORY, SEED_CONTROL
 from .sockets import Nerf
-from .sockets.nerf import NerfState
+from .sockets.nerf import MODEL_SETTINGS, NerfState
 
 DEFAULTS = NerfSettings()
 GUIDANCE_SIZES, RAY_SAMPLES, BATCH_SIZES = (setting_bounds(NerfSettings, name)
                                             for name in ("guidance_size", "samples_per_ray", "batch_size"))
+MODELS_OWN_SIZE = 0  # the guidance_size widget's value that means "the model's own image size"
 
 
 def merge_into(config: dict[str, Any], overrides: dict[str, Any]) -> None:
@@ -69,11 +72,21 @@ def nerf_settings(widgets: Mapping[str, Any]) -> NerfSettings:
     regularizers["sparsity"].update(start=widgets["sparsity"], end=widgets["sparsity"])
     regularizers["opaque"].update(end=widgets["opaque"])  # keeps the default ramp: 0 until 40 % of the run
     regularizers["orientation"].update(start=widgets["orientation"], end=widgets["orientation"])
+    if widgets["guidance_size"] == MODELS_OWN_SIZE:  # a placeholder until NFSD Optimizer knows the model
+        config["guidance_size"] = DEFAULTS.guidance_size
     merge_into(config, parse_advanced(widgets.get("advanced", "")))
     try:
         return NerfSettings.from_config(config)
     except (TypeError, ValueError) as error:
         raise ValueError(f"NeRF settings: {error}") from None
+
+
+def settings_from_model(widgets: Mapping[str, Any]) -> frozenset[str]:
+    """The MODEL_SETTINGS the node leaves to the model: guidance_size at MODELS_OWN_SIZE, and each
+    one `advanced` does not set."""
+    advanced = parse_advanced(widgets.get("advanced", ""))
+    left = {name for name in MODEL_SETTINGS if name not in advanced}
+    return frozenset(left if widgets["guidance_size"] == MODELS_OWN_SIZE else left - {"guidance_size"})
 
 
 def check_training_memory(settings: NerfSettings) -> None:
@@ -123,12 +136,14 @@ class NeRFRepresentation(io.ComfyNode):
                              "render_size. Slow on a CPU: use 0 there."),
                 io.Float.Input("high_res_at", default=DEFAULTS.size_milestones[0], min=0.01, max=0.99, step=0.01,
                                tooltip="Fraction of the steps after which high_res_size is rendered."),
-                io.Int.Input("guidance_size", default=DEFAULTS.guidance_size, min=GUIDANCE_SIZES[0],
-                             max=GUIDANCE_SIZES[1], step=8,
+                io.Int.Input("guidance_size", default=MODELS_OWN_SIZE, min=MODELS_OWN_SIZE, max=GUIDANCE_SIZES[1],
+                             step=8,
                              tooltip="Pixels the model sees: renders are resized to this square before the VAE "
-                             "encodes them (latent NeRFs: to this / 8 latents). 512 for SD 1.x and 2.x-base, 768 for "
-                             "SD 2.x-768, 1024 for SDXL, 32 for NFSD Demo Model. Every model call and VAE encode "
-                             "grows with its square: on a CPU 128 to 256 is bearable."),
+                             "encodes them (latent NeRFs: to this divided by the model's pixels per latent, 8 for SD "
+                             "checkpoints, 4 for NFSD Demo Model). 0 (the default): the model's own image size, 512 "
+                             "for SD 1.x and 2.x-base, 768 for SD 2.x-768 (v-prediction), 1024 for SDXL, 32 for NFSD "
+                             f"Demo Model. Set from {GUIDANCE_SIZES[0]} up, it is used as set. Every model call and "
+                             "VAE encode grows with its square: on a CPU 128 to 256 is bearable."),
                 io.Int.Input("samples_per_ray", default=DEFAULTS.samples_per_ray, min=RAY_SAMPLES[0],
                              max=RAY_SAMPLES[1],
                              tooltip="Points sampled along each ray; the render cost grows with it (threestudio: "
@@ -145,7 +160,8 @@ class NeRFRepresentation(io.ComfyNode):
                                "straight above)."),
                 io.Float.Input("elevation_max", default=cameras.elevation_range[1], min=-90.0, max=90.0, step=1.0,
                                tooltip="Highest elevation of the random training cameras, in degrees. Views above 60 "
-                               "degrees get the 'overhead' view prompt."),
+                               "degrees get the 'overhead' view prompt: above 60, turn on NFSD View Prompts' "
+                               "overhead_view."),
                 io.Float.Input("distance_min", default=cameras.distance_range[0], min=0.1, max=10.0, step=0.05,
                                tooltip="Nearest distance of the training cameras from the centre; the NeRF fills a "
                                "cube from -1 to 1."),
@@ -161,11 +177,12 @@ class NeRFRepresentation(io.ComfyNode):
                                tooltip="Weight of DreamFusion's orientation loss (normals face the camera). 0: off, "
                                "the default, since renders are unshaded. It costs a second derivative per sample."),
                 io.Int.Input("seed", default=DEFAULTS.seed, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Seed of the NeRF's initial weights."),
+                             tooltip=f"Seed of the NeRF's initial weights. {SEED_CONTROL}"),
                 io.String.Input("advanced", default="", multiline=True, optional=True,
                                 tooltip="JSON overrides of any other NeRF setting, applied last, e.g. "
                                 '{"volume": {"log2_table_size": 16}, "cameras": {"fovy_range": [40, 70]}} '
-                                "(see README, Text to NeRF). Empty: none."),
+                                '(see README, Text to NeRF). {"latent_downscale": N} fixes the pixels per latent, '
+                                "which otherwise come from the model's VAE. Empty: none."),
             ],
             outputs=[Nerf.Output(display_name="nerf", tooltip="The NeRF, for NFSD Optimizer.")],
         )
@@ -175,4 +192,4 @@ class NeRFRepresentation(io.ComfyNode):
         check_finite(cls, widgets)
         settings = nerf_settings(widgets)
         check_training_memory(settings)  # the settings checked their own bounds; now their sum
-        return io.NodeOutput(NerfState(settings))
+        return io.NodeOutput(NerfState(settings, from_model=settings_from_model(widgets)))

@@ -10,9 +10,14 @@ A checkpoint_dir must stay inside ComfyUI's output folder (see guards.paths) and
 loads. Representations that ask for it (NeRFs) checkpoint without a directory too: into ComfyUI's
 temp folder, named by the digest of the run's identity (nfsd_core's `run_identity`: every setting,
 the starting state, the model, prompts and VAE). The same inputs always give the same result, so
-a run found there is the run being asked for: queued again after an interrupt it resumes, and
-after ComfyUI dropped the node's cached output it is restored without recomputing. ComfyUI
-empties the temp folder when it starts.
+a run found there is the run being asked for: queued again after an interrupt it resumes.
+
+Temp state exists for that resume alone, so it stays bounded: a run that finishes removes its
+folder once its result is the node's output (ComfyUI caches that output, and an unchanged graph
+queued again reuses it), and a run that starts removes all but the TEMP_RUNS_KEPT - 1 most recently
+saved other folders. A result that must outlive ComfyUI's cache (another workflow queued in between,
+a restart) needs a checkpoint_dir, which keeps a finished run and restores it without training.
+ComfyUI also empties the temp folder when it starts.
 """
 
 from __future__ import annotations
@@ -25,10 +30,12 @@ import comfy.model_management
 import comfy.utils
 import folder_paths
 import latent_preview
+import torch
 from comfy_api.latest import io
 
 from ..nfsd_core import (CheckpointError, OptimizerSettings, RunResult, ScoreDistillation, StepRecord,
-                         claim_checkpoint_dir, history_columns, identity_digest, json_ready, optimize, run_identity)
+                         claim_checkpoint_dir, history_columns, identity_digest, json_ready, keep_newest_checkpoints,
+                         optimize, remove_checkpoint, run_curves, run_identity)
 from .adapters.autograd import autograd_enabled
 from .adapters.fingerprint import fingerprint, model_fingerprint, sampled_weights
 from .adapters.preview import select_previewer
@@ -36,13 +43,14 @@ from .adapters.score_model import ComfyScoreModel, condition_names
 from .guards.graph import check_consumers, check_numbers
 from .guards.limits import check_finite, check_memory, model_call_bytes
 from .guards.paths import confined
-from .schema import CATEGORY
+from .schema import CATEGORY, SEED_CONTROL
 from .sockets import Guidance, Representation
 from .sockets.canvas import CanvasState
 from .sockets.representation import NodeRepresentation
 
 CHECKPOINT_EVERY = 100  # steps between saves into a checkpoint directory the user chose
 CHECKPOINT_EXAMPLE = "NFSD/checkpoints/my_run"  # a checkpoint_dir that works, for tooltips and refusals
+TEMP_RUNS_KEPT = 3  # runs whose state the temp folder holds at most: the cancelled runs one may queue again
 
 
 def checkpoint_folder(checkpoint_dir: str) -> str | None:
@@ -67,24 +75,44 @@ def run_checkpoint(chosen: str | None, representation: NodeRepresentation, ident
     if chosen is not None:
         return chosen, CHECKPOINT_EVERY
     if representation.checkpoint_by_default:
-        return os.path.join(folder_paths.get_temp_directory(), "nfsd", identity_digest(identity)), 0
+        return temp_run_folder(identity), 0
     return None, 0
 
 
-def run_statistics(result: RunResult, guidance: ScoreDistillation) -> dict:
+def temp_run_folder(identity: dict) -> str:
+    """The temp folder of the run `identity`, after removing all but the TEMP_RUNS_KEPT - 1 most recently
+    saved folders of other runs beside it."""
+    parent = os.path.join(folder_paths.get_temp_directory(), "nfsd")
+    folder = os.path.join(parent, identity_digest(identity))
+    keep_newest_checkpoints(parent, TEMP_RUNS_KEPT - 1, folder)
+    return folder
+
+
+def run_statistics(result: RunResult, guidance: ScoreDistillation, representation: NodeRepresentation) -> dict:
     """The run's settings and its per-step history as columns (strict JSON once `json_ready`:
-    a NaN loss becomes null); `nonfinite_gradient` counts the gradient entries zeroed per step."""
+    a NaN loss becomes null); `latents` is the shape of the latents the model saw, each
+    `pixels_per_latent` pixels wide; `nonfinite_gradient` counts the gradient entries zeroed per step."""
     history = result.history
     return {
         "rule": guidance.rule.name,
         "scale": guidance.scale,
         "weighting": guidance.weighting,
         "seed": guidance.noise_stream.seed,
+        "latents": list(representation.latent_shape),
+        "pixels_per_latent": representation.pixels_per_latent,
         "steps_done": result.steps_done,
         "evaluations": sum(r.evaluations for r in history),
         "seconds": round(sum(r.seconds for r in history), 3),
         "history": history_columns(history),
     }
+
+
+def curves_image(result: RunResult, guidance: ScoreDistillation) -> torch.Tensor:
+    """The run's curves (nfsd_core's run_curves) as a ComfyUI IMAGE [1, H, W, 3] in [0, 1]."""
+    title = (f"{guidance.rule.name.upper()}, scale {guidance.scale:g}, seed {guidance.noise_stream.seed}: "
+             f"{result.steps_done} steps")
+    pixels = run_curves(history_columns(result.history), title)
+    return torch.from_numpy(pixels).float().div(255.0).unsqueeze(0)
 
 
 def check_inputs(guidance, representation, vae) -> ComfyScoreModel:
@@ -124,6 +152,22 @@ def check_edit(guidance: ScoreDistillation, representation: NodeRepresentation) 
     if guidance.rule.edits and representation.samples is None:
         raise ValueError(f"{what}, so the canvas starts from it: wire the LATENT of the guidance's 'source' into NFSD "
                          "Latent Canvas's initial_latent too")
+
+
+def prompted_views(guidance: ScoreDistillation, representation: NodeRepresentation) -> tuple[str, ...] | None:
+    """The views whose prompts the run uses: those the representation's cameras get (None: one prompt
+    for every camera). Refuses a view the cameras get that has no prompt."""
+    positive = guidance.prompts.positive
+    if not isinstance(positive, Mapping):
+        return None
+    views = representation.camera_views
+    missing = [view for view in views if view not in positive]
+    if missing:
+        raise ValueError(f"the NeRF's training cameras get the view(s) {', '.join(missing)}, but the guidance's "
+                         f"positive has no prompt for them (it has {', '.join(positive)}). NFSD View Prompts encodes "
+                         "'overhead' only with its overhead_view on: turn it on, or keep NFSD NeRF Representation's "
+                         "elevation_max at 60 degrees or below")
+    return views
 
 
 def step_memory(representation: NodeRepresentation, model: ComfyScoreModel, vae, batch: int,
@@ -176,7 +220,7 @@ class Optimizer(io.ComfyNode):
                                tooltip="AdamW learning rate (betas 0.9/0.99, eps 1e-15, as in SDS-Bridge's 2D setup)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the timesteps and noise of every step: the same seed gives the same "
-                             "result, and two rules under one seed see the same draws."),
+                             f"result, and two rules under one seed see the same draws. {SEED_CONTROL}"),
                 io.Int.Input("preview_every", default=10, min=0, max=10000,
                              tooltip="Show a preview on the node every N steps (0: progress only), drawn as for "
                              "KSampler (--preview-method taesd uses models/vae_approx; NFSD Demo Model: through its "
@@ -187,9 +231,10 @@ class Optimizer(io.ComfyNode):
                                 f"relative path, e.g. {CHECKPOINT_EXAMPLE}), every {CHECKPOINT_EVERY} steps and when "
                                 "interrupted; the same settings resume from it, also after a restart (other settings "
                                 "are refused, naming what differs). A new or empty folder, or one NFSD made: NFSD "
-                                "never writes into a folder holding other files. Empty: NeRF runs keep their state in "
-                                "ComfyUI's temp folder (emptied when ComfyUI starts), so an interrupted NeRF resumes "
-                                "when queued again with the same inputs (seeds 'fixed'); canvases are not saved."),
+                                "never writes into a folder holding other files. Empty: a cancelled NeRF keeps its "
+                                f"state in ComfyUI's temp folder (the newest {TEMP_RUNS_KEPT} runs; removed when the "
+                                "run finishes, and when ComfyUI starts), so it resumes when queued again with the "
+                                "same inputs; canvases are not saved."),
                 io.Vae.Input("vae", optional=True,
                              tooltip="The checkpoint's VAE. Needed by RGB NeRFs, whose renders it encodes (a private "
                              "copy of its encoder carries the gradients); canvases and latent NeRFs ignore it."),
@@ -199,6 +244,9 @@ class Optimizer(io.ComfyNode):
                 io.Latent.Output(display_name="latent", tooltip="The optimised latents, for VAE Decode (a NeRF: its "
                                  "front view as the model sees it)."),
                 io.String.Output(display_name="statistics", tooltip="Settings and per-step history as JSON."),
+                io.Image.Output(display_name="curves", tooltip="The run at a glance, for Preview Image or Save "
+                                "Image: loss, gradient norm, the latent RMS (canvas) or mean opacity (NeRF), and the "
+                                "timesteps drawn, against the step."),
             ],
             hidden=[io.Hidden.unique_id, io.Hidden.prompt],
         )
@@ -208,6 +256,8 @@ class Optimizer(io.ComfyNode):
                 checkpoint_dir="", vae=None) -> io.NodeOutput:
         check_finite(cls, {"learning_rate": learning_rate})
         model = check_inputs(guidance, representation, vae)
+        representation = representation.for_model(model, vae)  # e.g. a NeRF's guidance_size 0: the model's own
+        views = prompted_views(guidance, representation)
         if cls.hidden.prompt:  # what would fail after the run fails now (guards.graph)
             check_numbers(cls.hidden.prompt)
             check_consumers(cls.hidden.prompt, cls.hidden.unique_id, representation.socket_type)
@@ -230,13 +280,16 @@ class Optimizer(io.ComfyNode):
             comfy.model_management.throw_exception_if_processing_interrupted()
             return False
 
-        conditions = condition_names(guidance.prompts)
+        conditions = condition_names(guidance.prompts, views)
         settings = OptimizerSettings(lr=learning_rate)
         # What decides the result beyond nfsd_core's own settings: the model, the prompts, the VAE that encodes.
         extras = {"model": model_fingerprint(model.patcher), "prompts": fingerprint(conditions),
                   "vae": fingerprint(sampled_weights(vae.first_stage_model)) if representation.needs_vae else None}
 
+        directory = None
+
         def run() -> RunResult:
+            nonlocal directory
             with autograd_enabled():
                 trained = representation.build(latent_format, model.device, vae)
                 identity = run_identity(trained, run_guidance, steps, settings, extras)
@@ -247,5 +300,7 @@ class Optimizer(io.ComfyNode):
 
         result = model.session(conditions, representation.latent_shape, run, seed=seed)
         optimised = representation.with_result(result.representation, latent_format)
-        statistics = json.dumps(json_ready(run_statistics(result, run_guidance)), allow_nan=False)
-        return io.NodeOutput(optimised, optimised.latent(), statistics)
+        if directory is not None and chosen is None and result.steps_done == steps:
+            remove_checkpoint(directory)  # finished: its result is this node's output now, which ComfyUI caches
+        statistics = json.dumps(json_ready(run_statistics(result, run_guidance, representation)), allow_nan=False)
+        return io.NodeOutput(optimised, optimised.latent(), statistics, curves_image(result, run_guidance))

@@ -1,4 +1,4 @@
-"""What the nodes' schemas share: their menu category and the optional prompt inputs."""
+"""What the nodes' schemas share: their menu category, the seeds' control, and the optional prompt inputs."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ from comfy_api.latest import io
 from ..nfsd_core import DEFAULT_NEGATIVE_PROMPT
 
 CATEGORY = "NFSD"
+# Every NFSD seed widget starts "fixed" (web/seeds.js), unlike ComfyUI's default, "randomize".
+SEED_CONTROL = ("Starts 'fixed': queueing again repeats the run, or resumes a cancelled one; set control after "
+                "generate to 'randomize' for a new run per queue.")
 
 
 def optional_prompt_inputs() -> list[io.Input]:
@@ -22,5 +25,6 @@ def optional_prompt_inputs() -> list[io.Input]:
                               "encodes it."),
         io.Clip.Input("clip", optional=True,
                       tooltip="Text encoder for the empty and default negative prompts when 'unconditional' or "
-                      "'negative' are not wired."),
+                      "'negative' are not wired. An SDXL positive's size conditioning (CLIPTextEncodeSDXL) is given "
+                      "to them too."),
     ]

@@ -3,8 +3,8 @@
 Set COMFYUI_PATH to a ComfyUI checkout and run pytest with a Python that has ComfyUI's
 requirements (see README, Development); without it these tests skip. `comfy_runtime()` starts
 ComfyUI once per process under a temporary base directory of its own: custom_nodes holds a link
-to this pack and the test-only `tiny_sd_register` pack, models/ two micro checkpoints (eps and
-v-prediction) that stock CheckpointLoaderSimple loads and a tiny ControlNet, input/ the example.png
+to this pack and the test-only `tiny_sd_register` pack, models/ four micro checkpoints (SD and SDXL,
+eps and v-prediction) that stock CheckpointLoaderSimple loads and a tiny ControlNet, input/ the example.png
 every ComfyUI ships (edit_image's picture), and output/temp/user stay inside it. Nothing under
 COMFYUI_PATH is written (not even bytecode caches).
 """
@@ -31,7 +31,11 @@ COMFYUI_PATH = os.environ.get("COMFYUI_PATH", "")
 REPO = Path(__file__).resolve().parents[1]
 TEST_PACKS = Path(__file__).resolve().parent / "comfyui_packs"
 PACK_FOLDER = "nfsd"
-CHECKPOINTS = {"tiny_sd_eps.safetensors": (False, 0), "tiny_sd_v.safetensors": (True, 1)}  # v-prediction, seed
+CHECKPOINTS = {  # file name: tiny_sd_register.write_micro_checkpoint's arguments
+    "tiny_sd_eps.safetensors": {"seed": 0}, "tiny_sd_v.safetensors": {"v_prediction": True, "seed": 1},
+    "tiny_sdxl.safetensors": {"sdxl": True, "seed": 2},
+    "tiny_sdxl_v.safetensors": {"sdxl": True, "v_prediction": True, "seed": 3},
+}
 
 requires_comfyui = pytest.mark.skipif(
     not COMFYUI_PATH, reason="COMFYUI_PATH is not set: the ComfyUI integration suite needs a ComfyUI checkout"
@@ -153,7 +157,7 @@ class ComfyRuntime:
                          events=list(executor.status_messages), ui=executor.history_result["outputs"], values=values)
 
 
-GUIDANCE_DEFAULTS = {"rule": "NFSD", "scale": 7.5, "t_min": 0.02, "t_max": 0.98, "timestep_schedule": "uniform",
+GUIDANCE_DEFAULTS = {"rule": "NFSD", "scale": 0.0, "t_min": 0.02, "t_max": 0.98, "timestep_schedule": "uniform",
                      "t_max_end": 0.98, "anneal_at": 0.5, "weighting": "sds", "grad_clip": 0.0, "nfsd_threshold": 200}
 
 
@@ -279,8 +283,8 @@ def comfy_runtime() -> ComfyRuntime:
 
     asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
     _runtime = ComfyRuntime(base)
-    for name, (v_prediction, seed) in CHECKPOINTS.items():
-        _runtime.tiny.write_micro_checkpoint(str(_runtime.checkpoints / name), v_prediction=v_prediction, seed=seed)
+    for name, arguments in CHECKPOINTS.items():
+        _runtime.tiny.write_micro_checkpoint(str(_runtime.checkpoints / name), **arguments)
     (base / "models" / "controlnet").mkdir()
     _runtime.tiny.write_tiny_controlnet(str(base / "models" / "controlnet" / "tiny_controlnet.safetensors"))
     return _runtime

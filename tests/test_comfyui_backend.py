@@ -150,3 +150,33 @@ def test_sdxl_gets_its_pooled_and_size_conditioning(comfyui, v_prediction):
             reference = (x - denoised) / sigma.view(-1, 1, 1, 1)
             assert (eps - reference).abs().max() < 1e-5
     assert (got[0] - got[1]).abs().max() > 1e-4  # the size conditioning reaches the model
+
+
+def tiny_sd2(runtime, v_prediction):
+    """An SD 2.x-config MODEL (no pooled conditioning) with random weights."""
+    from comfy import model_base, model_management, model_patcher, supported_models
+
+    unet = {**TINY_SDXL_UNET, "adm_in_channels": None, "num_classes": None}
+    config = supported_models.SD20(unet)
+    config.set_inference_dtype(torch.float32, None)
+    model_type = model_base.ModelType.V_PREDICTION if v_prediction else model_base.ModelType.EPS
+    with torch.inference_mode():
+        base = model_base.BaseModel(config, model_type=model_type, device=torch.device("cpu"))
+    return model_patcher.ModelPatcher(base, load_device=model_management.get_torch_device(),
+                                      offload_device=model_management.unet_offload_device())
+
+
+@pytest.mark.parametrize("family, v_prediction, pixels", [
+    ("sd1", False, 512), ("sd1", True, 512), ("sd2", False, 512), ("sd2", True, 768), ("sdxl", False, 1024),
+    ("sdxl", True, 1024)])
+def test_the_models_own_image_size_and_pixels_per_latent(comfyui, family, v_prediction, pixels):
+    """What a NeRF's guidance_size 0 becomes: SD 1.x and 2.x-base 512, SD 2.x-768 (v-prediction) 768, SDXL 1024;
+    SD's latents are 8 pixels wide (NFSD Demo Model's 32 and 4: tests/test_comfyui_new_user.py)."""
+    backend = comfyui.module("nodes.adapters.score_model")
+    if family == "sd1":
+        model = comfyui.load_checkpoint("tiny_sd_v.safetensors" if v_prediction else "tiny_sd_eps.safetensors")[0]
+    else:
+        model = (tiny_sd2 if family == "sd2" else tiny_sdxl)(comfyui, v_prediction)
+    score_model = backend.ComfyScoreModel(model)
+    assert score_model.prediction_type == ("v_prediction" if v_prediction else "epsilon")
+    assert (score_model.native_image_size, score_model.pixels_per_latent) == (pixels, 8)

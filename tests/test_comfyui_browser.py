@@ -5,7 +5,9 @@ Every shipped workflow is loaded through the page as the template browser loads 
 (`app.loadGraphData`): no missing-node or error dialog, no page error, the graph the page would
 queue (`app.graphToPrompt()`) is the one the workflow tests run, and the view the workflow opens
 with shows its note. One demo workflow is queued from the page: progress, previews and the saved
-image reach the page. Screenshots go to outputs/browser/ (ignored by git) for review.
+image reach the page. Freshly added NFSD nodes keep their seeds (web/seeds.js), so a NeRF graph of
+fresh nodes, cancelled and queued again, resumes. Screenshots go to outputs/browser/ (ignored by
+git) for review.
 
 Needs COMFYUI_PATH, the `playwright` package and a Chromium (CHROMIUM, else `chromium` on PATH);
 Playwright's own browser download is never used. Skips, with its reason, without them.
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from comfyui_helpers import COMFYUI_PATH, PACK_FOLDER, REPO, comfy_runtime, requires_comfyui
+from comfyui_helpers import COMFYUI_PATH, PACK_FOLDER, REPO, TINY_NERF, comfy_runtime, requires_comfyui
 from comfyui_workflow import ui_to_api
 
 pytestmark = requires_comfyui
@@ -299,3 +301,109 @@ def test_a_demo_runs_from_the_page_with_progress_previews_and_its_image(page):
     page.screenshot(f"{QUEUED.stem}_after_run")
     assert page.dialogs() == []
     assert page.errors == [], page.errors
+
+
+SEEDED_NODES = ["NFSD_Optimizer", "NFSD_NeRFRepresentation", "NFSD_LatentCanvas", "NFSD_ScoreDecomposition"]
+
+
+def seed_controls(page, node_types: list[str]) -> dict:
+    """{node type: the value of its seed's control after generate} for fresh nodes of `node_types` added to an
+    empty graph, as a user adds them from the node menu."""
+    return page.evaluate("""types => {
+        window.app.graph.clear();
+        return Object.fromEntries(types.map(type => {
+            const node = window.LiteGraph.createNode(type);
+            window.app.graph.add(node);
+            const seed = node.widgets.find(widget => widget.name === 'seed' || widget.name === 'noise_seed');
+            return [type, seed.linkedWidgets[0].value];
+        }));
+    }""", node_types)
+
+
+def test_fresh_nfsd_nodes_keep_their_seed_and_saved_workflows_keep_their_control(page):
+    """web/seeds.js: a freshly added NFSD node's seed is 'fixed' (other packs' nodes keep the frontend's
+    'randomize'), queueing leaves it as it was, and a loaded workflow keeps the control values it saved."""
+    page.errors.clear()
+    assert seed_controls(page, SEEDED_NODES + ["KSampler"]) == {**dict.fromkeys(SEEDED_NODES, "fixed"),
+                                                                "KSampler": "randomize"}
+    seeds = page.evaluate("""() => window.app.graph._nodes.map(node => {
+        const seed = node.widgets.find(widget => widget.name === 'seed' || widget.name === 'noise_seed');
+        seed.value = 7;
+        seed.linkedWidgets[0].afterQueued?.();  // what the frontend runs on each node after a queue
+        return [node.type, seed.value];
+    })""")
+    assert {kind: seed for kind, seed in seeds if kind.startswith("NFSD_")} == dict.fromkeys(SEEDED_NODES, 7)
+    assert dict(seeds)["KSampler"] != 7  # randomized: the check above could fail
+    workflow = json.loads((REPO / "workflows" / "demo_nfsd_text_to_image.json").read_text())
+    optimizer = next(node for node in workflow["nodes"] if node["type"] == "NFSD_Optimizer")
+    optimizer["widgets_values"][optimizer["widgets_values"].index("fixed")] = "randomize"
+    page.load(workflow)
+    loaded = page.evaluate("""id => window.app.graph.getNodeById(id).widgets.find(widget => widget.name === 'seed')
+        .linkedWidgets[0].value""", optimizer["id"])
+    assert loaded == "randomize"
+    assert page.errors == [], page.errors
+
+
+RESUMED_STEPS = 30
+
+
+def test_a_nerf_of_fresh_nodes_queued_again_resumes_where_it_was_cancelled(page):
+    """README's resume, from the page: a NeRF graph of freshly added nodes (the demo model's shapes prior, a
+    NeRF sized for a test) is queued, cancelled after its second step and queued again unchanged: the second
+    run goes on from where the first stopped."""
+    page.errors.clear()
+    tiny = {name: value for name, value in TINY_NERF.items() if name != "guidance_size"}  # the model's own size
+    optimizer = page.evaluate("""([tiny, steps]) => {
+        const graph = window.app.graph;
+        graph.clear();
+        const add = (type, values = {}) => {
+            const node = window.LiteGraph.createNode(type);
+            graph.add(node);
+            for (const [name, value] of Object.entries(values))
+                node.widgets.find(widget => widget.name === name).value = value;
+            return node;
+        };
+        const link = (from, output, to, input) =>
+            from.connect(from.findOutputSlot(output), to, to.findInputSlot(input));
+        const model = add('NFSD_DemoModel', {prior: 'shapes'}), views = add('NFSD_ViewPrompts', {text: 'a red mug'});
+        const guidance = add('NFSD_ScoreDistillationGuidance'), nerf = add('NFSD_NeRFRepresentation', tiny);
+        const optimizer = add('NFSD_Optimizer', {steps}), shown = add('PreviewAny');
+        link(model, 'CLIP', views, 'clip');
+        link(model, 'MODEL', guidance, 'model');
+        link(views, 'positive', guidance, 'positive');
+        link(model, 'CLIP', guidance, 'clip');
+        link(guidance, 'guidance', optimizer, 'guidance');
+        link(nerf, 'nerf', optimizer, 'representation');
+        link(model, 'VAE', optimizer, 'vae');
+        link(optimizer, 'statistics', shown, 'source');
+        window.nfsdRuns = [];
+        const api = window.app.api;
+        api.addEventListener('execution_start', () => window.nfsdRuns.push({progress: [], end: null}));
+        api.addEventListener('progress', event => {
+            const run = window.nfsdRuns.at(-1);
+            if (event.detail.node !== String(optimizer.id)) return;
+            run.progress.push(event.detail.value);
+            if (window.nfsdRuns.length === 1 && event.detail.value === 2) fetch('/api/interrupt', {method: 'POST'});
+        });
+        for (const end of ['execution_success', 'execution_interrupted', 'execution_error'])
+            api.addEventListener(end, event => { window.nfsdRuns.at(-1).end = end; });
+        return optimizer.id;
+    }""", [tiny, RESUMED_STEPS])
+    for run in range(2):
+        page.evaluate("async () => { await window.app.queuePrompt(0, 1); }")
+        page.page.wait_for_function("run => window.nfsdRuns[run]?.end", arg=run, timeout=RUN_MS)
+    first, second = page.evaluate("() => window.nfsdRuns")
+    assert first["end"] == "execution_interrupted" and 2 <= first["progress"][-1] < RESUMED_STEPS, first
+    assert second["end"] == "execution_success", second
+    # Resumed, not restarted: it starts after the steps the page saw (the step that was running when Cancel came
+    # finishes and is saved, though its progress message may not reach the page) and runs on to the end (a
+    # preview repeats its step's value).
+    start = second["progress"][0]
+    assert first["progress"][-1] < start < RESUMED_STEPS, (first, second)
+    assert second["progress"] == sorted(second["progress"]), second
+    assert sorted(set(second["progress"])) == list(range(start, RESUMED_STEPS + 1)), second
+    seed = page.evaluate("""id => window.app.graph.getNodeById(id).widgets
+        .find(widget => widget.name === 'seed').value""", optimizer)
+    assert seed == 0  # the fresh node's seed, unchanged by two queues
+    assert page.errors == [], page.errors
+

@@ -197,12 +197,21 @@ def test_canvas_takes_its_size_from_the_vae(comfyui):
         comfyui.run_node("NFSD_Renderer", representation=sd_sized, vae=vae)
 
 
-def test_rgb_nerf_on_demo_model_names_the_factor_to_set(comfyui):
-    """The demo VAE shrinks 4x, SD's 8x: an RGB NeRF made for SD says which setting fits this VAE."""
-    from comfyui_helpers import text_to_nerf_prompt
+def test_rgb_nerf_on_demo_model_takes_its_factor_or_names_the_one_to_set(comfyui):
+    """The demo VAE shrinks 4x, SD's 8x: a NeRF that leaves the factor to the model takes 4; one told 8 in
+    `advanced` says which setting fits this VAE."""
+    import json
+
+    from comfyui_helpers import TINY_NERF, text_to_nerf_prompt
 
     prompt = text_to_nerf_prompt(steps=1)
-    prompt["1"] = {"class_type": "NFSD_DemoModel", "inputs": {}}
+    prompt["1"] = {"class_type": "NFSD_DemoModel", "inputs": {"prior": "shapes"}}
+    result = comfyui.execute(prompt)
+    assert result.success, result.error_message
+    statistics = json.loads(result.values["6"][2])
+    assert statistics["pixels_per_latent"] == 4 and statistics["latents"] == [1, 4, 16, 16]  # guidance_size 64
+    told = json.loads(TINY_NERF["advanced"])
+    prompt["5"]["inputs"]["advanced"] = json.dumps({**told, "latent_downscale": 8})
     result = comfyui.execute(prompt)
     assert not result.success
     assert "shrinks images 4x but the NeRF expects 8x" in result.error_message

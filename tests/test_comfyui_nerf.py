@@ -94,43 +94,76 @@ def test_view_prompts_give_every_view_its_own_conditioning(comfyui):
     (guidance,) = comfyui.run_node("NFSD_ScoreDistillationGuidance", model=model, positive=combined, clip=clip,
                                    **GUIDANCE_DEFAULTS)
     positive = guidance.prompts.positive
-    assert sorted(positive) == ["back", "front", "overhead", "side"]
+    assert sorted(positive) == ["back", "front", "side"]  # no 'overhead': the default cameras never get it
     for view, conditioning in positive.items():
         (expected,) = comfyui.run_node("CLIPTextEncode", clip=clip, text=f"a red apple, {view} view")
         assert len(conditioning) == 2  # the view's prompt and the untagged one combined with it
         assert torch.equal(conditioning[0][0], expected[0][0]) and torch.equal(conditioning[1][0], style[0][0])
 
 
-def test_an_interrupted_nerf_resumes_from_the_temp_folder_to_the_uninterrupted_result(comfyui, tmp_path):
+def interrupt_after(steps: int):
+    """A progress hook that presses Cancel once the Optimizer has finished `steps` steps."""
     import nodes
 
+    def hook(value, total, preview, node_id):
+        if node_id == OPTIMIZER and value == steps and preview is None:
+            nodes.interrupt_processing()
+
+    return hook
+
+
+def temp_runs(comfyui) -> set:
+    temp = comfyui.base / "temp" / "nfsd"
+    return set(temp.glob("*")) if temp.exists() else set()
+
+
+def test_an_interrupted_nerf_resumes_from_the_temp_folder_to_the_uninterrupted_result(comfyui, tmp_path):
     settings = dict(steps=4, seed=5)
     # previews render between steps without drawing from the run's randomness
     uninterrupted = run(comfyui, checkpoint_dir=f"NFSD/tests/{tmp_path.name}", preview_every=1, **settings)
-    temp = comfyui.base / "temp" / "nfsd"
-    before = set(temp.glob("*")) if temp.exists() else set()
-
-    def interrupt_after_two_steps(value, total, preview, node_id):
-        if node_id == OPTIMIZER and value == 2 and preview is None:
-            nodes.interrupt_processing()
-
-    with progress_hook(interrupt_after_two_steps):
+    before = temp_runs(comfyui)
+    with progress_hook(interrupt_after(2)):
         interrupted = comfyui.execute(text_to_nerf_prompt(**settings))  # no checkpoint_dir: the temp folder
     assert not interrupted.success
     assert interrupted.event("execution_interrupted")["node_id"] == OPTIMIZER
-    (saved,) = set(temp.glob("*")) - before
+    (saved,) = temp_runs(comfyui) - before
     assert read_checkpoint(saved).step == 2
 
-    resumed = run(comfyui, **settings)
     steps_run = []
     with progress_hook(lambda value, total, preview, node_id: steps_run.append(value) if node_id == OPTIMIZER else 0):
-        restored = run(comfyui, **settings)  # finished runs stay in the temp folder: restored, nothing recomputed
-    assert steps_run == []
-    for result in (resumed, restored):
-        for name, tensor in optimised_weights(uninterrupted).items():
-            assert torch.equal(optimised_weights(result)[name], tensor), name
-        assert json.loads(result.values[OPTIMIZER][2])["history"] == \
-            json.loads(uninterrupted.values[OPTIMIZER][2])["history"]
+        resumed = run(comfyui, **settings)  # the same prompt, queued again
+    assert steps_run == [3, 4]  # resumed, not restarted
+    assert not saved.exists()  # finished: its result is the node's output, the temp state is gone
+    for name, tensor in optimised_weights(uninterrupted).items():
+        assert torch.equal(optimised_weights(resumed)[name], tensor), name
+    assert json.loads(resumed.values[OPTIMIZER][2])["history"] == \
+        json.loads(uninterrupted.values[OPTIMIZER][2])["history"]
+
+
+def test_twenty_queued_runs_leave_at_most_the_cap_of_temp_state(comfyui):
+    """Twenty runs of new seeds (what 'randomize' queues), all but every fourth cancelled after a step: the
+    temp folder never holds more than TEMP_RUNS_KEPT runs, ends with the newest cancelled ones, and the newest
+    still resumes. (A run makes room for its own state when it starts, so a run that then finishes leaves
+    one fewer.)"""
+    cap = comfyui.module("nodes.optimizer").TEMP_RUNS_KEPT
+    cancelled, sizes = [], []
+    for seed in range(100, 120):
+        finishes = seed % 4 == 0
+        with progress_hook(lambda *args: None if finishes else interrupt_after(1)(*args)):
+            result = comfyui.execute(text_to_nerf_prompt(steps=3, seed=seed))
+        assert result.success == finishes, result.error_message
+        cancelled += [] if finishes else [seed]
+        runs = temp_runs(comfyui)
+        sizes.append(sum(file.stat().st_size for folder in runs for file in folder.iterdir()))
+        assert len(runs) <= cap
+    kept = {read_checkpoint(folder).identity["guidance"]["seed"]: folder for folder in temp_runs(comfyui)}
+    assert sorted(kept) == cancelled[-cap:]
+    print(f"20 queued runs ({len(cancelled)} cancelled): {len(kept)} temp folders, at most "
+          f"{max(sizes) / 2**20:.2f} MB at any time")
+    steps_run = []
+    with progress_hook(lambda value, total, preview, node_id: steps_run.append(value) if node_id == OPTIMIZER else 0):
+        run(comfyui, steps=3, seed=cancelled[-1])
+    assert steps_run == [2, 3] and not kept[cancelled[-1]].exists()
 
 
 def test_the_resume_workflows_checkpoint_lives_in_the_output_folder(comfyui):

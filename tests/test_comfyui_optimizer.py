@@ -20,7 +20,7 @@ OPTIMIZER = "6"
 def run(comfyui, **settings):
     result = comfyui.execute(text_to_image_prompt(**settings))
     assert result.valid and result.success, result.error_message
-    representation, latent, statistics = result.values[OPTIMIZER]
+    representation, latent, statistics, curves = result.values[OPTIMIZER]
     return latent["samples"], json.loads(statistics)
 
 
@@ -50,11 +50,16 @@ def test_progress_every_step_and_previews_every_n_steps(comfyui):
 
 
 def test_guidance_widgets_mean_what_they_show(comfyui):
-    """No magic values: the scale shown is the scale used (0 too), and t_max_end anneals only below t_max."""
+    """The scale's default, 0, is the chosen rule's own (its tooltip names each); any other value is used as set.
+    t_max_end anneals only below t_max."""
     spec = comfyui.object_info()["NFSD_ScoreDistillationGuidance"]["input"]["required"]
-    assert spec["scale"][1]["default"] == 7.5
-    assert spec["t_max_end"][1]["default"] == spec["t_max"][1]["default"]
-    assert run(comfyui, steps=1, scale=0.0)[1]["scale"] == 0.0
+    assert spec["scale"][1]["default"] == 0.0
+    assert "0 (the default): the chosen rule's own scale" in spec["scale"][1]["tooltip"]
+    assert all(f"{label} {scale}" in spec["scale"][1]["tooltip"]
+               for label, scale in (("NFSD", "7.5"), ("SDS", "100"), ("CSD", "1")))
+    rule_scales = {rule: run(comfyui, steps=1, rule=rule, scale=0.0)[1]["scale"] for rule in spec["rule"][1]["options"]}
+    assert rule_scales == {"NFSD": 7.5, "SDS": 100.0, "CSD": 1.0, "SDS with negative prompt": 100.0}
+    assert run(comfyui, steps=1, rule="SDS", scale=7.5)[1]["scale"] == 7.5  # an explicit scale (old workflows) stays
     plain = run(comfyui, steps=6, seed=1)[1]["history"]["t"]
     annealed = run(comfyui, steps=6, seed=1, t_max_end=0.3, anneal_at=0.5)[1]["history"]["t"]
     assert all(t <= 300 for step in annealed[3:] for t in step) and annealed != plain
@@ -193,3 +198,23 @@ def test_the_model_fingerprint_sees_weights_and_patches_but_not_sessions(comfyui
     assert fingerprint(patched(0.5, 0)) == fingerprint(patched(0.5, 0))
     assert len({fingerprint(model), fingerprint(patched(0.5, 0)), fingerprint(patched(0.7, 0)),
                 fingerprint(patched(0.5, 1))}) == 4
+
+
+def test_the_curves_image_shows_the_run_and_changes_with_it(comfyui):
+    """The Optimizer's curves: an IMAGE that Preview Image shows, the same for the same run, another for
+    another run (a longer one, another rule)."""
+    def curves(**settings):
+        prompt = text_to_image_prompt(**settings)
+        prompt["10"] = {"class_type": "PreviewImage", "inputs": {"images": ["6", 3]}}
+        result = comfyui.execute(prompt)
+        assert result.success, result.error_message
+        assert result.ui["10"]["images"][0]["type"] == "temp"  # shown on the node
+        return result.values[OPTIMIZER][3]
+
+    first, again, longer, sds = curves(steps=3), curves(steps=3), curves(steps=6), curves(steps=3, rule="SDS")
+    assert first.shape == (1, 720, 1024, 3) and first.dtype == torch.float32
+    assert 0.0 <= float(first.min()) and float(first.max()) == 1.0  # a white page with dark ink
+    assert float(first.min()) < 0.3
+    assert torch.equal(first, again)
+    assert (first - longer).abs().mean() > 0.001 and (first - sds).abs().mean() > 0.001
+

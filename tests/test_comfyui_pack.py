@@ -32,7 +32,7 @@ def test_every_node_is_listed_with_its_schema(comfyui):
         assert inputs, node_id
         for name, (kind, options) in inputs.items():
             assert options.get("tooltip"), f"{node_id}.{name} has no tooltip"
-    assert info["NFSD_Optimizer"]["output"] == ["NFSD_CANVAS,NFSD_NERF", "LATENT", "STRING"]
+    assert info["NFSD_Optimizer"]["output"] == ["NFSD_CANVAS,NFSD_NERF", "LATENT", "STRING", "IMAGE"]
     assert info["NFSD_Optimizer"]["input"]["required"]["representation"][0] == "NFSD_CANVAS,NFSD_NERF"
     assert info["NFSD_LatentCanvas"]["output"] == ["NFSD_CANVAS"]
     assert info["NFSD_NeRFRepresentation"]["output"] == ["NFSD_NERF"]

@@ -58,7 +58,7 @@ def test_demo_workflows_need_no_download(path: Path):
     prompts = {"digits": ("CLIPTextEncode", DEMO_PROMPT), "shapes": ("NFSD_ViewPrompts", DEMO_3D_PROMPT)}
     edits = "NFSD_DemoImage" in kinds
     prompt_node, prompt = ("CLIPTextEncode", DEMO_EDIT_PROMPT) if edits else prompts[prior]
-    assert [prompt] in [node["widgets_values"] for node in nodes if node["type"] == prompt_node]
+    assert prompt in [node["widgets_values"][0] for node in nodes if node["type"] == prompt_node]
     assert not kinds & {"CheckpointLoaderSimple", "CheckpointLoader", "UNETLoader", "CLIPLoader", "VAELoader",
                         "LoadImage"}
 
@@ -99,6 +99,9 @@ def test_workflow_runs_as_shipped(comfyui, path: Path):
             steps = node["inputs"]["steps"]
             assert steps == 3 or demo
             assert statistics["steps_done"] == steps and len(statistics["history"]["loss"]) == steps
+            shown = [viewer for viewer, other in prompt.items() if other["class_type"] == "PreviewImage"
+                     and other["inputs"]["images"] == [node_id, 3]]  # the run's curves, on the canvas
+            assert shown and all(result.ui[viewer]["images"] for viewer in shown)
         if node["class_type"] == "NFSD_Renderer" and demo:  # what it promises, to the prior's own judge
             images = result.values[node_id][0].movedim(-1, 1)
             if path.stem == "demo_edit_image":
@@ -114,17 +117,15 @@ def test_workflow_runs_as_shipped(comfyui, path: Path):
 
 def on_demo_model(prompt: dict) -> dict:
     """The graph with NFSD Demo Model in place of its checkpoint loader (the same MODEL, CLIP, VAE
-    outputs in the same order), that VAE wired into every canvas and its factor given to every NeRF,
-    as README tells a user to. A checkpoint folder gets a suffix: the SD run's state is not this one's."""
+    outputs in the same order) and that VAE wired into every canvas, as README tells a user to (a NeRF
+    takes the model's pixels per latent by itself). A checkpoint folder gets a suffix: the SD run's state
+    is not this one's."""
     loaders = [node_id for node_id, node in prompt.items() if node["class_type"] == "CheckpointLoaderSimple"]
     assert len(loaders) == 1
     prompt[loaders[0]] = {"class_type": "NFSD_DemoModel", "inputs": {}}
     for node in prompt.values():
         if node["class_type"] == "NFSD_LatentCanvas":
             node["inputs"]["vae"] = [loaders[0], 2]
-        if node["class_type"] == "NFSD_NeRFRepresentation":
-            advanced = json.loads(node["inputs"]["advanced"] or "{}")
-            node["inputs"]["advanced"] = json.dumps({**advanced, "latent_downscale": 4})
         if node["class_type"] == "NFSD_Optimizer" and node["inputs"].get("checkpoint_dir"):
             node["inputs"]["checkpoint_dir"] += "_demo"
     return prompt

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from nfsd_core.nerf import CameraSettings, make_cameras, orbit_cameras, sample_cameras, view_names
+from nfsd_core.nerf import CameraSettings, make_cameras, orbit_cameras, sample_cameras, training_views, view_names
 from nfsd_core.nerf.cameras import Cameras
 from nfsd_core.nerf.rays import camera_rays
 
@@ -89,3 +89,20 @@ def test_bad_camera_ranges_are_refused():
         CameraSettings(distance_range=(0.0, 1.0))
     with pytest.raises(ValueError, match="eval_fovy must be a finite number"):
         CameraSettings(eval_fovy=float("nan"))
+
+
+@pytest.mark.parametrize("elevation, azimuth, views", [
+    ((-10.0, 45.0), (-180.0, 180.0), ["front", "side", "back"]),  # the defaults: never overhead
+    ((-10.0, 80.0), (-180.0, 180.0), ["front", "side", "back", "overhead"]),
+    ((70.0, 80.0), (-180.0, 180.0), ["overhead"]),
+    ((0.0, 60.0), (-30.0, 30.0), ["front"]),  # 60 itself is not above 60
+    ((0.0, 30.0), (100.0, 200.0), ["side", "back"]),
+    ((0.0, 30.0), (170.0, 300.0), ["side", "back"]),  # past +180: the back, then the other side
+    ((0.0, 30.0), (-360.0, -320.0), ["front"]),  # a turn below: -360 to -320 is 0 to 40
+    ((0.0, 30.0), (-360.0, -300.0), ["front", "side"]),
+])
+def test_training_views_are_the_views_the_training_cameras_get(elevation, azimuth, views):
+    settings = CameraSettings(elevation_range=elevation, azimuth_range=azimuth)
+    assert training_views(settings) == views
+    drawn = sample_cameras(settings, 4000, torch.Generator().manual_seed(0))
+    assert sorted(set(drawn.views)) == sorted(views)

@@ -19,12 +19,33 @@ def requirement_names(lines):
             if line.strip() and not line.strip().startswith("#")]
 
 
-def test_requirements_never_touch_torch_and_match_pyproject():
-    required = requirement_names((REPO / "requirements.txt").read_text().splitlines())
+def requirement_lines(text: str) -> list[str]:
+    return [line.replace(" ", "") for line in (raw.split(" #")[0].strip() for raw in text.splitlines())
+            if line and not line.startswith("#")]
+
+
+def test_requirements_never_touch_torch_and_are_pyprojects_dependencies():
+    """What ComfyUI-Manager installs (requirements.txt) is what the registry lists (pyproject.toml), word for word."""
+    required = requirement_lines((REPO / "requirements.txt").read_text())
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    assert required and not TORCH_PACKAGES & set(required)
-    assert not TORCH_PACKAGES & set(requirement_names(project["dependencies"]))
-    assert set(required) <= set(requirement_names(project["dependencies"]))
+    assert required and not TORCH_PACKAGES & set(requirement_names(required))
+    assert sorted(required) == sorted(dependency.replace(" ", "") for dependency in project["dependencies"])
+
+
+def test_the_registry_entry_has_its_icon_and_publish_workflow():
+    """[tool.comfy]'s Icon is the committed icon.png as GitHub serves it from main (a PNG within the registry's
+    800 x 400 px), and .github/workflows/publish.yml publishes with the registry's own action."""
+    from PIL import Image
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())
+    repository = config["project"]["urls"]["Repository"].removeprefix("https://github.com/")
+    assert config["tool"]["comfy"]["Icon"] == f"https://raw.githubusercontent.com/{repository}/main/icon.png"
+    with Image.open(REPO / "icon.png") as icon:
+        assert icon.format == "PNG" and icon.width <= 800 and icon.height <= 400
+    publish = (REPO / ".github" / "workflows" / "publish.yml").read_text()
+    assert "uses: Comfy-Org/publish-node-action@v1" in publish
+    assert "personal_access_token: ${{ secrets.REGISTRY_ACCESS_TOKEN }}" in publish
+    assert '- "pyproject.toml"' in publish  # a new version is published when pyproject.toml changes on main
 
 
 def test_no_install_hooks_or_compiled_extensions():

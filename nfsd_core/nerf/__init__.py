@@ -9,7 +9,8 @@
 
 from .acceleration import nerfacc_extension_available
 from .background import BACKGROUND_KINDS, BackgroundSettings
-from .cameras import CameraSettings, Cameras, make_cameras, orbit_cameras, sample_cameras, view_names
+from .cameras import (CameraSettings, Cameras, make_cameras, orbit_cameras, sample_cameras, training_views,
+                      view_names)
 from .field import ImplicitVolume, VolumeSettings
 from .hashgrid import HashGrid
 from .mesh import MESH_FORMATS, Mesh, export_mesh, extract_mesh
@@ -44,5 +45,6 @@ __all__ = [
     "orbit_cameras",
     "render_turntable",
     "sample_cameras",
+    "training_views",
     "view_names",
 ]

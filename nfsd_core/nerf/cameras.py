@@ -24,6 +24,7 @@ FRONT_HALF_ANGLE = 45.0
 BACK_HALF_ANGLE = 45.0
 OVERHEAD_ELEVATION = 60.0
 MAX_ELEVATION = 89.9
+VIEWS = ("front", "side", "back", "overhead")  # the names `view_names` gives, in prompting order
 
 
 @dataclass(frozen=True)
@@ -166,3 +167,23 @@ def view_names(elevation: Tensor, azimuth: Tensor) -> list[str]:
         else:
             names.append("side")
     return names
+
+
+def training_views(settings: CameraSettings) -> list[str]:
+    """The views (see `view_names`) that `sample_cameras` can give cameras of `settings`, in the order
+    front, side, back, overhead: "overhead" only if the elevation range reaches above 60 degrees, the
+    others only for the azimuths the range covers (all three for a full turn)."""
+    low, high = settings.elevation_range
+    views = set()
+    if high > OVERHEAD_ELEVATION:
+        views.add("overhead")
+    if low <= OVERHEAD_ELEVATION:
+        start, end = settings.azimuth_range
+        # A view's name changes only at the azimuths +-45 and +-135 (and their turns): the names of the range's
+        # ends and of one azimuth between each pair of neighbouring changes are every name the range holds.
+        changes = [edge + turn for turn in range(-720, 721, 360) for edge in (-135.0, -45.0, 45.0, 135.0)
+                   if start < edge + turn < end]
+        cuts = [start, *sorted(changes), end]
+        azimuths = cuts + [(left + right) / 2 for left, right in zip(cuts, cuts[1:])]
+        views.update(view_names(torch.full((len(azimuths),), float(low)), torch.tensor(azimuths)))
+    return [view for view in VIEWS if view in views]

@@ -6,6 +6,8 @@ from __future__ import annotations
 from ...nfsd_core import DEFAULT_NEGATIVE_PROMPT, Prompts
 
 VIEW_KEY = "nfsd_view"  # the CONDITIONING option naming an entry's camera view (NFSD View Prompts)
+# SDXL's size conditioning, as CLIPTextEncodeSDXL sets it; where absent, ComfyUI takes the latents' size.
+SIZE_KEYS = ("width", "height", "crop_w", "crop_h", "target_width", "target_height")
 
 
 def encode_text(clip, text: str):
@@ -23,9 +25,22 @@ def split_views(positive: list) -> list | dict[str, list]:
             for view in dict.fromkeys(views)}
 
 
+def shared_size(positive: list | dict[str, list]) -> dict:
+    """The size options (SIZE_KEYS) that every entry of `positive` (a CONDITIONING, or one per view)
+    carries alike; {} when they differ or there are none."""
+    entries = positive if isinstance(positive, list) else [entry for view in positive.values() for entry in view]
+    sizes = {tuple((key, options[key]) for key in SIZE_KEYS if key in options) for _, options in entries}
+    return dict(sizes.pop()) if len(sizes) == 1 else {}
+
+
 def prompt_conditioning(rule_label: str, rule, positive, negative, unconditional, clip) -> Prompts:
     """The Prompts `rule` reads (others are left out), encoding the empty and the default negative
-    prompt with `clip` where they are not wired."""
+    prompt with `clip` where they are not wired.
+
+    Encoded prompts take the positive's SDXL size conditioning when all its entries share one (a
+    CLIPTextEncodeSDXL positive), as diffusers' SDXL pipeline gives its negative prompt the positive's
+    sizes: the difference of two predictions is then the prompt's alone, not a change of size too.
+    """
     wanted = {  # input name: (needed, wired conditioning, text to encode, what it is)
         "unconditional": (rule.needs_unconditional, unconditional, "", "the empty prompt"),
         "negative": (rule.needs_negative_prompt, negative, DEFAULT_NEGATIVE_PROMPT, "a negative prompt"),
@@ -37,7 +52,12 @@ def prompt_conditioning(rule_label: str, rule, positive, negative, unconditional
             + " and ".join(f"'{name}' (a CLIPTextEncode of {wanted[name][2]!r})" for name in missing)
             + ", or wire 'clip' and the node encodes them for you"
         )
-    resolved = {name: (wired if wired is not None else encode_text(clip, text)) if needed else None
+    size = shared_size(positive)
+
+    def encoded(text: str) -> list:
+        return [[cond, {**options, **size}] for cond, options in encode_text(clip, text)]
+
+    resolved = {name: (wired if wired is not None else encoded(text)) if needed else None
                 for name, (needed, wired, text, _) in wanted.items()}
     return Prompts(positive, resolved["unconditional"], resolved["negative"])
 

@@ -146,7 +146,10 @@ class DiffusersLatentFormat(comfy.latent_formats.LatentFormat):
 
 
 class DiffusersModelConfig(comfy.supported_models_base.BASE):
-    """A supported_models-style config for one directory, built in code and never registered."""
+    """A supported_models-style config for one directory, built in code and never registered.
+
+    `native_image_size`: pixels per side of the images the model was trained on (the UNet's
+    sample_size in latents, times the latents' pixels), which ComfyUI's own configs do not record."""
 
     unet_extra_config = {}  # the heads are in the UNet config already
     memory_usage_factor = 1.0
@@ -156,6 +159,7 @@ class DiffusersModelConfig(comfy.supported_models_base.BASE):
         self.latent_format = latent_format
         self.sampling_settings = sampling
         self.custom_operations = operations
+        self.native_image_size = unet["image_size"] * latent_format.spacial_downscale_ratio
         self.set_inference_dtype(torch.float32, None)
 
 

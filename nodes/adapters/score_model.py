@@ -25,15 +25,19 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 import torch
 from torch import Tensor
 
+import comfy.model_base
 import comfy.model_sampling
 import comfy.samplers
+import comfy.supported_models
 
-from ...nfsd_core import NoiseRequest, NoiseSchedule, Prompts, ScoreModel
+from ...nfsd_core import SD_PIXELS_PER_LATENT, NoiseRequest, NoiseSchedule, Prompts, ScoreModel
 
 Result = TypeVar("Result")
 
 SUPPORTED_MODELS = ("eps- or v-prediction models with a discrete DDPM schedule (SD 1.x, SD 2.x, SDXL and their "
                     "fine-tunes)")
+# Pixels per side of the images the models were trained on (SD 1.x and SD 2.x-base: SD_IMAGE_SIZE).
+SD_IMAGE_SIZE, SD2_V_IMAGE_SIZE, SDXL_IMAGE_SIZE = 512, 768, 1024
 
 
 class UnsupportedModelError(ValueError):
@@ -68,18 +72,20 @@ def schedule_of(model_sampling) -> NoiseSchedule:
     return NoiseSchedule(1.0 / (1.0 + sigmas**2))
 
 
-def condition_names(prompts: Prompts) -> dict[str, Any]:
+def condition_names(prompts: Prompts, views: Sequence[str] | None = None) -> dict[str, Any]:
     """The CONDITIONINGs of `prompts` under the names a guider session knows them by.
 
     The prompt is "positive" and the empty prompt "negative", the roles they play in CFG (so
     ControlNets and GLIGEN copied from positive to negative behave as in KSampler); the negative
     prompt is "negative_prompt", an edit's source prompt "source_prompt". View-dependent prompts
-    add "positive_<view>" (and "source_prompt_<view>").
+    add "positive_<view>" (and "source_prompt_<view>"), for each of `views` (default: every view
+    they hold).
     """
     names = {}
     for role, conditions in (("positive", prompts.positive), ("source_prompt", prompts.source)):
         per_view = conditions if isinstance(conditions, Mapping) else {"": conditions}
-        names.update({(role if not view else f"{role}_{view}"): cond for view, cond in per_view.items()})
+        names.update({(role if not view else f"{role}_{view}"): cond for view, cond in per_view.items()
+                      if not view or views is None or view in views})
     names["negative"] = prompts.unconditional
     names["negative_prompt"] = prompts.negative
     return {name: cond for name, cond in names.items() if cond is not None}
@@ -151,6 +157,26 @@ class ComfyScoreModel(ScoreModel):
     @property
     def latent_format(self):
         return self.patcher.get_model_object("latent_format")
+
+    @property
+    def pixels_per_latent(self) -> int:
+        """Pixels per side of one latent: the latent format's own where it says (newer ComfyUI, NFSD Demo
+        Model), else SD's."""
+        return int(getattr(self.latent_format, "spacial_downscale_ratio", SD_PIXELS_PER_LATENT))
+
+    @property
+    def native_image_size(self) -> int:
+        """Pixels per side of the images the model was trained on: its config's own where it says (NFSD
+        Demo Model), 1024 for the SDXL family, 768 for SD 2.x v-prediction (SD 2.x-768), else 512."""
+        base = self.patcher.model
+        own = getattr(base.model_config, "native_image_size", None)
+        if own is not None:
+            return int(own)
+        if isinstance(base, (comfy.model_base.SDXL, comfy.model_base.SDXLRefiner)):
+            return SDXL_IMAGE_SIZE
+        if isinstance(base.model_config, comfy.supported_models.SD20) and self.prediction_type == "v_prediction":
+            return SD2_V_IMAGE_SIZE
+        return SD_IMAGE_SIZE
 
     def session(self, conditions: Mapping[str, Any], latent_shape: Sequence[int], body: Callable[[], Result],
                 seed: int = 0) -> Result:

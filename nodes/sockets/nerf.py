@@ -4,6 +4,11 @@ It holds the NeRF's settings and, once optimised, its weights on the CPU; nodes 
 rebuild the NeRF from them to render turntables and meshes. An RGB NeRF reaches the model through
 the VAE; a latent NeRF renders the model's latents directly and is shown through the model's
 latent-to-RGB preview factors.
+
+Two settings depend on the model, which NFSD NeRF Representation does not know: the image size
+the model sees (`guidance_size`) and the pixels per latent of its VAE (`latent_downscale`). Those
+the user left to the model are named in `from_model`; NFSD Optimizer resolves them (`for_model`)
+before anything else, so the run, its identity and everything after it see concrete values.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from PIL import Image
 from torch import Tensor
 
 from ...nfsd_core import LatentToRGB, nerf_training_bytes, to_pil, turntable_bytes
-from ...nfsd_core.nerf import NerfRepresentation, NerfSettings, Render, orbit_cameras, render_turntable
+from ...nfsd_core.nerf import NerfRepresentation, NerfSettings, Render, orbit_cameras, render_turntable, training_views
 from ..adapters.autograd import autograd_enabled
 from ..adapters.codec import ComfyLatentCodec
 from ..adapters.preview import latent_to_rgb
@@ -25,6 +30,7 @@ from ..guards.limits import check_memory, interrupt_progress
 from .representation import NodeRepresentation
 
 RENDERER_VIEWS = 8  # frames of the turntable that NFSD Renderer shows for a NeRF
+MODEL_SETTINGS = ("guidance_size", "latent_downscale")  # the NerfSettings a NeRF may leave to the model
 
 
 @torch.no_grad()
@@ -41,12 +47,15 @@ def front_view_latent(nerf: NerfRepresentation, latent_format) -> Tensor:
 @dataclass(frozen=True, eq=False)  # compared by identity: it holds tensors
 class NerfState(NodeRepresentation):
     """A NeRF: its settings, and after optimisation its `weights` (state dict, CPU), the map of its
-    latent colours to RGB (latent NeRFs) and the LATENT of its front view (VAE units)."""
+    latent colours to RGB (latent NeRFs) and the LATENT of its front view (VAE units). `from_model`
+    names the settings (MODEL_SETTINGS) still to be taken from the model; until then they hold
+    NerfSettings' defaults."""
 
     settings: NerfSettings
     weights: dict[str, Tensor] | None = None
     latent_rgb: LatentToRGB | None = None
     front_latent: Tensor | None = None
+    from_model: frozenset[str] = frozenset()
 
     has_views = True
     checkpoint_by_default = True
@@ -67,8 +76,29 @@ class NerfState(NodeRepresentation):
         side = settings.guidance_size // settings.latent_downscale
         return (settings.batch_size, settings.latent_channels, side, side)
 
+    @property
+    def camera_views(self) -> tuple[str, ...]:
+        return tuple(training_views(self.settings.cameras))
+
     def memory_needed(self, batch: int) -> int:
         return nerf_training_bytes(dataclasses.replace(self.settings, batch_size=batch))
+
+    def for_model(self, model, vae) -> "NerfState":
+        """The settings in `from_model` taken from the model: `guidance_size` its own image size,
+        `latent_downscale` the pixels per latent of the VAE (RGB NeRFs, which the VAE encodes) or of
+        the model's latents."""
+        if not self.from_model:
+            return self
+        values = {"guidance_size": model.native_image_size,
+                  "latent_downscale": vae.spacial_compression_encode() if self.needs_vae and vae is not None
+                  else model.pixels_per_latent}
+        resolved = {name: values[name] for name in sorted(self.from_model)}
+        try:
+            settings = dataclasses.replace(self.settings, **resolved)
+        except ValueError as error:
+            taken = ", ".join(f"{name} {value}" for name, value in resolved.items())
+            raise ValueError(f"NeRF settings with the model's {taken}: {error}") from None
+        return dataclasses.replace(self, settings=settings, from_model=frozenset())
 
     def build(self, latent_format, device: torch.device, vae=None) -> NerfRepresentation:
         settings = self.settings

@@ -24,7 +24,8 @@ class NodeRepresentation(abc.ABC):
     """An immutable description of something to optimise, as it flows between nodes.
 
     `needs_vae`: it renders pixels, which reach the model only through the VAE's encoder.
-    `has_views`: its renders come from cameras with view names (for view-dependent prompts).
+    `has_views`: its renders come from cameras with view names (for view-dependent prompts);
+    `camera_views` names the views they can get.
     `checkpoint_by_default`: its runs are long enough to keep their state in ComfyUI's temp folder
     when no checkpoint directory is given, so that an interrupted run resumes.
     `socket_type`: the type of the sockets that carry it (see this package); `size_input`: the input that
@@ -42,6 +43,16 @@ class NodeRepresentation(abc.ABC):
     def memory_needed(self, batch: int) -> int:
         """Bytes of its own memory in an optimisation step with `batch` images (the score model's
         and the VAE's left out), an nfsd_core.budget estimate."""
+
+    @property
+    def camera_views(self) -> tuple[str, ...]:
+        """The views its cameras can be named during optimisation (none: it has no cameras)."""
+        return ()
+
+    def for_model(self, model, vae) -> "NodeRepresentation":
+        """Itself with the settings it leaves to the model resolved for the MODEL of the run (a
+        ComfyScoreModel) and its VAE (or None); by default it leaves none."""
+        return self
 
     def check_vae(self, vae) -> None:
         """Refuse (ValueError) a VAE that cannot go with it; by default any."""

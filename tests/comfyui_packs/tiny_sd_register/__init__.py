@@ -5,6 +5,13 @@ context), so this pack registers `TinySD1`: the SD15 configuration with 32 chann
 32-wide context and a 2-layer CLIP-L. The integration tests drop it into their temporary
 custom_nodes folder next to the NFSD pack; stock `CheckpointLoaderSimple` then loads the
 checkpoints `write_micro_checkpoint` makes, in eps or v-prediction flavour.
+
+`TinySDXL` does the same for SDXL: ComfyUI's SDXL configuration (model class `model_base.SDXL`
+with its ADM size conditioning, latent format SDXL, SDXL's tokenizer and dual text encoder) with
+a 32-channel UNet and 3-layer CLIP-L and CLIP-G (context 32 + 64 wide, pooled output 64 wide).
+ComfyUI's own SDXL detection cannot be met at a tiny size: it wants a UNet of 320 channels, a
+2048-wide context, 2816 ADM inputs and 2+2+10+10 transformer blocks (134 M parameters at the
+least), and it always builds the full CLIP-L and CLIP-G bigG (818 M parameters, 1.6 GB in fp16).
 """
 
 import torch
@@ -17,18 +24,29 @@ import comfy.model_patcher
 import comfy.ops
 import comfy.sd
 import comfy.sd1_clip
+import comfy.sdxl_clip
 import comfy.supported_models
 import comfy.supported_models_base
 import comfy.taesd.taesd
 
 TINY_CLIP = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2,
              "projection_dim": 32}
+# SDXL reads both encoders' penultimate layer: 3 layers each. CLIP-G is wider; its pooled output
+# (projected, hidden_size wide in ComfyUI's CLIP) starts SDXL's ADM vector.
+TINY_CLIP_L = {**TINY_CLIP, "num_hidden_layers": 3}
+TINY_CLIP_G = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 2, "num_hidden_layers": 3}
 TINY_UNET = {"image_size": 32, "in_channels": 4, "out_channels": 4, "model_channels": 32,
              "num_res_blocks": [1, 1], "channel_mult": [1, 2], "transformer_depth": [1, 1],
              "transformer_depth_output": [1, 1, 1, 1], "transformer_depth_middle": 1, "context_dim": 32,
              "use_linear_in_transformer": False, "adm_in_channels": None, "use_spatial_transformer": True,
              "legacy": False, "use_checkpoint": False, "use_temporal_resblock": False,
              "use_temporal_attention": False}
+
+SDXL_SIZE_EMBEDDING = 6 * 256  # model_base.SDXL.encode_adm: height, width, crop_h, crop_w, target h and w, 256 each
+TINY_SDXL_UNET = {**TINY_UNET, "transformer_depth": [0, 1], "transformer_depth_output": [0, 0, 1, 1],
+                  "context_dim": TINY_CLIP_L["hidden_size"] + TINY_CLIP_G["hidden_size"],  # CLIP-L || CLIP-G
+                  "use_linear_in_transformer": True, "num_classes": "sequential",
+                  "adm_in_channels": TINY_CLIP_G["hidden_size"] + SDXL_SIZE_EMBEDDING}
 
 
 class TinyClipModel(comfy.sd1_clip.SD1ClipModel):
@@ -48,8 +66,22 @@ class TinySD1(comfy.supported_models.SD15):
         return comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer, TinyClipModel)
 
 
-if not any(config.__name__ == "TinySD1" for config in comfy.supported_models.models):
-    comfy.supported_models.models.insert(0, TinySD1)
+class TinySDXLClipModel(comfy.sdxl_clip.SDXLClipModel):
+    def __init__(self, device="cpu", dtype=None, model_options={}):
+        super().__init__(device=device, dtype=dtype, model_options={
+            **model_options, "clip_l_model_config": TINY_CLIP_L, "clip_g_model_config": TINY_CLIP_G})
+
+
+class TinySDXL(comfy.supported_models.SDXL):
+    unet_config = {key: TINY_SDXL_UNET[key] for key in comfy.supported_models.SDXL.unet_config}
+
+    def clip_target(self, state_dict={}):
+        return comfy.supported_models_base.ClipTarget(comfy.sdxl_clip.SDXLTokenizer, TinySDXLClipModel)
+
+
+for tiny_config in (TinySD1, TinySDXL):
+    if not any(config.__name__ == tiny_config.__name__ for config in comfy.supported_models.models):
+        comfy.supported_models.models.insert(0, tiny_config)
 
 
 def init_random_(module: torch.nn.Module, std: float = 0.02, seed: int = 0) -> torch.nn.Module:
@@ -68,16 +100,18 @@ def init_random_(module: torch.nn.Module, std: float = 0.02, seed: int = 0) -> t
     return module
 
 
-def build_micro_model(v_prediction: bool = False, seed: int = 0):
-    """(MODEL, CLIP, VAE) of TinySD1 with random weights; the VAE is a TAESD (detected from its keys)."""
+def build_micro_model(v_prediction: bool = False, seed: int = 0, sdxl: bool = False):
+    """(MODEL, CLIP, VAE) of TinySD1 (or TinySDXL) with random weights; the VAE is a TAESD (detected
+    from its keys: 8 pixels per latent, 4 channels, as SD's and SDXL's)."""
     taesd = init_random_(comfy.taesd.taesd.TAESD(), std=0.1, seed=seed)
     taesd.vae_scale.data.fill_(1.0)
     taesd.vae_shift.data.zero_()
     vae = comfy.sd.VAE(sd=taesd.state_dict())
-    config = TinySD1(TINY_UNET)
+    config = TinySDXL(TINY_SDXL_UNET) if sdxl else TinySD1(TINY_UNET)
     config.set_inference_dtype(torch.float32, None)
     model_type = comfy.model_base.ModelType.V_PREDICTION if v_prediction else comfy.model_base.ModelType.EPS
-    base = comfy.model_base.BaseModel(config, model_type=model_type, device=torch.device("cpu"))
+    model_class = comfy.model_base.SDXL if sdxl else comfy.model_base.BaseModel
+    base = model_class(config, model_type=model_type, device=torch.device("cpu"))
     init_random_(base.diffusion_model, seed=seed + 1)
     model = comfy.model_patcher.ModelPatcher(base, load_device=comfy.model_management.get_torch_device(),
                                              offload_device=comfy.model_management.unet_offload_device())
@@ -86,9 +120,9 @@ def build_micro_model(v_prediction: bool = False, seed: int = 0):
     return model, clip, vae
 
 
-def write_micro_checkpoint(path: str, v_prediction: bool = False, seed: int = 0) -> str:
-    """Save a micro checkpoint (about 20 MiB) that stock CheckpointLoaderSimple loads."""
-    model, clip, vae = build_micro_model(v_prediction, seed)
+def write_micro_checkpoint(path: str, v_prediction: bool = False, seed: int = 0, sdxl: bool = False) -> str:
+    """Save a micro checkpoint (about 20 MiB; SDXL 33 MiB) that stock CheckpointLoaderSimple loads."""
+    model, clip, vae = build_micro_model(v_prediction, seed, sdxl)
     comfy.sd.save_checkpoint(path, model, clip, vae)
     return path
 
