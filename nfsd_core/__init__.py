@@ -3,7 +3,8 @@
 The pieces, each in its own module:
 - `schedule`: the DDPM noise schedule (alpha_bar, t <-> sigma);
 - `models`: score models (denoisers that predict noise) and latent codecs (VAEs);
-- `guidance`: the rules (NFSD, SDS, CSD, SDS with a negative prompt) and weightings;
+- `guidance`: the rules (NFSD, SDS, CSD, SDS with a negative prompt; DDS and NFSD-edit for editing
+  an image) and weightings;
 - `timesteps`: timestep schedules and the seeded per-step noise;
 - `distillation`: one distillation step, latents in, gradient out;
 - `representations`: what is optimised (the latent canvas; the NeRF lives in `nerf`);
@@ -33,9 +34,11 @@ from .checkpoint import (CheckpointError, checkpoint_key, claim_checkpoint_dir, 
 from .decomposition import (COMPONENTS as DECOMPOSITION_COMPONENTS, ScoreDecomposition, decompose_score,
                             decomposition_image_bytes, decomposition_images)
 from .digits.prior import load_digits_prior
-from .distillation import VIEW_SUFFIXES, DistillationStep, Prompts, ScoreDistillation, distillation_loss
+from .distillation import (VIEW_SUFFIXES, DistillationStep, Prompts, ScoreDistillation, distillation_loss,
+                           latent_mask)
 from .guidance import (
-    DEFAULT_NEGATIVE_PROMPT, DEFAULT_WEIGHTING, NFSD_THRESHOLD, RULES, WEIGHTINGS, GuidanceRule, make_rule,
+    DEFAULT_NEGATIVE_PROMPT, DEFAULT_WEIGHTING, EDIT_RULES, NFSD_THRESHOLD, RULES, WEIGHTINGS, GuidanceRule,
+    make_rule,
 )
 from .identity import identity_digest, run_identity
 from .image_files import to_pil
@@ -54,13 +57,14 @@ from .run_folders import keep_newest_checkpoints, remove_checkpoint
 from .sampling import ddim_sample
 from .schedule import NoiseSchedule
 from .shapes.prior import load_shapes_prior
-from .shipped_priors import SHIPPED_PRIORS, ShippedPrior
+from .shipped_priors import SHIPPED_PRIORS, ShippedPrior, render_shape, shape_choices
 from .timesteps import SCHEDULE_KINDS, NoiseStream, TimestepSchedule
 
 __all__ = [
     "DECOMPOSITION_COMPONENTS",
     "DEFAULT_NEGATIVE_PROMPT",
     "DEFAULT_WEIGHTING",
+    "EDIT_RULES",
     "NFSD_THRESHOLD",
     "RULES",
     "SCHEDULE_KINDS",
@@ -119,6 +123,7 @@ __all__ = [
     "json_ready",
     "keep_newest_checkpoints",
     "largest_fitting",
+    "latent_mask",
     "load_checkpoint",
     "load_diffusers",
     "load_digits_prior",
@@ -132,10 +137,12 @@ __all__ = [
     "read_checkpoint",
     "recompute_in_backward",
     "remove_checkpoint",
+    "render_shape",
     "run_curves",
     "run_identity",
     "save_checkpoint",
     "setting_bounds",
+    "shape_choices",
     "to_pil",
     "turntable_bytes",
     "unet_activation_bytes",

@@ -1,7 +1,8 @@
 """`python -m nfsd_core`: score distillation from the command line, on a local diffusers model.
 
 Subcommands:
-    generate   optimise a latent canvas with one or more rules (same seed) and save PNGs + statistics
+    generate   optimise a latent canvas with one or more rules (same seed) and save PNGs + statistics;
+               with --source-image, edit that image (DDS, NFSD-edit, or any rule from the image)
     decompose  save the NFSD score decomposition (delta_C, delta_D, noise residual) of an image
     demo       same-seed SDS vs NFSD on the bundled digits prior (see nfsd_core.demo)
     demo3d     text to NeRF, turntable and mesh on the 3D reference prior (see nfsd_core.shapes.demo)
@@ -34,7 +35,7 @@ from .batch.tasks import ModelSpec, Report, Task
 from .checkpoint import CheckpointError, claim_checkpoint_dir
 from .demo import add_demo
 from .decomposition import COMPONENTS, decompose_score, decomposition_images
-from .distillation import Prompts, ScoreDistillation
+from .distillation import Prompts, ScoreDistillation, latent_mask
 from .guidance import (
     DEFAULT_NEGATIVE_PROMPT, DEFAULT_WEIGHTING, NFSD_THRESHOLD, RULES, WEIGHTINGS, GuidanceRule, make_rule,
 )
@@ -106,6 +107,11 @@ def add_generate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--preview-every", type=int, default=0, help="write a fast preview PNG every N steps")
     parser.add_argument("--checkpoint-dir", default=None, help="save state here and resume from it")
     parser.add_argument("--checkpoint-every", type=int, default=50)
+    parser.add_argument("--source-image", default=None,
+                        help="start from this image (resized to --width x --height); the edit rules edit it")
+    parser.add_argument("--source-prompt", default=None, help="what the source image shows (edit rules)")
+    parser.add_argument("--mask", default=None,
+                        help="an image of the source's aspect: only latents under its white (non-black) pixels change")
     parser.set_defaults(handler=run_generate, job=generate_job)
 
 
@@ -117,6 +123,7 @@ class GenerateSetup:
     timesteps: TimestepSchedule
     settings: OptimizerSettings
     factor: int
+    mask: torch.Tensor | None = None  # the latent mask of --mask
 
 
 def check_generate(args: argparse.Namespace) -> GenerateSetup:
@@ -130,13 +137,39 @@ def check_generate(args: argparse.Namespace) -> GenerateSetup:
         positive("--grad-clip", args.grad_clip)
     if args.preview_every < 0 or args.checkpoint_every < 0:
         raise UsageError("--preview-every and --checkpoint-every must be >= 0 (0 turns them off)")
+    check_edit_arguments(args, rules)
     timesteps = checked("--t-min/--t-max", lambda: TimestepSchedule(args.t_min, args.t_max, args.t_schedule))
     settings = checked("--lr", lambda: OptimizerSettings(lr=args.lr))
     factor = check_model_and_size(args.model, {"--width": args.width, "--height": args.height})
+    mask = None
+    if args.mask is not None:
+        pixels = checked("--mask", lambda: load_image(args.mask).mean(dim=1))  # grey levels, white 1
+        mask = checked("--mask", lambda: latent_mask(pixels, args.height // factor, args.width // factor))
     if args.checkpoint_dir:  # refused before the model loads: a folder holding others' files, or read-only
         for name in names:
             checked("--checkpoint-dir", lambda name=name: claim_checkpoint_dir(rule_checkpoint_dir(args, name)))
-    return GenerateSetup(rules, timesteps, settings, factor)
+    return GenerateSetup(rules, timesteps, settings, factor, mask)
+
+
+def check_edit_arguments(args: argparse.Namespace, rules: list[GuidanceRule]) -> None:
+    """Edit rules need --source-image and --source-prompt; --mask needs a source; files must exist."""
+    editing = [rule.name for rule in rules if rule.edits]
+    if editing and (args.source_image is None or args.source_prompt is None):
+        raise UsageError(f"--rule {' '.join(editing)} edits an image: give --source-image (the image to edit) and "
+                         "--source-prompt (what it shows)")
+    if args.mask is not None and args.source_image is None:
+        raise UsageError("--mask confines the change to a region of --source-image: give --source-image too")
+    for argument, path in (("--source-image", args.source_image), ("--mask", args.mask)):
+        if path is not None and not Path(path).is_file():
+            raise UsageError(f"{argument}: {path!r} is not a file")
+
+
+def encode_source(args: argparse.Namespace, codec, device) -> torch.Tensor | None:
+    """The latents [1, C, h, w] of --source-image at --width x --height, or None without one."""
+    if args.source_image is None:
+        return None
+    with torch.no_grad():
+        return codec.encode(load_image(args.source_image, (args.width, args.height)).to(device))
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -169,16 +202,18 @@ def generate_in_batch(loaded: tuple, report: Report, args: argparse.Namespace, s
 def generate(args: argparse.Namespace, setup: GenerateSetup, model, codec, progress=None) -> list[str]:
     """Run every rule of a checked `generate` and write its images and run.json; returns the files'
     names. `progress(steps, rule)` is a context giving each rule's on_step hook (default: a tqdm bar)."""
-    prompts = Prompts.from_text(model, args.prompt, args.negative_prompt)
+    prompts = Prompts.from_text(model, args.prompt, args.negative_prompt, source_prompt=args.source_prompt)
+    source = encode_source(args, codec, model.device)
     latent_rgb = fit_latent_to_rgb(codec) if args.preview_every else None
     output = Path(args.output)
     report: dict[str, Any] = {"settings": vars_for_json(args), "runs": {}}
     finals = []
     for rule in setup.rules:
         guidance = ScoreDistillation(model, prompts, rule, args.scale, setup.timesteps, args.weighting,
-                                     args.grad_clip, args.seed)
+                                     args.grad_clip, args.seed, source_latents=source if rule.edits else None,
+                                     mask=setup.mask)
         canvas, report["runs"][rule.name] = optimize_canvas(args, setup, guidance, latent_rgb, output,
-                                                            progress or progress_bar)
+                                                            progress or progress_bar, source)
         with torch.no_grad():
             finals.append(codec.decode(canvas.latents.detach()))
         save_grid(finals[-1].unsqueeze(0), output / f"{rule.name}.png")
@@ -196,11 +231,16 @@ def optimize_canvas(
     latent_rgb: LatentToRGB | None,
     output: Path,
     progress: Callable[[int, str], Any],
+    source: torch.Tensor | None = None,
 ) -> tuple[LatentCanvas, dict[str, Any]]:
-    """Run (or resume) one rule on a fresh canvas; returns the canvas and the rule's summary for run.json."""
+    """Run (or resume) one rule on a fresh canvas (random, or the `source` latents); returns the
+    canvas and the rule's summary for run.json."""
     name, factor = guidance.rule.name, setup.factor
-    canvas = LatentCanvas.random(args.batch, guidance.model.latent_channels, args.height // factor,
-                                 args.width // factor, seed=args.seed).to(guidance.model.device)
+    if source is None:
+        canvas = LatentCanvas.random(args.batch, guidance.model.latent_channels, args.height // factor,
+                                     args.width // factor, seed=args.seed).to(guidance.model.device)
+    else:
+        canvas = LatentCanvas(source.expand(args.batch, -1, -1, -1)).to(guidance.model.device)
 
     def save_preview(step: int, representation: LatentCanvas) -> None:
         images = latent_rgb(representation.latents, upscale=factor)
@@ -213,8 +253,7 @@ def optimize_canvas(
                 canvas, guidance, args.steps, setup.settings, on_step=on_step,
                 on_preview=save_preview if latent_rgb is not None else None, preview_every=args.preview_every,
                 checkpoint_dir=rule_checkpoint_dir(args, name), checkpoint_every=args.checkpoint_every,
-                identity_extras={"prompt": args.prompt, "negative_prompt": args.negative_prompt,
-                                 "model": args.model, "dtype": args.dtype},
+                identity_extras=prompt_identity(args),
             )
         except CheckpointError as error:  # a checkpoint of other settings, or damaged
             raise UsageError(f"--checkpoint-dir: {error}") from error
@@ -228,6 +267,15 @@ def optimize_canvas(
         "evaluations": sum(record.evaluations for record in history),
         "history": history_columns(history),
     }
+
+
+def prompt_identity(args: argparse.Namespace) -> dict[str, Any]:
+    """What beyond the guidance's settings decides a run: prompts, model, dtype (the source prompt
+    only where given, so runs without one keep the identity they had before editing existed)."""
+    extras = {"prompt": args.prompt, "negative_prompt": args.negative_prompt, "model": args.model, "dtype": args.dtype}
+    if args.source_prompt is not None:
+        extras["source_prompt"] = args.source_prompt
+    return extras
 
 
 def rule_checkpoint_dir(args: argparse.Namespace, rule: str) -> Path | None:

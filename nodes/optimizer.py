@@ -50,6 +50,7 @@ from .guards.limits import check_finite, check_memory, model_call_bytes, residen
 from .guards.paths import confined, refusal
 from .schema import CATEGORY, SEED_CONTROL
 from .sockets import Guidance, Representation
+from .sockets.canvas import CanvasState
 from .sockets.representation import NodeRepresentation
 
 CHECKPOINT_EVERY = 100  # steps between saves into a checkpoint directory the user chose
@@ -167,10 +168,31 @@ def check_inputs(guidance, representation, vae) -> ComfyScoreModel:
     if isinstance(guidance.prompts.positive, Mapping) and not representation.has_views:
         raise ValueError("the guidance has one prompt per camera view (NFSD View Prompts), but this representation "
                          "has no cameras (a latent canvas): wire a CLIP Text Encode into the Guidance's positive")
+    check_edit(guidance, representation)
     if vae is not None:
         vae.throw_exception_if_invalid()
         representation.check_vae(vae)
     return guidance.model
+
+
+def check_edit(guidance: ScoreDistillation, representation: NodeRepresentation) -> None:
+    """An edit (a rule that reads a source image) or a mask works on a latent canvas of the source's
+    size; an edit starts from the image."""
+    if guidance.source_latents is None and guidance.mask is None:
+        return
+    what = f"the {guidance.rule.name} rule edits an image" if guidance.rule.edits else "the guidance has a mask"
+    if not isinstance(representation, CanvasState):
+        raise ValueError(f"{what}, which works on a latent canvas, not on this representation: wire NFSD Latent Canvas "
+                         "(initial_latent: the image's LATENT) into the Optimizer")
+    try:
+        guidance.check_fits(representation.latent_shape)
+    except ValueError as error:
+        raise ValueError(f"{what} of another size than the canvas ({error}): wire the LATENT the canvas starts "
+                         "from (its initial_latent) into the guidance's 'source', and give a mask of that image's "
+                         "size") from None
+    if guidance.rule.edits and representation.samples is None:
+        raise ValueError(f"{what}, so the canvas starts from it: wire the LATENT of the guidance's 'source' into NFSD "
+                         "Latent Canvas's initial_latent too")
 
 
 def prompted_views(guidance: ScoreDistillation, representation: NodeRepresentation) -> tuple[str, ...] | None:
@@ -243,8 +265,9 @@ class Optimizer(io.ComfyNode):
                 Representation.Input("representation", tooltip="What to optimise: NFSD Latent Canvas or NFSD NeRF "
                                      "Representation."),
                 io.Int.Input("steps", default=500, min=1, max=100000,
-                             tooltip="Optimisation steps; each costs 2 (SDS, CSD) or 2 to 3 (NFSD) model evaluations "
-                             "per image. A canvas needs hundreds, a NeRF thousands (threestudio: 10000)."),
+                             tooltip="Optimisation steps; each costs 2 (SDS, CSD), 2 to 3 (NFSD), 4 (DDS) or 4 to 6 "
+                             "(NFSD-edit) model evaluations per image. A canvas needs hundreds, a NeRF thousands "
+                             "(threestudio: 10000)."),
                 io.Float.Input("learning_rate", default=OptimizerSettings.lr, min=0.0001, max=10.0, step=0.001,
                                tooltip="AdamW learning rate (betas 0.9/0.99, eps 1e-15, as in SDS-Bridge's 2D setup)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,

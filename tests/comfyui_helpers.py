@@ -4,8 +4,9 @@ Set COMFYUI_PATH to a ComfyUI checkout and run pytest with a Python that has Com
 requirements (see README, Development); without it these tests skip. `comfy_runtime()` starts
 ComfyUI once per process under a temporary base directory of its own: custom_nodes holds a link
 to this pack and the test-only `tiny_sd_register` pack, models/ four micro checkpoints (SD and SDXL,
-eps and v-prediction) that stock CheckpointLoaderSimple loads and a tiny ControlNet, and output/input/
-temp/user stay inside it. Nothing under COMFYUI_PATH is written (not even bytecode caches).
+eps and v-prediction) that stock CheckpointLoaderSimple loads and a tiny ControlNet, input/ the example.png
+every ComfyUI ships (edit_image's picture), and output/temp/user stay inside it. Nothing under
+COMFYUI_PATH is written (not even bytecode caches).
 """
 
 from __future__ import annotations
@@ -300,6 +301,8 @@ def comfy_runtime() -> ComfyRuntime:
     atexit.register(shutil.rmtree, base, True)
     (base / "custom_nodes").mkdir()
     (base / "models" / "checkpoints").mkdir(parents=True)
+    (base / "input").mkdir()  # with the picture every ComfyUI ships in input/, which edit_image loads
+    shutil.copy(Path(COMFYUI_PATH) / "input" / "example.png", base / "input" / "example.png")
     os.symlink(REPO, base / "custom_nodes" / PACK_FOLDER)
     os.symlink(TEST_PACKS / "tiny_sd_register", base / "custom_nodes" / "tiny_sd_register")
     forget_pack_root_package()

@@ -4,7 +4,8 @@ Follows the frontend's graph-to-prompt rules:
 - widget values are stored in `widgets_values` in the node's input order (required, then optional),
   as `/object_info` lists it; inputs that are sockets (MODEL, LATENT, ... or `forceInput`) take no slot;
 - a widget with `control_after_generate` (explicit, or an INT named `seed`/`noise_seed`) is followed by
-  one UI-only value ("fixed", "randomize", ...); a linked widget input takes the link instead;
+  one UI-only value ("fixed", "randomize", ...), and so is an image file combo with an upload button
+  (Load Image's "image": the button's value); a linked widget input takes the link instead;
 - Note/MarkdownNote nodes are UI only; Reroute nodes pass their link through; a PrimitiveNode supplies
   its value; a bypassed node (mode 4) passes through the input of the type asked for (same slot first);
   an input fed by a muted node (mode 2) is dropped, and muted nodes are not run.
@@ -29,10 +30,11 @@ def widget_names(spec: dict[str, Any]) -> list[tuple[str, int]]:
                 kind = "COMBO"
             if kind not in WIDGET_TYPES or options.get("forceInput"):
                 continue
-            if options.get("image_upload") or options.get("upload"):
-                raise NotImplementedError(f"upload widgets ({name}) are not supported")
+            if options.get("upload"):
+                raise NotImplementedError(f"upload widgets other than images ({name}) are not supported")
             control = options.get("control_after_generate") or (kind == "INT" and name in ("seed", "noise_seed"))
-            names.append((name, 1 + (1 if control else 0)))
+            upload = options.get("image_upload")
+            names.append((name, 1 + (1 if control or upload else 0)))
     return names
 
 

@@ -17,6 +17,7 @@ WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 DEMO_PREFIX = "demo_"  # workflows on NFSD Demo Model: CPU-sized already, run as shipped
 DEMO_PROMPT, DEMO_DIGIT = "a handwritten digit seven", 7
 DEMO_3D_PROMPT = "a red mug"
+DEMO_EDIT_PROMPT, DEMO_EDIT = "a blue cube", {"shape": ["cube"], "colour": ["blue"]}  # a red cube made blue
 # The 3D demo runs as shipped but for its length: a few minutes on a CPU, here a tenth of it.
 DEMO_3D_CUTS = {"NFSD_Optimizer": {"steps": 60}, "NFSD_NeRFTurntable": {"views": 4}}
 # What a CPU test changes in a shipped SD workflow: the checkpoint, and sizes and step counts.
@@ -28,6 +29,7 @@ TEST_SETTINGS = {
     "NFSD_NeRFTurntable": {"views": 2, "size": 32},
     "NFSD_ExtractMesh": {"resolution": 32},
     "EmptyLatentImage": {"width": 64, "height": 64},
+    "ImageScale": {"width": 64, "height": 64},
     "KSampler": {"steps": 2},
 }
 
@@ -43,7 +45,7 @@ def test_workflows_are_shipped():
                                                  "score_decomposition.json", "nfsd_text_to_nerf.json",
                                                  "nfsd_text_to_nerf_resume.json", "demo_nfsd_text_to_image.json",
                                                  "demo_sds_vs_nfsd_same_seed.json", "demo_score_decomposition.json",
-                                                 "demo_text_to_nerf.json"}
+                                                 "demo_text_to_nerf.json", "edit_image.json", "demo_edit_image.json"}
     assert all(path.with_suffix(".jpg").is_file() for path in WORKFLOWS)  # the template browser's thumbnails
 
 
@@ -54,7 +56,8 @@ def test_demo_workflows_need_no_download(path: Path):
     kinds = {node["type"] for node in nodes}
     (prior,) = {node["widgets_values"][0] for node in nodes if node["type"] == "NFSD_DemoModel"}
     prompts = {"digits": ("CLIPTextEncode", DEMO_PROMPT), "shapes": ("NFSD_ViewPrompts", DEMO_3D_PROMPT)}
-    prompt_node, prompt = prompts[prior]
+    edits = "NFSD_DemoImage" in kinds
+    prompt_node, prompt = ("CLIPTextEncode", DEMO_EDIT_PROMPT) if edits else prompts[prior]
     assert prompt in [node["widgets_values"][0] for node in nodes if node["type"] == prompt_node]
     assert not kinds & {"CheckpointLoaderSimple", "CheckpointLoader", "UNETLoader", "CLIPLoader", "VAELoader",
                         "LoadImage"}
@@ -99,9 +102,14 @@ def test_workflow_runs_as_shipped(comfyui, path: Path):
             shown = [viewer for viewer, other in prompt.items() if other["class_type"] == "PreviewImage"
                      and other["inputs"]["images"] == [node_id, 3]]  # the run's curves, on the canvas
             assert shown and all(result.ui[viewer]["images"] for viewer in shown)
-        if node["class_type"] == "NFSD_Renderer" and demo:  # the digit it promises, to the prior's own judge
+        if node["class_type"] == "NFSD_Renderer" and demo:  # what it promises, to the prior's own judge
             images = result.values[node_id][0].movedim(-1, 1)
-            assert comfyui.module("nfsd_core.digits.evaluator").load_digits_evaluator().predict(images).tolist() == [DEMO_DIGIT]
+            if path.stem == "demo_edit_image":
+                judged = comfyui.module("nfsd_core.shapes.evaluator").load_shapes_judge().predict(images)
+                assert {name: judged[name] for name in DEMO_EDIT} == DEMO_EDIT
+            else:
+                evaluator = comfyui.module("nfsd_core.digits.evaluator").load_digits_evaluator()
+                assert evaluator.predict(images).tolist() == [DEMO_DIGIT]
         if node["class_type"] == "NFSD_ScoreDecomposition":
             timesteps = node["inputs"]["timesteps"].count(",") + 1
             assert [image.shape[0] for image in result.values[node_id]] == [timesteps] * 4

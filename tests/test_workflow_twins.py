@@ -34,6 +34,10 @@ TWINS = {
     ("nfsd_text_to_nerf", "demo_text_to_nerf"): (  # CPU settings, the shapes prior's prompt, own file names
         {1: NOTE, 2: DEMO_LOADER, **{node: {"widgets_values"} for node in (3, 6, 7, 9, 10, 13, 14, 16)}},
         set()),
+    ("edit_image", "demo_edit_image"): (  # Load Image -> NFSD Demo Image and its mask; 32 px; output enlarged
+        {1: NOTE, 2: DEMO_LOADER, 3: PROMPT, 4: PROMPT, 5: DEMO_LOADER, 6: {"widgets_values"}, 8: {"inputs"},
+         9: {"widgets_values", "inputs"}, 13: {"widgets_values", *UPSCALED}},
+        {"ImageScaleBy"}),
 }
 
 
