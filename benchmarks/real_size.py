@@ -628,8 +628,8 @@ def main() -> None:
         return
     if not os.environ.get("COMFYUI_PATH"):
         raise SystemExit("set COMFYUI_PATH to a ComfyUI checkout: the stages run ComfyUI's model classes")
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from journal import Journal
+    sys.path.insert(0, str(ROOT))
+    from nfsd_core.batch.journal import Journal
 
     if args.cards:
         rows = [row for name in ARCHITECTURES for row in run_child(name, 1, "--card")["rows"]]

@@ -46,7 +46,7 @@ from nfsd_core.shapes.evaluator import ShapeJudge, load_shapes_judge  # noqa: E4
 from nfsd_core.shapes.objects import COLOURS, OBJECTS  # noqa: E402
 from nfsd_core.shapes.prior import SHAPES_PRIOR_DIR, load_shapes_prior  # noqa: E402
 from nfsd_core.shapes.render import Scene, render_scenes, view_cameras  # noqa: E402
-from journal import Journal  # noqa: E402
+from nfsd_core.batch.journal import Journal  # noqa: E402
 
 OUTPUT = ROOT / "benchmarks" / "results" / "shapes_edit"
 KINDS = {"colour": "shape", "shape": "colour"}  # the edited attribute -> the one to keep

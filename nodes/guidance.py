@@ -19,13 +19,14 @@ from ..nfsd_core import (
     WEIGHTINGS,
     ScoreDistillation,
     TimestepSchedule,
+    check_text,
     latent_mask,
     make_rule,
 )
 from .adapters.conditioning import prompt_conditioning, source_conditioning, split_views
 from .adapters.score_model import ComfyScoreModel
 from .guards.limits import check_finite
-from .schema import CATEGORY, optional_prompt_inputs
+from .schema import CATEGORY, MAX_TEXT_CHARS, optional_prompt_inputs
 from .sockets import Guidance
 
 TIMESTEPS = TimestepSchedule()  # the core's defaults, shown by the widgets
@@ -129,6 +130,8 @@ class ScoreDistillationGuidance(io.ComfyNode):
                 source_prompt=None, source_text=None, mask=None) -> io.NodeOutput:
         check_finite(cls, {"scale": scale, "t_min": t_min, "t_max": t_max, "t_max_end": t_max_end,
                            "anneal_at": anneal_at, "grad_clip": grad_clip})
+        if source_text is not None:  # linked text, so first seen here: refused before any encode
+            check_text("source_text", source_text, MAX_TEXT_CHARS)
         score_model = ComfyScoreModel(model)
         guidance_rule = make_rule(RULE_NAMES[rule], nfsd_threshold)
         prompts = prompt_conditioning(rule, guidance_rule, split_views(positive), negative, unconditional, clip)

@@ -20,9 +20,8 @@ from comfy_api.latest import io
 from ..nfsd_core import VIEW_SUFFIXES, check_text
 from .adapters.conditioning import VIEW_KEY, encode_text
 from .guards.limits import validation
-from .schema import CATEGORY
+from .schema import CATEGORY, MAX_TEXT_CHARS
 
-MAX_TEXT_CHARS = 10_000  # about 2,500 CLIP tokens, encoded once per view: far beyond any prompt a model follows
 OVERHEAD = "overhead"
 
 

@@ -240,7 +240,8 @@ HOSTILE_TEXT = {
 }
 # The only hostile text an input may take: a prompt may be brackets or the word CON; no file name, JSON
 # setting or list of numbers may be.
-TAKES_PROMPT_TEXT = {("NFSD_ViewPrompts.text", "deep JSON"), ("NFSD_ViewPrompts.text", "reserved name")}
+TAKES_PROMPT_TEXT = {(prompt, kind) for prompt in ("NFSD_ViewPrompts.text", "NFSD_ScoreDistillationGuidance.source_text")
+                     for kind in ("deep JSON", "reserved name")}
 
 
 def string_inputs(comfyui) -> list[tuple[str, str]]:
