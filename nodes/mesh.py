@@ -26,7 +26,16 @@ from .schema import CATEGORY
 from .sockets import Nerf
 from .sockets.nerf import check_nerf
 
+
+def check_mesh_memory(nerf, resolution: int) -> None:
+    """Refuse a mesh of `nerf` at `resolution` that cannot fit in memory, naming the resolution that fits."""
+    settings = check_nerf(nerf).settings
+    check_memory(mesh_bytes(settings, resolution), f"a mesh of resolution {resolution}",
+                 {"resolution": (lambda n: mesh_bytes(settings, n), 16, resolution, 8)})
+
+
 MESH_PREFIX = "NFSD/mesh"
+SAVED_NAME_SUFFIX = len("_00001_.glb") + 2  # what Save Mesh appends to the prefix's last name (room for 10^7 files)
 
 
 class ExtractMesh(io.ComfyNode):
@@ -57,11 +66,15 @@ class ExtractMesh(io.ComfyNode):
         )
 
     @classmethod
+    def check_before_optimizer(cls, inputs: dict, upstream) -> None:
+        """A mesh that cannot fit, refused by an Optimizer upstream before its first step (guards.graph)."""
+        if isinstance(inputs.get("resolution"), int):
+            check_mesh_memory(upstream.representation, inputs["resolution"])
+
+    @classmethod
     def execute(cls, nerf, resolution, threshold, min_component) -> io.NodeOutput:
         check_finite(cls, {"threshold": threshold, "min_component": min_component})
-        settings = check_nerf(nerf).settings
-        check_memory(mesh_bytes(settings, resolution), f"a mesh of resolution {resolution}",
-                     {"resolution": (lambda n: mesh_bytes(settings, n), 16, resolution, 8)})
+        check_mesh_memory(nerf, resolution)
         restored = nerf.restore(comfy.model_management.get_torch_device())
         mesh = extract_mesh(restored, resolution=resolution, threshold=threshold or "auto",
                             min_component=min_component, progress=interrupt_progress(1, cls.hidden.unique_id))
@@ -100,16 +113,17 @@ class SaveMesh(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, filename_prefix=None) -> bool | str:
-        """Refuses a prefix that leads outside the output folder when the graph is queued (None: linked)."""
+        """Refuses, when the graph is queued, a prefix that leads outside the output folder or names
+        files the file system would refuse after the work (None: linked, checked when it runs)."""
         if filename_prefix is None:
             return True
         return refusal("filename_prefix", filename_prefix, folder_paths.get_output_directory(), "output",
-                       MESH_PREFIX) or True
+                       MESH_PREFIX, SAVED_NAME_SUFFIX) or True
 
     @classmethod
     def execute(cls, mesh, filename_prefix, format, colours=COLOUR_OUTPUTS[0]) -> io.NodeOutput:
         output = folder_paths.get_output_directory()
-        confined("filename_prefix", filename_prefix, output, "output", MESH_PREFIX)
+        confined("filename_prefix", filename_prefix, output, "output", MESH_PREFIX, SAVED_NAME_SUFFIX)
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, output)
         subfolder = subfolder.replace("\\", "/")
         saved = []

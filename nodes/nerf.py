@@ -10,14 +10,13 @@ own: NFSD Optimizer, which knows the model, fills them in (see sockets.rendered)
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any, Mapping
 
 from comfy_api.latest import io
 
-from ..nfsd_core import nerf_training_bytes, setting_bounds
+from ..nfsd_core import nerf_training_bytes, parse_json, setting_bounds
 from ..nfsd_core.nerf import BACKGROUND_KINDS, COLOUR_SPACES, NerfSettings
-from .guards.limits import check_finite, check_memory
+from .guards.limits import check_finite, check_memory, validation
 from .schema import CATEGORY, SEED_CONTROL
 from .sockets import Nerf
 from .sockets.nerf import NerfState
@@ -26,6 +25,9 @@ from .sockets.rendered import MODEL_SETTINGS
 DEFAULTS = NerfSettings()
 GUIDANCE_SIZES, RAY_SAMPLES, BATCH_SIZES = (setting_bounds(NerfSettings, name)
                                             for name in ("guidance_size", "samples_per_ray", "batch_size"))
+ADVANCED_EXAMPLE = '{"volume": {"log2_table_size": 16}}'
+MAX_ADVANCED_CHARS = 65536  # every NeRF setting spelled out takes about 2,000
+MAX_ADVANCED_DEPTH = 8  # NerfSettings nest 4 deep (regularizers.sparsity.start); lists one more
 MODELS_OWN_SIZE = 0  # the guidance_size widget's value that means "the model's own image size"
 
 
@@ -38,18 +40,14 @@ def merge_into(config: dict[str, Any], overrides: dict[str, Any]) -> None:
             config[key] = value
 
 
-def parse_advanced(text: str, what: str = "NeRF settings",
-                   example: str = '{"volume": {"log2_table_size": 16}}') -> dict[str, Any]:
-    """The `advanced` input: "" or a JSON object of settings overrides (`what`, e.g. `example`)."""
+def parse_advanced(text: str, what: str = "NeRF settings", example: str = ADVANCED_EXAMPLE) -> dict[str, Any]:
+    """The `advanced` input: "" or a JSON object of settings overrides (`what`, e.g. `example`), within
+    bounds (size, depth)."""
     if not text.strip():
         return {}
-    try:
-        overrides = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"advanced must be a JSON object of {what}, e.g. {example}; it does not parse: "
-                         f"{error}") from None
+    overrides = parse_json("advanced", text, MAX_ADVANCED_CHARS, MAX_ADVANCED_DEPTH, example)
     if not isinstance(overrides, dict):
-        raise ValueError(f"advanced must be a JSON object of {what}, got {type(overrides).__name__}")
+        raise ValueError(f"advanced must be a JSON object of {what}, e.g. {example}, got {type(overrides).__name__}")
     return overrides
 
 
@@ -188,6 +186,11 @@ class NeRFRepresentation(io.ComfyNode):
             ],
             outputs=[Nerf.Output(display_name="nerf", tooltip="The NeRF, for NFSD Optimizer.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, advanced=None) -> bool | str:
+        """Refuses `advanced` JSON that does not parse when the graph is queued (None: linked, checked when it runs)."""
+        return advanced is None or validation(lambda: parse_advanced(advanced))
 
     @classmethod
     def execute(cls, **widgets) -> io.NodeOutput:

@@ -16,12 +16,12 @@ from typing import Any, Mapping
 import folder_paths
 from comfy_api.latest import io
 
-from ..nfsd_core import setting_bounds
+from ..nfsd_core import setting_bounds, texture_training_bytes
 from ..nfsd_core.nerf import BACKGROUND_KINDS, COLOUR_SPACES
 from ..nfsd_core.texture import (FRONTS, MESH_FILE_SUFFIXES, SHADINGS, TextureSettings, check_cameras, check_mesh,
                                  load_mesh_file)
 from .adapters.mesh import meshes_of
-from .guards.limits import check_finite, check_memory
+from .guards.limits import check_finite, check_memory, validation
 from .guards.paths import confined, refusal
 from .nerf import MODELS_OWN_SIZE, merge_into, parse_advanced, settings_from_model
 from .schema import CATEGORY, SEED_CONTROL
@@ -68,6 +68,11 @@ def read_mesh(mesh, mesh_file: str):
     return check_mesh(item.vertices, item.faces, item.colours, what="mesh")
 
 
+def parse_texture_advanced(text: str) -> dict[str, Any]:
+    """The `advanced` input: "" or a JSON object of TextureSettings overrides (see nerf.parse_advanced)."""
+    return parse_advanced(text, "mesh texture settings", ADVANCED_EXAMPLE)
+
+
 def texture_settings(widgets: Mapping[str, Any]) -> TextureSettings:
     """TextureSettings from the node's widgets; `advanced` (JSON) overrides any setting last."""
     config = DEFAULTS.to_config()
@@ -77,7 +82,7 @@ def texture_settings(widgets: Mapping[str, Any]) -> TextureSettings:
     config["background"]["kind"] = widgets["background"]
     if widgets["guidance_size"] == MODELS_OWN_SIZE:  # a placeholder until NFSD Optimizer knows the model
         config["guidance_size"] = DEFAULTS.guidance_size
-    merge_into(config, parse_advanced(widgets.get("advanced", ""), "mesh texture settings", ADVANCED_EXAMPLE))
+    merge_into(config, parse_texture_advanced(widgets.get("advanced", "")))
     try:
         return TextureSettings.from_config(config)
     except (TypeError, ValueError) as error:
@@ -91,9 +96,9 @@ def check_training_memory(state: TextureState) -> None:
 
     def with_values(**values) -> int:
         changed = dataclasses.replace(settings, **values)
-        return dataclasses.replace(state, settings=changed).memory_needed(changed.batch_size)
+        return texture_training_bytes(changed, len(state.faces), len(state.vertices))
 
-    check_memory(state.memory_needed(settings.batch_size),
+    check_memory(with_values(),
                  f"a mesh texture training step ({settings.batch_size} x {settings.render_size} px renders of a mesh "
                  f"of {len(state.faces)} faces, a camera bank of {settings.camera_bank})", {
                      "render_size": (lambda n: with_values(render_size=n), 8, settings.render_size, 8),
@@ -168,8 +173,12 @@ class MeshTexture(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, mesh_file=None) -> bool | str:
-        """Refuses a mesh_file that leads outside the input folder when the graph is queued."""
+    def validate_inputs(cls, mesh_file=None, advanced=None) -> bool | str:
+        """Refuses, when the graph is queued, a mesh_file that leads outside the input folder and
+        `advanced` JSON that does not parse (None: linked, checked when it runs)."""
+        parsed = True if advanced is None else validation(lambda: parse_texture_advanced(advanced))
+        if parsed is not True:
+            return parsed
         if mesh_file is None or mesh_file == NO_FILE:
             return True
         return refusal("mesh_file", mesh_file, folder_paths.get_input_directory(), "input", MESH_FILE_EXAMPLE) or True

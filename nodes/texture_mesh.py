@@ -18,7 +18,14 @@ from .adapters.mesh import core_mesh
 from .guards.limits import check_memory, interrupt_progress
 from .schema import CATEGORY
 from .sockets import Texture
-from .sockets.texture import check_texture
+from .sockets.texture import TextureState, check_texture
+
+
+def check_outputs_memory(state: TextureState, texture_size: int, views: int, view_size: int) -> None:
+    """Refuse a bake or a turntable of `state` that cannot fit in memory, naming the value that fits."""
+    check_memory(state.bake_bytes(texture_size), f"baking a {texture_size} px texture",
+                 {"texture_size": (state.bake_bytes, 64, texture_size, 64)})
+    state.check_turntable(views, view_size)
 
 
 class TextureToMesh(io.ComfyNode):
@@ -56,10 +63,16 @@ class TextureToMesh(io.ComfyNode):
         )
 
     @classmethod
+    def check_before_optimizer(cls, inputs: dict, upstream) -> None:
+        """A bake or views that cannot fit, refused by an Optimizer upstream before its first step (guards.graph)."""
+        sizes = [inputs.get(name) for name in ("texture_size", "views", "view_size")]
+        if all(isinstance(size, int) for size in sizes):
+            check_outputs_memory(check_texture(upstream.representation), *sizes)
+
+    @classmethod
     def execute(cls, texture, texture_size, unwrap, views, view_size) -> io.NodeOutput:
         state = check_texture(texture)
-        check_memory(state.bake_bytes(texture_size), f"baking a {texture_size} px texture",
-                     {"texture_size": (state.bake_bytes, 64, texture_size, 64)})
+        check_outputs_memory(state, texture_size, views, view_size)
         turntable = state.turntable(views, view_size, node_id=cls.hidden.unique_id)
         restored = state.restore(comfy.model_management.get_torch_device())
         mesh = bake_texture(restored, state.vertices, texture_size, unwrap,

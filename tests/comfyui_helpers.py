@@ -4,8 +4,9 @@ Set COMFYUI_PATH to a ComfyUI checkout and run pytest with a Python that has Com
 requirements (see README, Development); without it these tests skip. `comfy_runtime()` starts
 ComfyUI once per process under a temporary base directory of its own: custom_nodes holds a link
 to this pack and the test-only `tiny_sd_register` pack, models/ four micro checkpoints (SD and SDXL,
-eps and v-prediction) that stock CheckpointLoaderSimple loads and a tiny ControlNet, and output/input/
-temp/user stay inside it. Nothing under COMFYUI_PATH is written (not even bytecode caches).
+eps and v-prediction) that stock CheckpointLoaderSimple loads and a tiny ControlNet, input/ the example.png
+every ComfyUI ships (edit_image's picture), and output/temp/user stay inside it. Nothing under
+COMFYUI_PATH is written (not even bytecode caches).
 """
 
 from __future__ import annotations
@@ -75,10 +76,14 @@ class Execution:
 
     @property
     def error_message(self) -> str:
+        """What the user reads: the exception's message, or every validation error's message and details."""
         failure = self.event("execution_error")
         if failure is not None:
             return failure["exception_message"]
-        return json.dumps({"error": self.error, "node_errors": self.node_errors}, default=str)
+        errors = [self.error] if isinstance(self.error, dict) else []
+        errors += [error for node in self.node_errors.values() for error in node.get("errors", [])]
+        return "\n".join(f"{error.get('message', '')}: {error.get('details', '')}" for error in errors) \
+            or json.dumps({"error": self.error, "node_errors": self.node_errors}, default=str)
 
 
 class ComfyRuntime:
@@ -98,6 +103,12 @@ class ComfyRuntime:
     def module(self, name: str):
         """A module of the pack as ComfyUI loaded it, e.g. module("nodes.adapters.score_model")."""
         return importlib.import_module(f"{self.pack.__name__}.{name}")
+
+    def read_checkpoint(self, folder: Path):
+        """The checkpoint in `folder` that this server's NFSD Optimizer wrote, read with its signing key."""
+        from nfsd_core.checkpoint import read_checkpoint
+
+        return read_checkpoint(folder, key=self.module("nodes.optimizer").signing_key())
 
     @property
     def node_classes(self) -> dict[str, Any]:
@@ -276,6 +287,33 @@ def progress_hook(callback):
         comfy.utils.set_progress_bar_global_hook(previous)
 
 
+@contextmanager
+def counting_work():
+    """Count, for the block, the work that a refusal "before work" must come before: every optimiser
+    step (torch's global step hook) and every diffusion-model call (ComfyUI's BaseModel.apply_model,
+    which every sampler and NFSD node goes through). Yields the counts, a dict updated as they happen."""
+    import comfy.model_base
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    counts = {"optimizer_steps": 0, "model_calls": 0}
+    original = comfy.model_base.BaseModel.apply_model
+
+    def count_step(optimizer, args, kwargs):
+        counts["optimizer_steps"] += 1
+
+    def counted_apply_model(self, *args, **kwargs):
+        counts["model_calls"] += 1
+        return original(self, *args, **kwargs)
+
+    handle = register_optimizer_step_pre_hook(count_step)
+    comfy.model_base.BaseModel.apply_model = counted_apply_model
+    try:
+        yield counts
+    finally:
+        handle.remove()
+        comfy.model_base.BaseModel.apply_model = original
+
+
 def forget_pack_root_package() -> None:
     """Drop the pack's root package from sys.modules before ComfyUI is imported.
 
@@ -303,6 +341,8 @@ def comfy_runtime() -> ComfyRuntime:
     atexit.register(shutil.rmtree, base, True)
     (base / "custom_nodes").mkdir()
     (base / "models" / "checkpoints").mkdir(parents=True)
+    (base / "input").mkdir()  # with the picture every ComfyUI ships in input/, which edit_image loads
+    shutil.copy(Path(COMFYUI_PATH) / "input" / "example.png", base / "input" / "example.png")
     os.symlink(REPO, base / "custom_nodes" / PACK_FOLDER)
     os.symlink(TEST_PACKS / "tiny_sd_register", base / "custom_nodes" / "tiny_sd_register")
     forget_pack_root_package()

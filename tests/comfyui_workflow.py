@@ -6,7 +6,8 @@ Follows the frontend's graph-to-prompt rules:
   widgets past the end of `widgets_values` (added to the node after the workflow was saved) keep their
   defaults (a combo without one: its first option);
 - a widget with `control_after_generate` (explicit, or an INT named `seed`/`noise_seed`) is followed by
-  one UI-only value ("fixed", "randomize", ...); a linked widget input takes the link instead;
+  one UI-only value ("fixed", "randomize", ...), and so is an image file combo with an upload button
+  (Load Image's "image": the button's value); a linked widget input takes the link instead;
 - Note/MarkdownNote nodes are UI only; Reroute nodes pass their link through; a PrimitiveNode supplies
   its value; a bypassed node (mode 4) passes through the input of the type asked for (same slot first);
   an input fed by a muted node (mode 2) is dropped, and muted nodes are not run.
@@ -33,11 +34,12 @@ def widget_names(spec: dict[str, Any]) -> list[tuple[str, int, Any]]:
                 kind = "COMBO"
             if kind not in WIDGET_TYPES or options.get("forceInput"):
                 continue
-            if options.get("image_upload") or options.get("upload"):
-                raise NotImplementedError(f"upload widgets ({name}) are not supported")
+            if options.get("upload"):
+                raise NotImplementedError(f"upload widgets other than images ({name}) are not supported")
             control = options.get("control_after_generate") or (kind == "INT" and name in ("seed", "noise_seed"))
+            upload = options.get("image_upload")
             default = options.get("default", kind_values[0] if kind == "COMBO" and kind_values else None)
-            names.append((name, 1 + (1 if control else 0), default))
+            names.append((name, 1 + (1 if control or upload else 0), default))
     return names
 
 

@@ -6,6 +6,7 @@ pytestmark = requires_comfyui
 
 NODE_IDS = {
     "NFSD_DemoModel": "NFSD Demo Model",
+    "NFSD_DemoImage": "NFSD Demo Image",
     "NFSD_ScoreDistillationGuidance": "NFSD Score Distillation Guidance",
     "NFSD_LatentCanvas": "NFSD Latent Canvas",
     "NFSD_Optimizer": "NFSD Optimizer",

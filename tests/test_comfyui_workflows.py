@@ -23,6 +23,7 @@ WORKFLOWS = [path for path in ALL_WORKFLOWS if path.name not in NEEDS_WEIGHTS]
 DEMO_PREFIX = "demo_"  # workflows on NFSD Demo Model: CPU-sized already, run as shipped
 DEMO_PROMPT, DEMO_DIGIT = "a handwritten digit seven", 7
 DEMO_3D_PROMPTS = ("a red mug", "a blue house")  # the NeRF demo's, the texture demo's
+DEMO_EDIT_PROMPT, DEMO_EDIT = "a blue cube", {"shape": ["cube"], "colour": ["blue"]}  # a red cube made blue
 # The 3D demos run as shipped but for their length: minutes on a CPU, here a tenth of it.
 DEMO_3D_CUTS = {"NFSD_Optimizer": {"steps": 60}, "NFSD_NeRFTurntable": {"views": 4},
                 "NFSD_TextureToMesh": {"views": 4, "texture_size": 256}}
@@ -37,6 +38,7 @@ TEST_SETTINGS = {
     "NFSD_MeshTexture": TINY_TEXTURE,
     "NFSD_TextureToMesh": {"texture_size": 64, "views": 2, "view_size": 32},
     "EmptyLatentImage": {"width": 64, "height": 64},
+    "ImageScale": {"width": 64, "height": 64},
     "KSampler": {"steps": 2},
 }
 
@@ -65,8 +67,8 @@ def test_workflows_are_shipped():
     assert {path.name for path in ALL_WORKFLOWS} >= {
         "nfsd_text_to_image.json", "sds_vs_nfsd_same_seed.json", "score_decomposition.json", "nfsd_text_to_nerf.json",
         "nfsd_text_to_nerf_resume.json", "demo_nfsd_text_to_image.json", "demo_sds_vs_nfsd_same_seed.json",
-        "demo_score_decomposition.json", "demo_text_to_nerf.json", "texture_mesh.json", "demo_texture_mesh.json",
-        "hunyuan3d_texture_mesh.json"}
+        "demo_score_decomposition.json", "demo_text_to_nerf.json", "edit_image.json", "demo_edit_image.json",
+        "texture_mesh.json", "demo_texture_mesh.json", "hunyuan3d_texture_mesh.json"}
     assert all(path.with_suffix(".jpg").is_file() for path in ALL_WORKFLOWS)  # the template browser's thumbnails
 
 
@@ -77,7 +79,8 @@ def test_demo_workflows_need_no_download(path: Path):
     kinds = {node["type"] for node in nodes}
     (prior,) = {node["widgets_values"][0] for node in nodes if node["type"] == "NFSD_DemoModel"}
     prompts = {"digits": ("CLIPTextEncode", (DEMO_PROMPT,)), "shapes": ("NFSD_ViewPrompts", DEMO_3D_PROMPTS)}
-    prompt_node, promised = prompts[prior]
+    edits = "NFSD_DemoImage" in kinds
+    prompt_node, promised = ("CLIPTextEncode", (DEMO_EDIT_PROMPT,)) if edits else prompts[prior]
     assert {node["widgets_values"][0] for node in nodes if node["type"] == prompt_node} & set(promised)
     assert not kinds & {"CheckpointLoaderSimple", "CheckpointLoader", "UNETLoader", "CLIPLoader", "VAELoader",
                         "LoadImage"}
@@ -124,9 +127,14 @@ def test_workflow_runs_as_shipped(comfyui, path: Path):
             shown = [viewer for viewer, other in prompt.items() if other["class_type"] == "PreviewImage"
                      and other["inputs"]["images"] == [node_id, 3]]  # the run's curves, on the canvas
             assert shown and all(result.ui[viewer]["images"] for viewer in shown)
-        if node["class_type"] == "NFSD_Renderer" and demo:  # the digit it promises, to the prior's own judge
+        if node["class_type"] == "NFSD_Renderer" and demo:  # what it promises, to the prior's own judge
             images = result.values[node_id][0].movedim(-1, 1)
-            assert comfyui.module("nfsd_core.digits.evaluator").load_digits_evaluator().predict(images).tolist() == [DEMO_DIGIT]
+            if path.stem == "demo_edit_image":
+                judged = comfyui.module("nfsd_core.shapes.evaluator").load_shapes_judge().predict(images)
+                assert {name: judged[name] for name in DEMO_EDIT} == DEMO_EDIT
+            else:
+                evaluator = comfyui.module("nfsd_core.digits.evaluator").load_digits_evaluator()
+                assert evaluator.predict(images).tolist() == [DEMO_DIGIT]
         if node["class_type"] == "NFSD_ScoreDecomposition":
             timesteps = node["inputs"]["timesteps"].count(",") + 1
             assert [image.shape[0] for image in result.values[node_id]] == [timesteps] * 4

@@ -187,7 +187,7 @@ def test_the_3d_benchmark_measures_every_method_and_resumes(tiny_prior, tmp_path
     shapes_benchmark = benchmark_script("shapes_benchmark")
     directory, _ = tiny_prior
     arguments = ["--prior", str(directory), "--steps", "2", "--prompts", "1", "--methods", "SDS 100", "NFSD 7.5",
-                 "--output", str(tmp_path)]
+                 "--output", str(tmp_path), "--in-process"]
     assert shapes_benchmark.main(arguments) == 0
     records = json.loads((tmp_path / "results.json").read_text())["records"]
     assert set(records) == {"SDS 100", "NFSD 7.5"}
@@ -205,7 +205,7 @@ def test_the_2d_canvas_benchmark_on_the_3d_prior_measures_every_method_and_resum
 
     shapes_canvas_benchmark = benchmark_script("shapes_canvas_benchmark")
     directory, _ = tiny_prior
-    arguments = ["--prior", str(directory), "--steps", "2", "--output", str(tmp_path)]
+    arguments = ["--prior", str(directory), "--steps", "2", "--output", str(tmp_path), "--in-process"]
     assert shapes_canvas_benchmark.main(arguments) == 0
     records = json.loads((tmp_path / "results.json").read_text())["records"]
     assert list(records) == [method.label for method in shapes_canvas_benchmark.METHODS] + [
@@ -219,3 +219,44 @@ def test_the_2d_canvas_benchmark_on_the_3d_prior_measures_every_method_and_resum
     journal = (tmp_path / "runs.jsonl").read_text()
     assert shapes_canvas_benchmark.main(arguments) == 0  # resumed: nothing run again
     assert (tmp_path / "runs.jsonl").read_text() == journal
+
+
+def test_the_edit_benchmark_measures_every_method_and_resumes(tiny_prior, tmp_path):
+    import json
+
+    shapes_edit_benchmark = benchmark_script("shapes_edit_benchmark")
+    directory, _ = tiny_prior
+    arguments = ["--prior", str(directory), "--steps", "2", "--rows", "2", "--seeds", "0", "--output", str(tmp_path)]
+    assert shapes_edit_benchmark.main(arguments) == 0
+    records = json.loads((tmp_path / "results.json").read_text())["records"]
+    assert list(records) == [shapes_edit_benchmark.NO_EDIT] + [m.label for m in shapes_edit_benchmark.METHODS]
+    for label, record in records.items():
+        assert set(record) >= {"colour"} and ("shape" in record) == ("mask" not in label)
+        assert 0 <= record["colour"]["target"] <= 1 and record["colour"]["outside_change"] >= 0
+    assert records[shapes_edit_benchmark.NO_EDIT]["colour"]["target"] == 0  # the source has the source's colour
+    assert records["SDS 100 (from the image)"]["evaluations_per_step"] == 2.0
+    assert records["DDS 7.5"]["evaluations_per_step"] == 4.0 < records["NFSD-edit 7.5"]["evaluations_per_step"] <= 6
+    assert (tmp_path / "grid.png").is_file() and "| NFSD-edit 7.5 |" in (tmp_path / "results.md").read_text()
+    journal = (tmp_path / "runs.jsonl").read_text()
+    assert shapes_edit_benchmark.main(arguments) == 0  # resumed: nothing run again
+    assert (tmp_path / "runs.jsonl").read_text() == journal
+
+
+def test_an_object_rendered_for_a_view_is_seen_from_that_view_with_its_mask():
+    from nfsd_core import render_shape, shape_choices
+    from nfsd_core.shapes.render import view_cameras
+
+    choices = shape_choices()
+    assert set(choices["object"]) == set(OBJECTS) and choices["view"] == ("front", "side", "back")
+    assert view_cameras(list(choices["view"])).views == ["front", "side", "back"]
+    image, mask = render_shape("mug", "blue", "side", 32)
+    assert image.shape == (1, 3, 32, 32) and mask.shape == (1, 1, 32, 32)
+    on_object = mask[0, 0] > 0.99
+    assert 0.05 < on_object.float().mean() < 0.6
+    blue = image[0][:, on_object].mean(dim=1)
+    assert blue[2] > blue[0] and blue[2] > blue[1]
+    assert torch.allclose(image[0][:, mask[0, 0] == 0], torch.tensor(0.5))  # the mid-grey background
+    with pytest.raises(ValueError, match="unknown colour 'teal'"):
+        render_shape("mug", "teal")
+    with pytest.raises(ValueError, match=r"unknown view\(s\) \['top'\]"):
+        render_shape("mug", "blue", "top")

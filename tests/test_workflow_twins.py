@@ -38,6 +38,10 @@ TWINS = {
         {1: NOTE, 2: DEMO_LOADER, 6: {"widgets_values", "inputs"},
          **{node: {"widgets_values"} for node in (3, 7, 9, 10, 12)}},
         {"NFSD_DemoMesh"}),
+    ("edit_image", "demo_edit_image"): (  # Load Image -> NFSD Demo Image and its mask; 32 px; output enlarged
+        {1: NOTE, 2: DEMO_LOADER, 3: PROMPT, 4: PROMPT, 5: DEMO_LOADER, 6: {"widgets_values"}, 8: {"inputs"},
+         9: {"widgets_values", "inputs"}, 13: {"widgets_values", *UPSCALED}},
+        {"ImageScaleBy"}),
 }
 
 

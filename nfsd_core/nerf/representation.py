@@ -54,9 +54,14 @@ class NerfRepresentation(RenderedRepresentation):
     `latent_rgb` is given); `latent_rgb` maps latent colours to RGB for previews and meshes;
     `check_interrupt` is called between the chunks of every render and stops it by raising
     (ComfyUI's Cancel), so a long step or render stops within a chunk.
+
+    `recompute` (default True): a training render keeps no field activations for backward but
+    computes each chunk's again there (`rendering.render_rays`), which changes no result and
+    keeps the render's graph to a few bytes per sample.
     """
 
     noun = "NeRF"
+    recompute = True
 
     def __init__(
         self,
@@ -135,6 +140,7 @@ class NerfRepresentation(RenderedRepresentation):
                 generator,
                 normals=normals,
                 orientation=orientation,
+                recompute=self.recompute,
             ))
         rays = concatenate(outputs)
         shape = origins.shape[:-1]

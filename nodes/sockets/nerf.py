@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from ...nfsd_core import LatentToRGB, nerf_training_bytes, turntable_bytes
+from ...nfsd_core import LatentToRGB, StepMemory, nerf_step_memory, turntable_bytes
 from ...nfsd_core.nerf import NerfRepresentation, NerfSettings
 from ..adapters.preview import latent_to_rgb
-from .rendered import RenderedState
+from .rendered import RenderedState, with_model_call
 
 
 @dataclass(frozen=True, eq=False)  # compared by identity: it holds tensors
@@ -44,8 +44,14 @@ class NerfState(RenderedState):
         """The render size of the step just done."""
         return self.settings.render_size(max(done - 1, 0), steps)
 
-    def memory_needed(self, batch: int) -> int:
-        return nerf_training_bytes(dataclasses.replace(self.settings, batch_size=batch))
+    def step_memory(self, batch: int, denoiser: int, encode: tuple[int, int, int] = (0, 0, 0)) -> StepMemory:
+        return max((self.stage_memory(size, batch, denoiser, encode) for size in self.settings.render_sizes),
+                   key=lambda step: step.total)
+
+    def stage_memory(self, size: int, batch: int, denoiser: int, encode: tuple[int, int, int]) -> StepMemory:
+        """A step at render size `size` (see `step_memory`)."""
+        return with_model_call(nerf_step_memory(dataclasses.replace(self.settings, batch_size=batch), size),
+                               denoiser, encode)
 
     def new_representation(self, latent_format) -> NerfRepresentation:
         latent_rgb = self.latent_rgb if latent_format is None else latent_to_rgb(latent_format)

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ...nfsd_core import RenderedRepresentation, to_pil
+from ...nfsd_core import RenderedRepresentation, StepMemory, to_pil
 from ...nfsd_core.nerf import Render, orbit_cameras, render_turntable, training_views
 from ..adapters.autograd import autograd_enabled
 from ..adapters.codec import ComfyLatentCodec
@@ -40,6 +40,13 @@ def front_view_latent(trained: RenderedRepresentation, size: int, latent_format)
     front = orbit_cameras(1, cameras.eval_elevation, cameras.eval_distance, cameras.eval_fovy)
     render = trained.render(front, size, size)
     return latent_format.process_out(trained.latents_for_guidance(render.colour).float()).cpu()
+
+
+def with_model_call(own: StepMemory, denoiser: int, encode: tuple[int, int, int]) -> StepMemory:
+    """A step of the representation's own memory `own` with the model call's activations `denoiser`
+    and the VAE encode's (weights, kept, backward) bytes (see NodeRepresentation.step_memory)."""
+    weights, kept, backward = encode
+    return dataclasses.replace(own, weights=weights, encode_kept=kept, encode_backward=backward, denoiser=denoiser)
 
 
 class RenderedState(NodeRepresentation):
@@ -138,6 +145,9 @@ class RenderedState(NodeRepresentation):
     def render(self, vae) -> Tensor:
         return self.turntable(RENDERER_VIEWS, self.view_size).colour
 
+    def check_render(self) -> None:
+        self.check_turntable(RENDERER_VIEWS, self.view_size)
+
     def preview(self, trained: RenderedRepresentation, done: int, steps: int, previewer) -> Image.Image | None:
         """The evaluation view from a camera that circles once over the run (latent colours through
         the representation's own latent-to-RGB map: no `previewer` is needed)."""
@@ -163,14 +173,18 @@ class RenderedState(NodeRepresentation):
                   normals: bool = False, node_id: str | None = None) -> Render:
         """`views` renders turning once around (see nfsd_core's render_turntable), on ComfyUI's device,
         refused when they cannot fit in memory; the progress bar follows the views, Cancel stops them."""
-        check_memory(self.turntable_bytes(views, size, normals), f"{views} views of {size} px", {
-            "views": (lambda n: self.turntable_bytes(n, size, normals), 1, views, 1),
-            "size": (lambda side: self.turntable_bytes(views, side, normals), 8, size, 8),
-        })
+        self.check_turntable(views, size, normals)
         with autograd_enabled():  # a NeRF's normals are density gradients
             restored = self.restore(comfy.model_management.get_torch_device())
             return render_turntable(restored, views, size, elevation, distance, normals=normals,
                                     progress=interrupt_progress(views, node_id))
+
+    def check_turntable(self, views: int, size: int, normals: bool = False) -> None:
+        """Refuse a turntable of `views` renders of `size` px that cannot fit in memory, naming what fits."""
+        check_memory(self.turntable_bytes(views, size, normals), f"{views} views of {size} px", {
+            "views": (lambda n: self.turntable_bytes(n, size, normals), 1, views, 1),
+            "size": (lambda side: self.turntable_bytes(views, side, normals), 8, size, 8),
+        })
 
     def _check_optimised(self) -> None:
         if self.weights is None:

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from ...nfsd_core import LatentToRGB, bake_bytes, texture_training_bytes, texture_turntable_bytes
+from ...nfsd_core import LatentToRGB, StepMemory, bake_bytes, texture_step_memory, texture_turntable_bytes
 from ...nfsd_core.texture import Surface, TextureRepresentation, TextureSettings
 from ..adapters.preview import latent_to_rgb
-from .rendered import RenderedState
+from .rendered import RenderedState, with_model_call
 
 PREVIEW_SIZE = 256  # the Optimizer's previews are at most this many pixels per side
 
@@ -50,9 +50,10 @@ class TextureState(RenderedState):
         """The mesh as the cameras see it (checked, turned z up, fitted)."""
         return Surface.from_mesh(self.vertices, self.faces, self.colours, self.settings.front, self.settings.fit_radius)
 
-    def memory_needed(self, batch: int) -> int:
-        settings = dataclasses.replace(self.settings, batch_size=batch)
-        return texture_training_bytes(settings, len(self.faces), len(self.vertices))
+    def step_memory(self, batch: int, denoiser: int, encode: tuple[int, int, int] = (0, 0, 0)) -> StepMemory:
+        own = texture_step_memory(dataclasses.replace(self.settings, batch_size=batch), len(self.faces),
+                                  len(self.vertices))
+        return with_model_call(own, denoiser, encode)
 
     def new_representation(self, latent_format) -> TextureRepresentation:
         latent_rgb = self.latent_rgb if latent_format is None else latent_to_rgb(latent_format)
