@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nfsd_core import OptimizerSettings, Prompts, ScoreDistillation, optimize  # noqa: E402
+from nfsd_core.batch.journal import Journal  # noqa: E402
 from nfsd_core.image_files import save_grid  # noqa: E402
 from nfsd_core.nerf import BackgroundSettings, orbit_cameras, render_turntable, view_names, z_up_to_y_up  # noqa: E402
 from nfsd_core.shapes.demo import CPU_TIMESTEPS  # noqa: E402
@@ -48,7 +49,6 @@ from nfsd_core.shapes.objects import COLOURS, FRONTED, OBJECTS, object_mesh  # n
 from nfsd_core.shapes.prior import SHAPES_PRIOR_DIR, load_shapes_prior  # noqa: E402
 from nfsd_core.texture import ColourFieldSettings, Surface, TextureRepresentation, TextureSettings  # noqa: E402
 from nfsd_core.timesteps import TimestepSchedule  # noqa: E402
-from journal import Journal  # noqa: E402
 
 OUTPUT = ROOT / "benchmarks" / "results" / "shapes_texture"
 PROMPTS = [("a red mug", "mug", "red"), ("a blue house", "house", "blue"), ("a green cube", "cube", "green"),
