@@ -72,13 +72,21 @@ def nerf_settings(widgets: Mapping[str, Any]) -> NerfSettings:
     regularizers["sparsity"].update(start=widgets["sparsity"], end=widgets["sparsity"])
     regularizers["opaque"].update(end=widgets["opaque"])  # keeps the default ramp: 0 until 40 % of the run
     regularizers["orientation"].update(start=widgets["orientation"], end=widgets["orientation"])
-    if widgets["guidance_size"] == MODELS_OWN_SIZE:  # a placeholder until NFSD Optimizer knows the model
-        config["guidance_size"] = DEFAULTS.guidance_size
-    merge_into(config, parse_advanced(widgets.get("advanced", "")))
+    return settings_with_advanced(NerfSettings, config, widgets, parse_advanced(widgets.get("advanced", "")), "NeRF")
+
+
+def settings_with_advanced(settings_class, config: dict[str, Any], widgets: Mapping[str, Any],
+                           advanced: dict[str, Any], noun: str):
+    """`settings_class` (NerfSettings, TextureSettings) from the widgets' `config`, the parsed `advanced`
+    overrides merged in last; a `guidance_size` left to the model holds the default until NFSD
+    Optimizer knows the model."""
+    if widgets["guidance_size"] == MODELS_OWN_SIZE:
+        config["guidance_size"] = settings_class().guidance_size
+    merge_into(config, advanced)
     try:
-        return NerfSettings.from_config(config)
+        return settings_class.from_config(config)
     except (TypeError, ValueError) as error:
-        raise ValueError(f"NeRF settings: {error}") from None
+        raise ValueError(f"{noun} settings: {error}") from None
 
 
 def settings_from_model(widgets: Mapping[str, Any]) -> frozenset[str]:

@@ -23,7 +23,7 @@ from ..nfsd_core.texture import (FRONTS, MESH_FILE_SUFFIXES, SHADINGS, TextureSe
 from .adapters.mesh import meshes_of
 from .guards.limits import check_finite, check_memory, validation
 from .guards.paths import confined, refusal
-from .nerf import MODELS_OWN_SIZE, merge_into, parse_advanced, settings_from_model
+from .nerf import MODELS_OWN_SIZE, parse_advanced, settings_from_model, settings_with_advanced
 from .schema import CATEGORY, SEED_CONTROL
 from .sockets import Texture
 from .sockets.texture import TextureState
@@ -32,6 +32,7 @@ DEFAULTS = TextureSettings()
 MESH_FOLDER = "3d"  # the input subfolder Load 3D uploads to
 NO_FILE = "none"
 MESH_FILE_EXAMPLE = f"{MESH_FOLDER}/my_mesh.glb"
+EXISTING_FILE = 0  # guards.paths' file_suffix for a file read as named: its last name is a file's, nothing appended
 GUIDANCE_SIZES, BATCH_SIZES, CAMERA_BANKS = (setting_bounds(TextureSettings, name)
                                             for name in ("guidance_size", "batch_size", "camera_bank"))
 ADVANCED_EXAMPLE = '{"cameras": {"elevation_range": [-10, 60]}, "colour_field": {"log2_table_size": 17}}'
@@ -56,7 +57,8 @@ def read_mesh(mesh, mesh_file: str):
         if mesh_file == NO_FILE:
             raise ValueError(f"no mesh: wire a MESH into 'mesh' (e.g. from VoxelToMesh or NFSD NeRF to Mesh), or put a "
                              f"mesh file into ComfyUI's input/{MESH_FOLDER} folder and choose it as mesh_file")
-        path = confined("mesh_file", mesh_file, folder_paths.get_input_directory(), "input", MESH_FILE_EXAMPLE)
+        path = confined("mesh_file", mesh_file, folder_paths.get_input_directory(), "input", MESH_FILE_EXAMPLE,
+                        EXISTING_FILE)
         return load_mesh_file(path)
     if getattr(mesh, "vertices", None) is None or getattr(mesh, "faces", None) is None:
         raise ValueError("mesh must be a ComfyUI MESH (vertices and faces)")
@@ -80,13 +82,8 @@ def texture_settings(widgets: Mapping[str, Any]) -> TextureSettings:
                       "camera_bank", "seed")
     config.update({name: widgets[name] for name in passed_through})
     config["background"]["kind"] = widgets["background"]
-    if widgets["guidance_size"] == MODELS_OWN_SIZE:  # a placeholder until NFSD Optimizer knows the model
-        config["guidance_size"] = DEFAULTS.guidance_size
-    merge_into(config, parse_texture_advanced(widgets.get("advanced", "")))
-    try:
-        return TextureSettings.from_config(config)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"mesh texture settings: {error}") from None
+    return settings_with_advanced(TextureSettings, config, widgets, parse_texture_advanced(widgets.get("advanced", "")),
+                                  "mesh texture")
 
 
 def check_training_memory(state: TextureState) -> None:
@@ -181,7 +178,8 @@ class MeshTexture(io.ComfyNode):
             return parsed
         if mesh_file is None or mesh_file == NO_FILE:
             return True
-        return refusal("mesh_file", mesh_file, folder_paths.get_input_directory(), "input", MESH_FILE_EXAMPLE) or True
+        return refusal("mesh_file", mesh_file, folder_paths.get_input_directory(), "input", MESH_FILE_EXAMPLE,
+                       EXISTING_FILE) or True
 
     @classmethod
     def execute(cls, mesh_file, mesh=None, **widgets) -> io.NodeOutput:

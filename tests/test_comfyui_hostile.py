@@ -251,6 +251,7 @@ HOSTS = {
     "NFSD_ExtractMesh": ("8", lambda: shown(mesh(16), "8")),
     "NFSD_SaveMesh": ("9", lambda: only(text_to_nerf_prompt(steps=1), "1", "2", "4", "5", "6", "8", "9")),
     "NFSD_ScoreDecomposition": ("11", decomposition),
+    "NFSD_MeshTexture": ("5", lambda: shown(only(text_to_texture_prompt(), "3", "5"), "5")),
 }
 # What every STRING input is given: text no input should take, or that only a prompt may.
 HOSTILE_TEXT = {

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 import trimesh
-from nfsd_core.checkpoint import read_checkpoint
 from nfsd_core.texture import MAX_FACES, TextureRepresentation
 
 from comfyui_helpers import (  # noqa: F401
@@ -182,7 +181,7 @@ def test_an_interrupted_texture_resumes_to_the_uninterrupted_result(comfyui, tmp
         interrupted = comfyui.execute(text_to_texture_prompt(**settings))  # no checkpoint_dir: the temp folder
     assert not interrupted.success and interrupted.event("execution_interrupted")["node_id"] == OPTIMIZER
     (saved,) = set(temp.glob("*")) - before
-    state = read_checkpoint(saved)
+    state = comfyui.read_checkpoint(saved)
     assert state.step == 2 and state.identity["representation"]["type"] == "mesh_texture"
 
     resumed = run(comfyui, text_to_texture_prompt(**settings))

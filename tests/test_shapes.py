@@ -260,3 +260,24 @@ def test_an_object_rendered_for_a_view_is_seen_from_that_view_with_its_mask():
         render_shape("mug", "teal")
     with pytest.raises(ValueError, match=r"unknown view\(s\) \['top'\]"):
         render_shape("mug", "blue", "top")
+
+
+def test_the_texture_benchmark_measures_every_method_against_the_truth_and_resumes(tiny_prior, tmp_path):
+    import json
+
+    shapes_texture_benchmark = benchmark_script("shapes_texture_benchmark")
+    directory, _ = tiny_prior
+    arguments = ["--prior", str(directory), "--steps", "2", "--prompts", "2", "--methods", "NFSD 7.5",
+                 "--output", str(tmp_path)]
+    assert shapes_texture_benchmark.main(arguments) == 0
+    records = json.loads((tmp_path / "results.json").read_text())["records"]
+    assert list(records) == [shapes_texture_benchmark.START, "NFSD 7.5", shapes_texture_benchmark.TRUTH]
+    assert set(records["NFSD 7.5"]) == {"a red mug", "a blue house"}
+    truth, start = records[shapes_texture_benchmark.TRUTH], records[shapes_texture_benchmark.START]
+    assert truth["a red mug"]["albedo_rmse"] < 0.01 < start["a red mug"]["albedo_rmse"]  # the truth is its own albedo
+    assert truth["a blue house"]["door"] < 0.6 and start["a blue house"]["door"] == pytest.approx(1.0, abs=0.05)
+    assert records["NFSD 7.5"]["a red mug"]["seconds_per_step"] > 0
+    assert (tmp_path / "grid.png").is_file() and "| NFSD 7.5 |" in (tmp_path / "results.md").read_text()
+    journal = (tmp_path / "runs.jsonl").read_text()
+    assert shapes_texture_benchmark.main(arguments) == 0  # resumed: nothing run again
+    assert (tmp_path / "runs.jsonl").read_text() == journal

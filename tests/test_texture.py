@@ -61,6 +61,22 @@ def test_an_interrupted_and_resumed_run_ends_bit_identical_to_an_uninterrupted_o
     assert not torch.equal(fresh["field.encoding.tables.3"], actual["field.encoding.tables.3"])
 
 
+def test_cancel_stops_a_steps_backward_through_the_render():
+    texture = TextureRepresentation(sphere_surface(), tiny_texture_settings(), codec=PoolingCodec())
+    cancelled = []
+
+    def check_interrupt():
+        if cancelled:
+            raise KeyboardInterrupt
+
+    texture.attach(check_interrupt=check_interrupt)
+    view = texture.render_for_guidance(0, 1, torch.Generator().manual_seed(0))
+    cancelled.append(True)  # Cancel pressed after the render, while the step goes on
+    with pytest.raises(KeyboardInterrupt):
+        view.latents.sum().backward()
+    assert all(parameter.grad is None for parameter in texture.field.parameters())  # stopped before reaching them
+
+
 def test_a_checkpoint_of_another_mesh_is_refused(tmp_path):
     texture, _ = run(tmp_path, steps=2)
     vertices, faces = icosphere(subdivisions=2, radius=0.3)

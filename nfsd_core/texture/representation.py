@@ -50,7 +50,7 @@ class TextureRepresentation(RenderedRepresentation):
 
     `codec` is needed to guide in RGB mode; `latent_rgb` maps latent colours to RGB for previews
     and bakes (and turns the mesh's vertex colours into start latents); `check_interrupt` is
-    called before each camera's visibility pass and each chunk of colour queries.
+    called before each camera's visibility pass, each chunk of colour queries and its backward.
     """
 
     noun = "mesh texture"
@@ -160,12 +160,16 @@ class TextureRepresentation(RenderedRepresentation):
             self.vertices[begin:end], None if self.start is None else self.start[begin:end]), chunk)
 
     def _chunked(self, count: int, query, chunk: int) -> Tensor:
-        """`query(begin, end)` over [0, count) `chunk` points at a time, `check_interrupt` before each."""
+        """`query(begin, end)` over [0, count) `chunk` points at a time, `check_interrupt` before each,
+        and before each chunk's backward: a step's backward through a large render stops on Cancel too."""
         parts = []
         for begin in range(0, count, chunk):
             if self.check_interrupt is not None:
                 self.check_interrupt()
-            parts.append(query(begin, min(begin + chunk, count)))
+            part = query(begin, min(begin + chunk, count))
+            if part.requires_grad and self.check_interrupt is not None:
+                part.register_hook(lambda gradient: self.check_interrupt())
+            parts.append(part)
         return torch.cat(parts) if parts else torch.zeros(0, self.settings.channels, device=self.device)
 
     def lights(self, cameras: Cameras, generator: torch.Generator | None) -> Tensor:
