@@ -16,7 +16,12 @@ NeRF is measured against the analytic object its prompt names:
 - cost.
 The untrained NeRF is measured as a row of its own: what learning nothing scores. Tables give the
 mean over prompts and seeds, and the spread over seeds (the standard deviation of the per-seed
-means). Finished runs are journalled, so an interrupted benchmark resumes where it stopped.
+means).
+
+The runs go through `nfsd_core.batch` (`--workers N` on a local Ray, `--address` on a cluster,
+`--in-process` without Ray): every worker loads the prior once, and finished runs are journalled,
+so an interrupted benchmark resumes where it stopped. Every run uses `--threads` torch threads
+(default 1), so the numbers do not depend on how many workers ran them.
 """
 
 from __future__ import annotations
@@ -33,24 +38,25 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from nfsd_core.batch.journal import Journal  # noqa: E402
+from nfsd_core.batch.runner import add_batch_arguments, batch_options, results, run_tasks  # noqa: E402
+from nfsd_core.batch.tasks import ModelSpec, Report, Task  # noqa: E402
 from nfsd_core.image_files import save_grid as save_image_grid  # noqa: E402
 from nfsd_core.nerf import NerfRepresentation, extract_mesh, orbit_cameras, render_turntable, view_names  # noqa: E402
 from nfsd_core.nerf.mesh import density_grid, isosurface_threshold  # noqa: E402
-from nfsd_core.shapes.evaluator import ShapeJudge, load_shapes_judge  # noqa: E402
+from nfsd_core.shapes.evaluator import ShapeJudge  # noqa: E402
 from nfsd_core.shapes.metrics import (  # noqa: E402
     colour_error, janus_rate, level_set_coverage, mesh_chamfer, nearest_object, object_colour, occupancy_iou,
     rescaled_fit, saturation, volume_ratio,
 )
-from nfsd_core.shapes.demo import TextToNerf, text_to_nerf  # noqa: E402
+from nfsd_core.shapes.demo import TextToNerf, load_demo3d, text_to_nerf  # noqa: E402
 from nfsd_core.shapes.objects import COLOURS, FRONTED  # noqa: E402
-from nfsd_core.shapes.prior import SHAPES_PRIOR_DIR, load_shapes_prior  # noqa: E402
+from nfsd_core.shapes.prior import SHAPES_PRIOR_DIR  # noqa: E402
 from nfsd_core.shapes.render import Scene, render_scenes  # noqa: E402
-from journal import Journal  # noqa: E402
 
 OUTPUT = ROOT / "benchmarks" / "results" / "shapes"
 # (prompt, shape, colour or None for a coarse prompt of any colour)
@@ -117,13 +123,16 @@ def measure(nerf, shape: str, colour: str | None, judge: ShapeJudge) -> tuple[di
     return record, frames
 
 
-def run_one(model, codec, judge, prompt: str, shape: str, colour: str | None,
-            run: TextToNerf) -> tuple[dict, torch.Tensor]:
+def run_one(model, codec, judge, prompt: str, shape: str, colour: str | None, run: TextToNerf,
+            report: Report | None = None) -> tuple[dict, torch.Tensor]:
+    """Distil `prompt` with `run` and measure the NeRF; `report(steps_done)` follows the steps."""
     evaluations, seconds = [], []
 
     def on_step(step_record) -> None:
         evaluations.append(step_record.evaluations / run.nerf.batch_size)
         seconds.append(step_record.seconds)
+        if report is not None:
+            report(step_record.step + 1)
 
     started = time.perf_counter()
     if run.steps:
@@ -134,6 +143,40 @@ def run_one(model, codec, judge, prompt: str, shape: str, colour: str | None,
     record.update(evaluations_per_step=mean(evaluations), seconds_per_step=mean(seconds),
                   minutes=(time.perf_counter() - started) / 60)
     return record, frames
+
+
+def benchmark_run(loaded: tuple, report: Report, prompt: str, shape: str, colour: str | None, run: TextToNerf,
+                  frame_file: str) -> dict:
+    """One (method, prompt) run as a batch task on the worker's (model, codec, judge): its record,
+    its turntable frames saved to `frame_file`."""
+    record, frames = run_one(*loaded, prompt, shape, colour, run, report)
+    torch.save(frames, frame_file)
+    return record
+
+
+def run_key(method: str, prompt: str, seed: int) -> str:
+    return f"{method} | {prompt} | seed {seed}"
+
+
+def frame_file(frames_dir: Path, key: str) -> Path:
+    return frames_dir / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".pt")
+
+
+def benchmark_tasks(prior: Path, methods: list[str], seeds: list[int], prompts: list[tuple[str, str, str | None]],
+                    base: TextToNerf, frames_dir: Path) -> list[Task]:
+    """A batch task per (method, seed, prompt), method by method, on the prior loaded once per worker;
+    under one seed every method starts from the same NeRF and draws the same randomness. Each task saves
+    its turntable frames in `frames_dir`."""
+    model = ModelSpec(load_demo3d, (str(prior), "cpu"))
+    tasks = []
+    for method in methods:
+        for seed in seeds:
+            for prompt, shape, colour in prompts:
+                key = run_key(method, prompt, seed)
+                run = replace(base, **METHODS[method], seed=seed, nerf=replace(base.nerf, seed=seed))
+                tasks.append(Task(key, run.steps, model, benchmark_run,
+                                  (prompt, shape, colour, run, str(frame_file(frames_dir, key)))))
+    return tasks
 
 
 def mean(values: list) -> float | None:
@@ -222,34 +265,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
                         help="run and NeRF seeds; each method and prompt runs once per seed")
     parser.add_argument("--prompts", type=int, default=len(PROMPTS), help="the first N prompts (a smaller run)")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
+                        help="the methods to run (default: all)")
     parser.add_argument("--output", type=Path, default=OUTPUT)
+    add_batch_arguments(parser)
     args = parser.parse_args(argv)
     prompts = PROMPTS[: args.prompts]
-    model, codec = load_shapes_prior(directory=args.prior)
-    judge = load_shapes_judge(args.prior)
     base = TextToNerf(steps=args.steps)
     settings = {"steps": args.steps, "prior": prior_name(args.prior), "nerf": base.nerf.to_config(),
-                "timesteps": asdict(base.timesteps)}
+                "timesteps": asdict(base.timesteps), "threads": args.threads}
     journal = Journal(args.output / "runs.jsonl", settings)
     frames_dir = args.output / "frames"
     frames_dir.mkdir(parents=True, exist_ok=True)
+    tasks = benchmark_tasks(args.prior, args.methods, args.seeds, prompts, base, frames_dir)
+    done = results(run_tasks(tasks, batch_options(args), journal, description="benchmark"))
     records: dict[str, dict[int, list[dict]]] = {}
     frames: dict[str, dict[str, torch.Tensor]] = {}
-    todo = [(method, seed, prompt) for method in args.methods for seed in args.seeds for prompt in prompts]
-    with tqdm(total=len(todo) * args.steps, desc="benchmark", unit="step") as bar:
-        for method, seed, (prompt, shape, colour) in todo:
-            key = f"{method} | {prompt} | seed {seed}"
-            frame_file = frames_dir / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".pt")
-            if key not in journal.done:
-                run = replace(base, **METHODS[method], seed=seed, nerf=replace(base.nerf, seed=seed))
-                record, run_frames = run_one(model, codec, judge, prompt, shape, colour, run)
-                torch.save(run_frames, frame_file)
-                journal.add(key, [record])
-            bar.update(args.steps)
-            records.setdefault(method, {}).setdefault(seed, []).append(journal.done[key][0])
-            if seed == args.seeds[0]:
-                frames.setdefault(method, {})[prompt] = torch.load(frame_file)
+    for method in args.methods:
+        for seed in args.seeds:
+            for prompt, _, _ in prompts:
+                key = run_key(method, prompt, seed)
+                records.setdefault(method, {}).setdefault(seed, []).append(done[key])
+                if seed == args.seeds[0]:
+                    frames.setdefault(method, {})[prompt] = torch.load(frame_file(frames_dir, key))
     names = [prompt for prompt, _, _ in prompts]
     tables = (f"Geometry:\n\n{markdown_table(records, GEOMETRY)}\n\nAppearance and cost:\n\n"
               f"{markdown_table(records, APPEARANCE)}\n\nVolume / true volume and nearest object per prompt "
@@ -265,4 +303,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    import shapes_benchmark  # Ray's workers find the runs' functions by this module's name, not __main__
+
+    raise SystemExit(shapes_benchmark.main())

@@ -10,7 +10,8 @@ coarse ones shape and view only ("a mug, side view": any colour, the many-image 
 NFSD paper's over-smoothing argument). The prior's judge reads shape, colour and view; the image's
 saturation (mean HSV saturation of its pixels) and pixel std show over-saturation and washed-out
 greys; for coarse prompts, `colours` is the number of distinct colours judged among a shape's
-images, out of the 6 there are (diversity). Finished methods are journalled.
+images, out of the 6 there are (diversity). The methods run as `nfsd_core.batch` tasks (`--workers`,
+`--address`, `--in-process`, `--threads`: see the shapes benchmark); finished ones are journalled.
 """
 
 from __future__ import annotations
@@ -22,21 +23,23 @@ import sys
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from nfsd_core.batch.journal import Journal  # noqa: E402
+from nfsd_core.batch.runner import add_batch_arguments, batch_options, results, run_tasks  # noqa: E402
+from nfsd_core.batch.tasks import ModelSpec, Report, Task  # noqa: E402
 from nfsd_core.digits.comparison import Method, encode_prompts, run_method  # noqa: E402
 from nfsd_core.image_files import save_grid  # noqa: E402
 from nfsd_core.representations.canvas import initial_latents  # noqa: E402
 from nfsd_core.nerf import CameraSettings, make_cameras, sample_cameras  # noqa: E402
 from nfsd_core.shapes.data import CAMERA_VIEWS, IMAGE_SIZE, coarse_prompt, fine_prompt  # noqa: E402
+from nfsd_core.shapes.demo import load_demo3d  # noqa: E402
 from nfsd_core.shapes.evaluator import ShapeJudge, load_shapes_judge  # noqa: E402
 from nfsd_core.shapes.objects import COLOURS, OBJECTS  # noqa: E402
-from nfsd_core.shapes.prior import SHAPES_PRIOR_DIR, load_shapes_prior  # noqa: E402
+from nfsd_core.shapes.prior import SHAPES_PRIOR_DIR  # noqa: E402
 from nfsd_core.shapes.render import Scene, render_scenes  # noqa: E402
-from journal import Journal  # noqa: E402
 
 OUTPUT = ROOT / "benchmarks" / "results" / "shapes_canvas"
 METHODS = [Method("DDIM 7.5 (reference)", None, 7.5), Method("SDS 100", "sds", 100.0), Method("SDS 7.5", "sds", 7.5),
@@ -73,6 +76,21 @@ def real_renders(rows: list[tuple[str, str, str | None, str]], seed: int) -> tor
         scenes.append(Scene(shape, colour, tuple(torch.rand(3, generator=generator).tolist())))
     cameras = make_cameras(*(getattr(drawn, name)[picked] for name in ("elevation", "azimuth", "distance", "fovy")))
     return render_scenes(scenes, cameras, IMAGE_SIZE).image
+
+
+def canvas_run(loaded: tuple, report: Report, method: Method, seed: int, image_file: str) -> dict:
+    """One method as a batch task on the worker's (model, codec, judge): every row from the same
+    latents and seed; its record, its decoded images saved to `image_file`."""
+    model, codec, judge = loaded
+    rows = canvas_rows()
+    texts = [row_prompt(shape, colour, view) for _, shape, colour, view in rows]
+    latents, per_step, _ = run_method(model, encode_prompts(model, texts), texts, method,
+                                      initial_latents((len(rows), 4, 8, 8), seed), seed,
+                                      progress=lambda step: report(step + 1))
+    with torch.no_grad():
+        decoded = codec.decode(latents).clamp(0, 1)
+    torch.save(decoded, image_file)
+    return {"metrics": measure(judge, decoded, rows), "evaluations_per_step": per_step}
 
 
 def pixel_saturation(images: torch.Tensor) -> torch.Tensor:
@@ -127,35 +145,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=Method("", "nfsd").steps)
     parser.add_argument("--output", type=Path, default=OUTPUT)
+    add_batch_arguments(parser)
     args = parser.parse_args(argv)
-    model, codec = load_shapes_prior(directory=args.prior)
-    judge = load_shapes_judge(args.prior)
     rows = canvas_rows()
     texts = [row_prompt(shape, colour, view) for _, shape, colour, view in rows]
-    prompts = encode_prompts(model, texts)
-    initial = initial_latents((len(rows), 4, 8, 8), args.seed)
-    journal = Journal(args.output / "runs.jsonl", {"steps": args.steps, "seed": args.seed, "prior": str(args.prior)})
+    journal = Journal(args.output / "runs.jsonl", {"steps": args.steps, "seed": args.seed, "prior": str(args.prior),
+                                                   "threads": args.threads})
     images_dir = args.output / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
-    records, images = {}, {}
+    prior = ModelSpec(load_demo3d, (str(args.prior), "cpu"))
     methods = [Method(m.label, m.rule, m.scale, steps=args.steps) for m in METHODS]
-    with tqdm(total=sum(m.step_count for m in methods), desc="canvas benchmark", unit="step") as bar:
-        for method in methods:
-            image_file = images_dir / (hashlib.sha256(method.label.encode()).hexdigest()[:16] + ".pt")
-            if method.label not in journal.done:
-                latents, per_step, _ = run_method(model, prompts, texts, method, initial, args.seed,
-                                                  progress=lambda step: bar.update())
-                with torch.no_grad():
-                    decoded = codec.decode(latents).clamp(0, 1)
-                torch.save(decoded, image_file)
-                journal.add(method.label, [{"metrics": measure(judge, decoded, rows),
-                                            "evaluations_per_step": per_step}])
-            else:
-                bar.update(method.step_count)
-            records[method.label] = journal.done[method.label][0]
-            images[method.label] = torch.load(image_file)
+    image_files = {m.label: images_dir / (hashlib.sha256(m.label.encode()).hexdigest()[:16] + ".pt") for m in methods}
+    tasks = [Task(m.label, m.step_count, prior, canvas_run, (m, args.seed, str(image_files[m.label]))) for m in methods]
+    records = results(run_tasks(tasks, batch_options(args), journal, description="canvas benchmark"))
+    images = {label: torch.load(image_files[label]) for label in records}
     images[FLOOR] = real_renders(rows, args.seed)
-    records[FLOOR] = {"metrics": measure(judge, images[FLOOR], rows)}
+    records[FLOOR] = {"metrics": measure(load_shapes_judge(args.prior), images[FLOOR], rows)}
     tables = [f"### {group} prompts\n\n{markdown_table(records, group)}\n" for group in ("fine", "coarse")]
     (args.output / "results.md").write_text("\n".join(tables))
     (args.output / "results.json").write_text(json.dumps({"rows": texts, "records": records}, indent=1))
@@ -171,4 +176,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    import shapes_canvas_benchmark  # Ray's workers find the runs' functions by this module's name, not __main__
+
+    raise SystemExit(shapes_canvas_benchmark.main())

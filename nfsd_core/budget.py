@@ -1,16 +1,22 @@
 """Memory estimates of the work that settings imply, made before anything is allocated.
 
-Each estimate is a pure function of sizes and counts; the caller compares it with what the device
-has (`check_budget`) and, past it, refuses with the value of the offending input that would fit
-(`largest_fitting`). The figures are upper bounds from measurements of this package's plain
-PyTorch code on a CPU (torch 2.13, resident memory of a training render with backward, an
-evaluation render, a mesh): a NeRF render is counted as if every sample were queried, which is
-what happens before the occupancy grid has learned where the object is.
+Each estimate is a pure function of sizes, counts and architectures; the caller compares it with
+what the device has (`check_budget`) and, past it, refuses with the value of the offending input
+that would fit (`largest_fitting`). The constants are measurements of this package's code and of
+ComfyUI's Stable Diffusion classes (torch 2.13 on a CPU; bytes autograd keeps, counted with
+saved-tensor hooks, and resident memory): `benchmarks/real_size.py` checks every estimate against
+what a real-size step takes, tests/test_budget.py and tests/test_comfyui_memory.py at small sizes.
+
+An optimisation step (`StepMemory`) holds the representation's state all along; the render's and
+the encoder's graphs while the denoiser runs; then backward, through the encoder (its blocks
+recomputed one at a time), then through the render (one chunk recomputed at a time). Its peak is
+the largest of those moments.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 try:
@@ -28,19 +34,38 @@ GIB = 2**30
 # image size and makes a chunk last well under a second on a CPU, so Cancel is checked often.
 SAMPLE_CHUNK = 2**17
 
-# Bytes a sample holds in a training render until backward: a base, per hash level and feature,
-# per hidden unit of the two MLPs (measured: 16 levels x 2 features, width 64: 3.9 kB).
-TRAIN_SAMPLE_BASE = 400
-TRAIN_SAMPLE_PER_LEVEL = 100
-TRAIN_SAMPLE_PER_FEATURE = 28
-TRAIN_SAMPLE_PER_HIDDEN = 16
-# The same while an evaluation render is in flight (no graph kept; normals: 3.5x for their gradient).
+# Bytes autograd keeps per queried sample of a training render (the hash grid's corners, weights
+# and features per level, the two MLPs' activations): threestudio's field keeps 2192 B.
+QUERIED_SAMPLE_BASE = 16
+QUERIED_SAMPLE_PER_LEVEL = 96
+QUERIED_SAMPLE_PER_FEATURE = 4  # per level and feature
+QUERIED_SAMPLE_PER_HIDDEN = 8  # per hidden unit and layer (both MLPs)
+# ... and per sample, queried or not: the compositing (weights, transmittance, accumulation).
+COMPOSITED_SAMPLE_BYTES = 40
+# With the render recomputed in backward (NerfRepresentation.recompute), what it keeps per sample
+# (positions and the occupancy mask), and the backward's own gradients over a recomputed chunk's
+# graph (besides a chunk's gradient of every parameter, before it is added to the last).
+KEPT_SAMPLE_BYTES = 14
+RECOMPUTE_GRADIENTS = 1.2
+# Bytes per sample while an evaluation render's chunk is in flight (no graph kept; normals: 3.5x for
+# their gradient).
 EVAL_SAMPLE_BASE = 1300
 EVAL_SAMPLE_PER_LEVEL = 20
 EVAL_SAMPLE_PER_HIDDEN = 8
 NORMALS_FACTOR = 4
 # Copies of each parameter while training: the weights, their gradient and AdamW's two moments.
 TRAINING_COPIES = 4
+# Activations of ComfyUI's Stable Diffusion UNet (openaimodel, PyTorch attention), in values per
+# channel and pixel: a ResBlock holds about 2x its input and 2x its output channels, a transformer
+# block 23x its channels (the feed-forward's GEGLU); the skip connections stay alive throughout.
+UNET_RESBLOCK_IN = 2
+UNET_RESBLOCK_OUT = 2
+UNET_TRANSFORMER = 23
+UNET_UPSAMPLE = 3
+# The backward of a VAE encoder block recomputed in backward: its activations and their gradients,
+# in values per output channel and pixel (ResnetBlock, attention; Downsample).
+VAE_BLOCK_BACKWARD = 8
+VAE_DOWNSAMPLE_BACKWARD = 4
 # A canvas latent's copies in a step: latents, gradient, AdamW's two moments, noise, x_t, the
 # guidance gradient and the clean-up's temporaries.
 CANVAS_COPIES = 10
@@ -74,11 +99,12 @@ def nerf_parameter_bytes(settings) -> int:
     return (rows * volume.features_per_level + mlp + background) * FLOAT_BYTES
 
 
-def train_sample_bytes(volume) -> int:
-    """Bytes one sample of a training render holds until backward (VolumeSettings)."""
-    per_level = TRAIN_SAMPLE_PER_LEVEL + TRAIN_SAMPLE_PER_FEATURE * volume.features_per_level
-    return TRAIN_SAMPLE_BASE + volume.levels * per_level + TRAIN_SAMPLE_PER_HIDDEN * volume.hidden_width * max(
-        volume.hidden_layers, 1)
+def queried_sample_bytes(volume) -> int:
+    """Bytes autograd keeps for one queried sample of a training render (VolumeSettings, or a mesh
+    texture's ColourFieldSettings: one surface point a pixel)."""
+    per_level = QUERIED_SAMPLE_PER_LEVEL + QUERIED_SAMPLE_PER_FEATURE * volume.features_per_level
+    return (QUERIED_SAMPLE_BASE + volume.levels * per_level
+            + QUERIED_SAMPLE_PER_HIDDEN * volume.hidden_width * max(volume.hidden_layers, 1))
 
 
 def eval_sample_bytes(volume, normals: bool = False) -> int:
@@ -93,15 +119,151 @@ def chunk_rays(samples_per_ray: int) -> int:
     return max(1, SAMPLE_CHUNK // samples_per_ray)
 
 
+@dataclass(frozen=True)
+class StepMemory:
+    """Bytes of one optimisation step by what holds them (the score model's weights left out):
+    - `state`: the representation's parameters, their gradients and AdamW's two moments;
+    - `weights`: weights the step adds (the trainable copy of the VAE's encoder);
+    - `render_kept`, `render_backward`: what the render keeps for backward, and the most its
+      backward adds to that (one chunk recomputed, every sample of it queried);
+    - `encode_kept`, `encode_backward`: what the VAE encode keeps for backward (its blocks'
+      inputs), and the most its backward holds (the first blocks' inputs and one block recomputed);
+    - `denoiser`: the activations of the model call (no graph);
+    - `update`: the occupancy grid's refresh (every cell queried at once, no graph)."""
+
+    state: int = 0
+    weights: int = 0
+    render_kept: int = 0
+    render_backward: int = 0
+    encode_kept: int = 0
+    encode_backward: int = 0
+    denoiser: int = 0
+    update: int = 0
+
+    @property
+    def total(self) -> int:
+        """The step's peak: the largest of its moments (see the module's doc)."""
+        return self.state + self.weights + max(
+            self.update,
+            self.render_kept + self.encode_kept + self.denoiser,
+            self.render_kept + self.encode_backward,
+            self.render_kept + self.render_backward,
+        )
+
+    def parts(self) -> dict[str, int]:
+        return {**asdict(self), "total": self.total}
+
+
+def nerf_step_memory(settings, size: int) -> StepMemory:
+    """The NeRF's own part of a training step at render size `size` (NerfSettings): its state,
+    the render's graph (recomputed in backward, NerfRepresentation.recompute) and the occupancy
+    grid's refresh. A chunk is counted with every sample queried: how many are depends on where
+    the object is, which no estimate made before the run can know."""
+    rays = settings.batch_size * size**2
+    samples = rays * settings.samples_per_ray
+    chunk = min(chunk_rays(settings.samples_per_ray), rays) * settings.samples_per_ray
+    channels = max(settings.latent_channels, 3)
+    per_pixel = (2 * 3 + 3 * channels + 2) * FLOAT_BYTES  # rays, colour, background, image; opacity, depth
+    cells = settings.occupancy.resolution**3 if settings.occupancy.enabled else 0
+    parameters = nerf_parameter_bytes(settings)
+    chunk_graph = chunk * (queried_sample_bytes(settings.volume) + COMPOSITED_SAMPLE_BYTES)
+    return StepMemory(
+        state=TRAINING_COPIES * parameters,
+        render_kept=samples * KEPT_SAMPLE_BYTES + rays * per_pixel,
+        render_backward=int(RECOMPUTE_GRADIENTS * chunk_graph) + parameters,
+        update=cells * eval_sample_bytes(settings.volume),
+    )
+
+
 def nerf_training_bytes(settings) -> int:
     """A NeRF training step's own memory (NerfSettings), the score model and VAE left out: the
-    largest render with every sample queried, the parameters with their gradients and moments,
-    and the occupancy grid, whose update queries every cell at once."""
-    largest = max(settings.render_sizes)
-    samples = settings.batch_size * largest**2 * settings.samples_per_ray
-    cells = settings.occupancy.resolution**3 if settings.occupancy.enabled else 0
-    return (samples * train_sample_bytes(settings.volume) + TRAINING_COPIES * nerf_parameter_bytes(settings)
-            + cells * eval_sample_bytes(settings.volume))
+    largest over the render sizes of the schedule (see `nerf_step_memory`)."""
+    return max(nerf_step_memory(settings, size).total for size in settings.render_sizes)
+
+
+@dataclass(frozen=True)
+class UNetShape:
+    """What a Stable Diffusion UNet's activations depend on, in ComfyUI's `unet_config` terms:
+    `channels` per level (model_channels x channel_mult), `res_blocks` per level,
+    `transformer_depth` per input ResBlock, `middle_depth`, and `output_depth` per output block
+    (listed as ComfyUI lists them: the last entry belongs to the first, deepest output block)."""
+
+    channels: tuple[int, ...]
+    res_blocks: tuple[int, ...]
+    transformer_depth: tuple[int, ...]
+    middle_depth: int
+    output_depth: tuple[int, ...]
+
+
+def unet_activation_bytes(unet: UNetShape, rows: int, height: int, width: int, dtype_bytes: int) -> int:
+    """Peak activations of one UNet call on `rows` latents of height x width (no graph): the skip
+    connections alive so far plus the block at work, the largest over the blocks in order."""
+    pixels = [height * width / 4**level for level in range(len(unet.channels))]
+
+    def block(level: int, inputs: float, outputs: int, depth: int, joined: float = 0.0) -> float:
+        """A ResBlock (on `joined` channels, the previous output and a skip concatenated, if any)
+        and its transformer blocks."""
+        work = joined + UNET_RESBLOCK_IN * inputs + UNET_RESBLOCK_OUT * outputs
+        if depth:
+            work = max(work, (1 + UNET_TRANSFORMER) * outputs)
+        return work * pixels[level]
+
+    skips, peak, channels = [unet.channels[0] * pixels[0]], 0.0, unet.channels[0]
+    depths = iter(unet.transformer_depth)
+    for level, level_channels in enumerate(unet.channels):
+        for _ in range(unet.res_blocks[level]):
+            peak = max(peak, sum(skips) + block(level, channels, level_channels, next(depths)))
+            channels = level_channels
+            skips.append(channels * pixels[level])
+        if level + 1 < len(unet.channels):
+            skips.append(channels * pixels[level + 1])
+    last = len(unet.channels) - 1
+    peak = max(peak, sum(skips) + block(last, channels, channels, unet.middle_depth))
+    depths = reversed(unet.output_depth)
+    for level in reversed(range(len(unet.channels))):
+        for _ in range(unet.res_blocks[level] + 1):
+            joined = channels + skips.pop() / pixels[level]
+            peak = max(peak, sum(skips) + block(level, joined, unet.channels[level], next(depths), joined))
+            channels = unet.channels[level]
+        if level:
+            peak = max(peak, sum(skips) + UNET_UPSAMPLE * channels * pixels[level - 1])
+    return int(peak * rows * dtype_bytes)
+
+
+@dataclass(frozen=True)
+class VaeShape:
+    """What a Stable Diffusion VAE encoder's graph depends on: `channels` per level (ch x ch_mult),
+    `res_blocks` per level, `latent_channels`."""
+
+    channels: tuple[int, ...]
+    res_blocks: int
+    latent_channels: int = 4
+
+
+def vae_encode_memory(vae: VaeShape, images: int, height: int, width: int, dtype_bytes: int) -> tuple[int, int]:
+    """(kept, backward) bytes of encoding `images` of height x width pixels with a graph, the
+    encoder's blocks recomputed in backward: kept are the blocks' inputs (and the few tensors of
+    the layers between them), backward the most alive while backward recomputes a block."""
+    inputs: list[tuple[float, float]] = []  # per block in order: (values kept, values at work in backward)
+    pixels = float(height * width)
+    kept = 3 * pixels  # the first convolution's input
+    channels = vae.channels[0]
+    for level, level_channels in enumerate(vae.channels):
+        for _ in range(vae.res_blocks):
+            inputs.append((channels * pixels, VAE_BLOCK_BACKWARD * level_channels * pixels))
+            channels = level_channels
+        if level + 1 < len(vae.channels):
+            inputs.append((channels * pixels, VAE_DOWNSAMPLE_BACKWARD * channels * pixels))
+            pixels /= 4
+    inputs += [(channels * pixels, VAE_BLOCK_BACKWARD * channels * pixels)] * 3  # mid: block, attention, block
+    tail = (3 * channels + 2 * vae.latent_channels) * pixels  # norm, activation, conv_out, quant_conv
+    backward, before = 0.0, kept
+    for block_kept, work in inputs:
+        before += block_kept
+        backward = max(backward, before + work)
+    total_kept = before + tail
+    scale = images * dtype_bytes
+    return int(total_kept * scale), int(max(backward, total_kept) * scale)
 
 
 def turntable_bytes(settings, frames: int, size: int, normals: bool = True) -> int:
@@ -120,6 +282,71 @@ def mesh_bytes(settings, resolution: int) -> int:
     chunk = chunk_rays(1) * eval_sample_bytes(settings.volume)
     surface = 12 * resolution**2 * (3 + 3 + 3) * FLOAT_BYTES * 4
     return nerf_parameter_bytes(settings) + resolution**3 * MESH_BYTES_PER_VOXEL + chunk + surface
+
+
+# A mesh texture: bytes per mesh face and vertex held while it trains or renders (faces, an Embree
+# BVH, normals, vertex data and their copies), per pixel of a render beyond the colour field's own
+# (hits, rays, background, image and its gradient), per cached bank pixel (face, barycentrics,
+# depth), and per texel of a bake (face, barycentrics, colours, the fill's nearest-texel indices).
+MESH_FACE_BYTES = 200
+MESH_VERTEX_BYTES = 100
+RENDER_PIXEL_BYTES = 120
+BANK_PIXEL_BYTES = 16
+BAKE_TEXEL_BYTES = 96
+# The torch rasteriser's candidate (pixel, triangle) pairs in flight (visibility.PAIR_BUDGET x ~100 bytes).
+RASTER_BYTES = 2**20 * 100
+
+
+def texture_parameter_bytes(settings) -> int:
+    """Bytes of a mesh texture's parameters (TextureSettings): hash tables, the MLP, the background."""
+    field = settings.colour_field
+    rows = hash_grid_rows(field.levels, field.base_resolution, field.finest_resolution, field.log2_table_size)
+    width, layers = field.hidden_width, field.hidden_layers
+    features = field.levels * field.features_per_level
+    mlp = features * width + max(layers - 1, 0) * width * width + width * settings.channels
+    environment = settings.background
+    background = environment.hidden_width * (15 + environment.hidden_layers * environment.hidden_width)
+    return (rows * field.features_per_level + mlp + background) * FLOAT_BYTES
+
+
+def mesh_geometry_bytes(faces: int, vertices: int) -> int:
+    """A fixed mesh held for rendering: its arrays, normals, Embree's BVH, the rasteriser's chunk."""
+    return faces * MESH_FACE_BYTES + vertices * MESH_VERTEX_BYTES + RASTER_BYTES
+
+
+def texture_step_memory(settings, faces: int, vertices: int) -> StepMemory:
+    """A mesh texture's training step (TextureSettings, a mesh of `faces` and `vertices`), the score
+    model and VAE left out: the parameters with gradients and moments, the mesh and the cached camera
+    bank all along, and every pixel of the batch's renders counted as surface (a colour-field query
+    kept for backward, as a NeRF sample queried without recompute)."""
+    pixels = settings.batch_size * settings.render_size**2
+    per_pixel = queried_sample_bytes(settings.colour_field) + RENDER_PIXEL_BYTES
+    bank = settings.camera_bank * settings.render_size**2 * BANK_PIXEL_BYTES
+    return StepMemory(state=TRAINING_COPIES * texture_parameter_bytes(settings) + mesh_geometry_bytes(faces, vertices)
+                      + bank, render_kept=pixels * per_pixel)
+
+
+def texture_training_bytes(settings, faces: int, vertices: int) -> int:
+    """A mesh texture training step's own memory (see `texture_step_memory`)."""
+    return texture_step_memory(settings, faces, vertices).total
+
+
+def texture_turntable_bytes(settings, frames: int, size: int, faces: int, vertices: int) -> int:
+    """Rendering `frames` views of size^2 pixels of a mesh texture: the parameters and mesh, one
+    frame's queries in flight, and the frames kept (as `turntable_bytes`)."""
+    per_pixel = (settings.channels + 1 + 1 + 3) + 4 * 3
+    in_flight = min(SAMPLE_CHUNK, size * size) * eval_sample_bytes(settings.colour_field)
+    return (texture_parameter_bytes(settings) + mesh_geometry_bytes(faces, vertices) + in_flight
+            + size * size * RENDER_PIXEL_BYTES + 2 * frames * size * size * per_pixel * FLOAT_BYTES)
+
+
+def bake_bytes(settings, size: int, faces: int, vertices: int) -> int:
+    """Baking a mesh texture into a size^2 image: the parameters and mesh, the cut mesh (up to three
+    vertices a face), the texels' work and one chunk of queries."""
+    in_flight = SAMPLE_CHUNK * eval_sample_bytes(settings.colour_field)
+    cut = 3 * faces * MESH_VERTEX_BYTES
+    return (texture_parameter_bytes(settings) + mesh_geometry_bytes(faces, vertices) + cut + in_flight
+            + size * size * BAKE_TEXEL_BYTES)
 
 
 def canvas_bytes(batch: int, channels: int, height: int, width: int) -> int:

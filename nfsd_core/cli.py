@@ -1,14 +1,18 @@
 """`python -m nfsd_core`: score distillation from the command line, on a local diffusers model.
 
 Subcommands:
-    generate   optimise a latent canvas with one or more rules (same seed) and save PNGs + statistics
+    generate   optimise a latent canvas with one or more rules (same seed) and save PNGs + statistics;
+               with --source-image, edit that image (DDS, NFSD-edit, or any rule from the image)
     decompose  save the NFSD score decomposition (delta_C, delta_D, noise residual) of an image
     demo       same-seed SDS vs NFSD on the bundled digits prior (see nfsd_core.demo)
+    demo3d     text to NeRF, turntable and mesh on the 3D reference prior (see nfsd_core.shapes.demo)
+    batch      many generate / demo3d runs from a JSONL or CSV file, on Ray or one by one (see nfsd_core.batch)
 
 Every subcommand checks its input before any model loads and exits with status 2 and a message
 naming the bad input. To add a subcommand, write `add_<name>(subparsers)` that builds its parser
 and sets `handler=run_<name>` (a function of the parsed arguments returning an exit status),
-then list it in SUBCOMMANDS.
+then list it in SUBCOMMANDS. A command that can run in a batch also sets `job=<name>_job`: a
+function of the parsed arguments that checks them and returns the run as a `batch.Task`.
 """
 
 from __future__ import annotations
@@ -16,25 +20,29 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
+from .batch.jobs import add_batch
+from .batch.tasks import ModelSpec, Report, Task
 from .checkpoint import CheckpointError, claim_checkpoint_dir
 from .demo import add_demo
 from .decomposition import COMPONENTS, decompose_score, decomposition_images
-from .distillation import Prompts, ScoreDistillation
+from .distillation import Prompts, ScoreDistillation, latent_mask
 from .guidance import (
     DEFAULT_NEGATIVE_PROMPT, DEFAULT_WEIGHTING, NFSD_THRESHOLD, RULES, WEIGHTINGS, GuidanceRule, make_rule,
 )
 from .image_files import image_size, load_image, save_grid
 from .limits import json_ready
 from .models.diffusers import DTYPES, check_layout, load_diffusers, vae_downscale_factor
-from .optimize import OptimizerSettings, StepRecord, history_columns, optimize
+from .optimize import NonFiniteParameters, OptimizerSettings, StepRecord, history_columns, optimize
 from .preview import LatentToRGB, fit_latent_to_rgb
 from .representations.canvas import LatentCanvas
 from .shapes.demo import add_demo3d
@@ -99,7 +107,12 @@ def add_generate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--preview-every", type=int, default=0, help="write a fast preview PNG every N steps")
     parser.add_argument("--checkpoint-dir", default=None, help="save state here and resume from it")
     parser.add_argument("--checkpoint-every", type=int, default=50)
-    parser.set_defaults(handler=run_generate)
+    parser.add_argument("--source-image", default=None,
+                        help="start from this image (resized to --width x --height); the edit rules edit it")
+    parser.add_argument("--source-prompt", default=None, help="what the source image shows (edit rules)")
+    parser.add_argument("--mask", default=None,
+                        help="an image of the source's aspect: only latents under its white (non-black) pixels change")
+    parser.set_defaults(handler=run_generate, job=generate_job)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +123,7 @@ class GenerateSetup:
     timesteps: TimestepSchedule
     settings: OptimizerSettings
     factor: int
+    mask: torch.Tensor | None = None  # the latent mask of --mask
 
 
 def check_generate(args: argparse.Namespace) -> GenerateSetup:
@@ -123,27 +137,83 @@ def check_generate(args: argparse.Namespace) -> GenerateSetup:
         positive("--grad-clip", args.grad_clip)
     if args.preview_every < 0 or args.checkpoint_every < 0:
         raise UsageError("--preview-every and --checkpoint-every must be >= 0 (0 turns them off)")
+    check_edit_arguments(args, rules)
     timesteps = checked("--t-min/--t-max", lambda: TimestepSchedule(args.t_min, args.t_max, args.t_schedule))
     settings = checked("--lr", lambda: OptimizerSettings(lr=args.lr))
     factor = check_model_and_size(args.model, {"--width": args.width, "--height": args.height})
+    mask = None
+    if args.mask is not None:
+        pixels = checked("--mask", lambda: load_image(args.mask).mean(dim=1))  # grey levels, white 1
+        mask = checked("--mask", lambda: latent_mask(pixels, args.height // factor, args.width // factor))
     if args.checkpoint_dir:  # refused before the model loads: a folder holding others' files, or read-only
         for name in names:
             checked("--checkpoint-dir", lambda name=name: claim_checkpoint_dir(rule_checkpoint_dir(args, name)))
-    return GenerateSetup(rules, timesteps, settings, factor)
+    return GenerateSetup(rules, timesteps, settings, factor, mask)
+
+
+def check_edit_arguments(args: argparse.Namespace, rules: list[GuidanceRule]) -> None:
+    """Edit rules need --source-image and --source-prompt; --mask needs a source; files must exist."""
+    editing = [rule.name for rule in rules if rule.edits]
+    if editing and (args.source_image is None or args.source_prompt is None):
+        raise UsageError(f"--rule {' '.join(editing)} edits an image: give --source-image (the image to edit) and "
+                         "--source-prompt (what it shows)")
+    if args.mask is not None and args.source_image is None:
+        raise UsageError("--mask confines the change to a region of --source-image: give --source-image too")
+    for argument, path in (("--source-image", args.source_image), ("--mask", args.mask)):
+        if path is not None and not Path(path).is_file():
+            raise UsageError(f"{argument}: {path!r} is not a file")
+
+
+def encode_source(args: argparse.Namespace, codec, device) -> torch.Tensor | None:
+    """The latents [1, C, h, w] of --source-image at --width x --height, or None without one."""
+    if args.source_image is None:
+        return None
+    with torch.no_grad():
+        return codec.encode(load_image(args.source_image, (args.width, args.height)).to(device))
 
 
 def run_generate(args: argparse.Namespace) -> int:
     setup = check_generate(args)
     model, codec = load_diffusers(args.model, args.dtype, args.device)
-    prompts = Prompts.from_text(model, args.prompt, args.negative_prompt)
+    written = generate(args, setup, model, codec)
+    print(f"wrote {args.output}/", ", ".join(written))
+    return 0
+
+
+def generate_job(args: argparse.Namespace) -> Task:
+    """`generate` as a batch run: checked now; a worker loads the model once for all its runs."""
+    setup = check_generate(args)
+    return Task(os.path.normpath(args.output), args.steps * len(setup.rules),
+                ModelSpec(load_diffusers, (args.model, args.dtype, args.device)), generate_in_batch, (args, setup),
+                gpu=str(args.device).startswith("cuda"))
+
+
+def generate_in_batch(loaded: tuple, report: Report, args: argparse.Namespace, setup: GenerateSetup) -> dict:
+    """A batch's `generate` run on the worker's model: the rules' steps, one after another, are its progress."""
+    names = [rule.name for rule in setup.rules]
+
+    @contextmanager
+    def progress(steps: int, name: str) -> Iterator[Callable[[StepRecord], None]]:
+        yield lambda record: report(names.index(name) * steps + record.step + 1)
+
+    return {"wrote": generate(args, setup, *loaded, progress=progress)}
+
+
+def generate(args: argparse.Namespace, setup: GenerateSetup, model, codec, progress=None) -> list[str]:
+    """Run every rule of a checked `generate` and write its images and run.json; returns the files'
+    names. `progress(steps, rule)` is a context giving each rule's on_step hook (default: a tqdm bar)."""
+    prompts = Prompts.from_text(model, args.prompt, args.negative_prompt, source_prompt=args.source_prompt)
+    source = encode_source(args, codec, model.device)
     latent_rgb = fit_latent_to_rgb(codec) if args.preview_every else None
     output = Path(args.output)
     report: dict[str, Any] = {"settings": vars_for_json(args), "runs": {}}
     finals = []
     for rule in setup.rules:
         guidance = ScoreDistillation(model, prompts, rule, args.scale, setup.timesteps, args.weighting,
-                                     args.grad_clip, args.seed)
-        canvas, report["runs"][rule.name] = optimize_canvas(args, setup, guidance, latent_rgb, output)
+                                     args.grad_clip, args.seed, source_latents=source if rule.edits else None,
+                                     mask=setup.mask)
+        canvas, report["runs"][rule.name] = optimize_canvas(args, setup, guidance, latent_rgb, output,
+                                                            progress or progress_bar, source)
         with torch.no_grad():
             finals.append(codec.decode(canvas.latents.detach()))
         save_grid(finals[-1].unsqueeze(0), output / f"{rule.name}.png")
@@ -151,9 +221,7 @@ def run_generate(args: argparse.Namespace) -> int:
     names = [rule.name for rule in setup.rules]
     if len(names) > 1:
         save_grid(torch.stack(finals, dim=1), output / "comparison.png", column_labels=names)
-    print(f"wrote {output}/", ", ".join([f"{n}.png" for n in names] + ["comparison.png"] * (len(names) > 1)
-                                        + ["run.json"]))
-    return 0
+    return [f"{n}.png" for n in names] + ["comparison.png"] * (len(names) > 1) + ["run.json"]
 
 
 def optimize_canvas(
@@ -162,28 +230,35 @@ def optimize_canvas(
     guidance: ScoreDistillation,
     latent_rgb: LatentToRGB | None,
     output: Path,
+    progress: Callable[[int, str], Any],
+    source: torch.Tensor | None = None,
 ) -> tuple[LatentCanvas, dict[str, Any]]:
-    """Run (or resume) one rule on a fresh canvas; returns the canvas and the rule's summary for run.json."""
+    """Run (or resume) one rule on a fresh canvas (random, or the `source` latents); returns the
+    canvas and the rule's summary for run.json."""
     name, factor = guidance.rule.name, setup.factor
-    canvas = LatentCanvas.random(args.batch, guidance.model.latent_channels, args.height // factor,
-                                 args.width // factor, seed=args.seed).to(guidance.model.device)
+    if source is None:
+        canvas = LatentCanvas.random(args.batch, guidance.model.latent_channels, args.height // factor,
+                                     args.width // factor, seed=args.seed).to(guidance.model.device)
+    else:
+        canvas = LatentCanvas(source.expand(args.batch, -1, -1, -1)).to(guidance.model.device)
 
     def save_preview(step: int, representation: LatentCanvas) -> None:
         images = latent_rgb(representation.latents, upscale=factor)
         save_grid(images.unsqueeze(0), output / "previews" / f"{name}_{step:05d}.png")
 
     started = time.perf_counter()
-    with progress_bar(args.steps, name) as on_step:
+    with progress(args.steps, name) as on_step:
         try:
             result = optimize(
                 canvas, guidance, args.steps, setup.settings, on_step=on_step,
                 on_preview=save_preview if latent_rgb is not None else None, preview_every=args.preview_every,
                 checkpoint_dir=rule_checkpoint_dir(args, name), checkpoint_every=args.checkpoint_every,
-                identity_extras={"prompt": args.prompt, "negative_prompt": args.negative_prompt,
-                                 "model": args.model, "dtype": args.dtype},
+                identity_extras=prompt_identity(args),
             )
         except CheckpointError as error:  # a checkpoint of other settings, or damaged
             raise UsageError(f"--checkpoint-dir: {error}") from error
+        except NonFiniteParameters as error:  # settings that make the run diverge
+            raise UsageError(str(error)) from error
     history = result.history
     return canvas, {
         "scale": guidance.scale,
@@ -192,6 +267,15 @@ def optimize_canvas(
         "evaluations": sum(record.evaluations for record in history),
         "history": history_columns(history),
     }
+
+
+def prompt_identity(args: argparse.Namespace) -> dict[str, Any]:
+    """What beyond the guidance's settings decides a run: prompts, model, dtype (the source prompt
+    only where given, so runs without one keep the identity they had before editing existed)."""
+    extras = {"prompt": args.prompt, "negative_prompt": args.negative_prompt, "model": args.model, "dtype": args.dtype}
+    if args.source_prompt is not None:
+        extras["source_prompt"] = args.source_prompt
+    return extras
 
 
 def rule_checkpoint_dir(args: argparse.Namespace, rule: str) -> Path | None:
@@ -262,7 +346,7 @@ def run_decompose(args: argparse.Namespace) -> int:
 
 
 def vars_for_json(args: argparse.Namespace) -> dict[str, Any]:
-    return {key: value for key, value in vars(args).items() if key != "handler"}
+    return {key: value for key, value in vars(args).items() if key not in ("handler", "job")}
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -270,7 +354,8 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(json_ready(data), indent=1, allow_nan=False))
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_generate, add_decompose, add_demo, add_demo3d]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_generate, add_decompose, add_demo, add_demo3d,
+                                                                   add_batch]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -280,6 +365,24 @@ def build_parser() -> argparse.ArgumentParser:
     for add in SUBCOMMANDS:
         add(subparsers)
     return parser
+
+
+def command_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Each subcommand's parser in `parser` (one that `build_parser` made), by name."""
+    return next(action.choices for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+
+
+def parse_command(command: str, argv: Sequence[str]) -> argparse.Namespace:
+    """`argv` parsed as `python -m nfsd_core COMMAND ARGV...` would parse it, but refused with a
+    UsageError where argparse would print its usage and exit."""
+    parser = build_parser()
+
+    def refuse(message: str) -> None:
+        raise UsageError(message)
+
+    for each in (parser, command_parsers(parser)[command]):
+        each.error = refuse
+    return parser.parse_args([command, *argv])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,16 +15,9 @@ from pathlib import Path
 import torch
 
 from .digits.comparison import Method, PromptSet, compare, markdown_table, save_result
+from .usage import at_least_one
 
 DEMO_STEPS = 500
-
-
-def at_least_one(text: str) -> int:
-    """argparse type of --steps: an integer >= 1 (argparse reports anything else as a usage error)."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def demo_methods(steps: int) -> list[Method]:

@@ -22,9 +22,10 @@ if TYPE_CHECKING:
 
 
 def guidance_identity(guidance: ScoreDistillation) -> dict[str, Any]:
-    """The guidance settings that change a run's result (the model and prompts are the caller's extras)."""
+    """The guidance settings that change a run's result (the model and prompts are the caller's
+    extras); an edit's source latents and a mask by their digests, only where the guidance has them."""
     rule = guidance.rule
-    return {
+    identity = {
         "rule": rule.name,
         "rule_settings": dataclasses.asdict(rule) if dataclasses.is_dataclass(rule) else {},
         "scale": guidance.scale,
@@ -33,6 +34,11 @@ def guidance_identity(guidance: ScoreDistillation) -> dict[str, Any]:
         "seed": guidance.noise_stream.seed,
         "timesteps": dataclasses.asdict(guidance.timesteps),
     }
+    for name in ("source_latents", "mask"):
+        tensor = getattr(guidance, name)
+        if tensor is not None:
+            identity[name] = tensors_digest({name: tensor})
+    return identity
 
 
 def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:

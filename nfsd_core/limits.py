@@ -13,6 +13,8 @@ import dataclasses
 import math
 from typing import Any
 
+from .bounded_text import excerpt
+
 RANGE = "range"
 WHOLE = "whole"
 
@@ -44,7 +46,7 @@ def check_number(name: str, value: Any, low: float, high: float, whole_number: b
     kind = "a whole number" if whole_number else "a finite number"
     fits_kind = isinstance(value, int) if whole_number else is_finite_number(value)
     if isinstance(value, bool) or not fits_kind or not low <= value <= high:
-        raise ValueError(f"{name} must be {kind} from {low:g} to {high:g}, got {value!r}")
+        raise ValueError(f"{name} must be {kind} from {low:g} to {high:g}, got {excerpt(value)}")
 
 
 def check_ranges(settings: Any) -> None:

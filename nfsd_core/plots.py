@@ -2,9 +2,9 @@
 
 `run_curves` draws four panels from a run's history columns (`optimize.history_columns`): the
 distillation loss, the gradient's norm, the representation's own measure (a canvas's latent RMS,
-a NeRF's mean opacity) and the timesteps drawn, each against the step, with labelled axes. Noisy
-curves show each step faintly and a moving average on top; a positive curve spanning more than
-two decades gets a logarithmic axis. No plotting library is needed (ComfyUI users have PIL and
+a NeRF's mean opacity, a mesh texture's colour spread over the surface) and the timesteps drawn,
+each against the step, with labelled axes. Noisy curves show each step faintly and a moving
+average on top; a positive curve spanning more than two decades gets a logarithmic axis. No plotting library is needed (ComfyUI users have PIL and
 numpy, not matplotlib).
 """
 
@@ -28,7 +28,7 @@ SMOOTHING = 25  # a curve's moving average spans 1/SMOOTHING of the run (at leas
 LOG_SPAN = 100.0  # a positive curve whose largest value exceeds its smallest this many times gets a log axis
 MAX_T = 1000  # timesteps are DDPM steps 0..999
 # The representation's own measure, by the name its stats give it (the first one a run has is drawn).
-MEASURES = {"latent_rms": "latent RMS", "opacity": "mean opacity"}
+MEASURES = {"latent_rms": "latent RMS", "opacity": "mean opacity", "surface_std": "surface colour std"}
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ tens to hundreds of MB each. `remove_checkpoint` deletes a run's folder once its
 elsewhere; `keep_newest_checkpoints` bounds how many runs' folders a parent folder holds.
 
 Both only ever delete what `checkpoint` writes, in folders holding its marker: a folder that also
-holds other files keeps them, and so keeps its marker and itself.
+holds other files keeps them, and so keeps its marker and itself. Neither touches a folder whose
+lock a run holds (another queue, server or process optimising into it): it stays whole.
 """
 
 from __future__ import annotations
@@ -14,23 +15,37 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .checkpoint import MARKER_FILE, OWN_FILES
+from .checkpoint import LOCK_FILE, MARKER_FILE, OWN_FILES, PARTIAL_FILE, STATE_FILE
+from .folder_lock import LockHeld, exclusive_lock
 
 
 def remove_checkpoint(directory: str | os.PathLike) -> bool:
     """Delete the checkpoint folder `directory` (its state first, its marker last); True if it is gone.
 
-    A folder without the marker is not this library's and is left alone, as is one holding other files.
+    A folder without the marker is not this library's and is left alone, as is one holding other
+    files, and one a run holds: its lock is taken (without waiting) for the deletion, so no run can
+    claim the folder meanwhile.
     """
     directory = Path(directory)
     if not (directory / MARKER_FILE).is_file():
         return not directory.exists()
-    for name in sorted(OWN_FILES - {MARKER_FILE}):
-        (directory / name).unlink(missing_ok=True)
-    if any(entry.name != MARKER_FILE for entry in directory.iterdir()):
-        return False
-    (directory / MARKER_FILE).unlink()
-    directory.rmdir()
+    lock = directory / LOCK_FILE
+    try:
+        with exclusive_lock(lock):
+            for name in (STATE_FILE, PARTIAL_FILE):
+                (directory / name).unlink(missing_ok=True)
+            if os.name != "nt":  # while held: a run that opened the lock file before is refused, not let in
+                lock.unlink()
+        if os.name == "nt":  # Windows deletes no open file
+            lock.unlink(missing_ok=True)
+        if any(entry.name != MARKER_FILE for entry in directory.iterdir()):
+            return False
+        (directory / MARKER_FILE).unlink()
+        directory.rmdir()
+    except LockHeld:
+        return False  # a run is optimising into it
+    except OSError:  # a run claimed it meanwhile (its files are back), or it went
+        return not directory.exists()
     return True
 
 

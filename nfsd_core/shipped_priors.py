@@ -39,6 +39,23 @@ def shape_images(count: int = CALIBRATION_IMAGES) -> Tensor:
     return make_shape_set(count, seed=12345).images
 
 
+def shape_choices() -> dict[str, tuple[str, ...]]:
+    """The objects, colours and views of the shapes prior's images (what `render_shape` takes)."""
+    from .shapes.objects import COLOURS, OBJECTS
+    from .shapes.render import VIEW_AZIMUTHS
+
+    return {"object": tuple(OBJECTS), "colour": tuple(COLOURS), "view": tuple(VIEW_AZIMUTHS)}
+
+
+def render_shape(shape: str, colour: str, view: str = "front", size: int = 32) -> tuple[Tensor, Tensor]:
+    """One of the shapes prior's objects as its images show it, over mid grey: (image [1, 3, size,
+    size] in [0, 1], the object's coverage [1, 1, size, size] in [0, 1]). No diffusers needed."""
+    from .shapes.render import render_view
+
+    render = render_view(shape, colour, view, size)
+    return render.image, render.mask
+
+
 @dataclass(frozen=True)
 class ShippedPrior:
     """A prior's `directory`, what its images are (`subject`), prompts it knows (`example_prompts`)

@@ -6,17 +6,21 @@ from comfy_api.latest import ComfyExtension, io
 
 from .canvas import LatentCanvas
 from .decomposition import ScoreDecomposition
+from .demo_image import DemoImage
 from .demo_model import DemoModel
 from .guidance import ScoreDistillationGuidance
 from .mesh import ExtractMesh, SaveMesh
 from .nerf import NeRFRepresentation
 from .optimizer import Optimizer
 from .renderer import Renderer
+from .texture import MeshTexture
+from .texture_mesh import DemoMesh, TextureToMesh
 from .turntable import NeRFTurntable
 from .view_prompts import ViewPrompts
 
-NODES: list[type[io.ComfyNode]] = [DemoModel, ScoreDistillationGuidance, ViewPrompts, LatentCanvas, NeRFRepresentation,
-                                   Optimizer, Renderer, NeRFTurntable, ExtractMesh, SaveMesh, ScoreDecomposition]
+NODES: list[type[io.ComfyNode]] = [DemoModel, DemoImage, ScoreDistillationGuidance, ViewPrompts, LatentCanvas,
+                                   NeRFRepresentation, Optimizer, Renderer, NeRFTurntable, ExtractMesh, SaveMesh,
+                                   ScoreDecomposition, MeshTexture, TextureToMesh, DemoMesh]
 
 
 class NFSDExtension(ComfyExtension):

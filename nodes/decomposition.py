@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import re
+
 from comfy_api.latest import io
 
-from ..nfsd_core import (DECOMPOSITION_COMPONENTS as COMPONENTS, NFSD_THRESHOLD, decompose_score,
-                         decomposition_image_bytes, decomposition_images, make_rule)
+from ..nfsd_core import (DECOMPOSITION_COMPONENTS as COMPONENTS, NFSD_THRESHOLD, check_text, decompose_score,
+                         decomposition_image_bytes, decomposition_images, excerpt, make_rule)
 from .adapters.codec import ComfyLatentCodec
 from .adapters.conditioning import prompt_conditioning
 from .adapters.score_model import ComfyScoreModel
-from .guards.limits import check_memory, interrupt_progress, model_call_bytes
+from .guards.limits import check_memory, interrupt_progress, model_call_bytes, resident_bytes, validation
 from .schema import CATEGORY, SEED_CONTROL, optional_prompt_inputs
 
 MAX_TIMESTEPS = 100  # one model call each; a figure of more columns shows nothing new
+MAX_TIMESTEPS_CHARS = 10_000  # room for the list of any length, to say how many values it has
+DDPM_TIMESTEPS = 1000  # of every model the node takes (its schedule is checked again when it runs)
+NFSD_ROWS = 3  # latent rows per image in a timestep's model call: the prompt, the empty and the negative prompt
 
 DESCRIPTIONS = {
     "delta_C": "delta_C = e_c - e_u: the prompt's direction (shared by NFSD and SDS).",
@@ -22,17 +27,21 @@ DESCRIPTIONS = {
 }
 
 
-def parse_timesteps(text: str, num_timesteps: int) -> list[int]:
-    """"200, 500, 800" -> [200, 500, 800], each in 0..num_timesteps-1."""
-    try:
-        timesteps = [int(part) for part in text.replace(";", ",").split(",") if part.strip()]
-    except ValueError:
-        raise ValueError(f"timesteps must be whole numbers separated by commas, e.g. '200, 500, 800'; got {text!r}")
-    if not timesteps or not all(0 <= t < num_timesteps for t in timesteps):
-        raise ValueError(f"timesteps must list one or more values in 0..{num_timesteps - 1}; got {text!r}")
-    if len(timesteps) > MAX_TIMESTEPS:
-        raise ValueError(f"timesteps lists {len(timesteps)} values; give at most {MAX_TIMESTEPS} (one model call and "
+def parse_timesteps(text: str, num_timesteps: int = DDPM_TIMESTEPS) -> list[int]:
+    """"200, 500, 800" -> [200, 500, 800], each in 0..num_timesteps-1 (refusals quote only an excerpt)."""
+    check_text("timesteps", text, MAX_TIMESTEPS_CHARS)
+    parts = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
+    wrong = next((part for part in parts if not re.fullmatch(r"[0-9]{1,6}", part)), None)
+    if wrong is not None or not parts:
+        raise ValueError(f"timesteps must be whole numbers separated by commas, e.g. '200, 500, 800'; "
+                         f"{excerpt(wrong if wrong is not None else text)} is not one")
+    if len(parts) > MAX_TIMESTEPS:
+        raise ValueError(f"timesteps lists {len(parts)} values; give at most {MAX_TIMESTEPS} (one model call and "
                          "one image per output each)")
+    timesteps = [int(part) for part in parts]
+    beyond = next((t for t in timesteps if t >= num_timesteps), None)
+    if beyond is not None:
+        raise ValueError(f"timesteps must list values in 0..{num_timesteps - 1}; got {beyond}")
     return timesteps
 
 
@@ -49,10 +58,15 @@ def check_latent(samples, score_model: ComfyScoreModel, vae) -> None:
 
 
 def decomposition_memory(score_model: ComfyScoreModel, vae, shape, timesteps: int) -> int:
-    """One timestep's model call (ComfyUI's estimate) plus every output image, RGB at the VAE's scale."""
-    batch, _, height, width = shape
+    """One timestep's model call (three rows per image: the prompt, the empty and the negative
+    prompt), every output image (RGB at the VAE's scale) and the decode of one of them (ComfyUI's
+    estimate: its decode batches more images only where they fit); on a GPU next to the model's weights."""
+    batch, channels, height, width = shape
     pixels = height * width * vae.spacial_compression_decode() ** 2
-    return model_call_bytes(score_model.patcher, shape) + decomposition_image_bytes(timesteps, batch, pixels)
+    call = model_call_bytes(score_model.patcher, [NFSD_ROWS * batch, channels, height, width])
+    decode = int(vae.memory_used_decode([1, channels, height, width], vae.vae_dtype))
+    return (resident_bytes(score_model.device, score_model.patcher) + call + decode
+            + decomposition_image_bytes(timesteps, batch, pixels))
 
 
 class ScoreDecomposition(io.ComfyNode):
@@ -85,6 +99,11 @@ class ScoreDecomposition(io.ComfyNode):
             outputs=[io.Image.Output(display_name=name, tooltip=DESCRIPTIONS[name]) for name in COMPONENTS],
             hidden=[io.Hidden.unique_id],
         )
+
+    @classmethod
+    def validate_inputs(cls, timesteps=None) -> bool | str:
+        """Refuses timesteps that do not parse when the graph is queued (None: linked, checked when it runs)."""
+        return timesteps is None or validation(lambda: parse_timesteps(timesteps))
 
     @classmethod
     def execute(cls, model, positive, latent, vae, timesteps, seed, nfsd_threshold, normalize, negative=None,

@@ -2,10 +2,10 @@
 
 The mesh node outputs the core MESH (vertices [1, N, 3], faces [1, M, 3]), so core Save GLB and
 other 3D nodes take it. Its vertex colours ride on the same object as `vertex_colors` [1, N, 3]
-in [0, 1]: newer ComfyUI's MESH has that field (and its savers write it); the MESH of ComfyUI
-0.3.6x does not, and its Save GLB ignores the extra attribute. NFSD Save Mesh writes any core
-MESH, with its vertex colours when it has them, as GLB, OBJ or PLY under ComfyUI's output folder
-and returns the path relative to it: the `model_file` that core Preview 3D takes.
+in [0, 1] (see adapters.mesh: newer ComfyUI's MESH has that field, 0.3.6x's Save GLB ignores it).
+NFSD Save Mesh writes any core MESH, with its texture (NFSD Texture to Mesh's) or its vertex
+colours, as GLB, OBJ (+ MTL and PNG) or PLY under ComfyUI's output folder and returns the path
+relative to it: the `model_file` that core Preview 3D takes.
 """
 
 from __future__ import annotations
@@ -15,45 +15,27 @@ import posixpath
 
 import comfy.model_management
 import folder_paths
-import torch
 from comfy_api.latest import io
 
 from ..nfsd_core import mesh_bytes
-from ..nfsd_core.nerf import MESH_FORMATS, Mesh, export_mesh, extract_mesh
+from ..nfsd_core.nerf import COLOUR_OUTPUTS, MESH_FORMATS, export_mesh, extract_mesh
+from .adapters.mesh import core_mesh, meshes_of
 from .guards.limits import check_finite, check_memory, interrupt_progress
 from .guards.paths import confined, refusal
 from .schema import CATEGORY
 from .sockets import Nerf
 from .sockets.nerf import check_nerf
 
-try:  # newer ComfyUI: the MESH type of the V3 API, with optional vertex colours
-    from comfy_api.latest._util.geometry_types import MESH as CoreMesh
-except ImportError:  # ComfyUI up to 0.3.6x: vertices and faces only
-    from comfy_extras.nodes_hunyuan3d import MESH as CoreMesh
 
-
-def core_mesh(mesh: Mesh):
-    """ComfyUI's MESH of one nfsd_core Mesh: a batch of one, colours as `vertex_colors`."""
-    batch = CoreMesh(vertices=mesh.vertices[None], faces=mesh.faces[None])
-    batch.vertex_colors = None if mesh.colours is None else mesh.colours[None]
-    return batch
-
-
-def meshes_of(batch) -> list[Mesh]:
-    """The nfsd_core Meshes of a core MESH batch, coloured where it has `vertex_colors` [B, N, 3 or 4]."""
-    colours = getattr(batch, "vertex_colors", None)
-    meshes = []
-    for index in range(batch.vertices.shape[0]):
-        vertex_colours = None
-        if colours is not None:
-            vertex_colours = colours[index, :, :3].float().cpu()
-            if colours.dtype == torch.uint8:
-                vertex_colours = vertex_colours / 255.0
-        meshes.append(Mesh(batch.vertices[index].float().cpu(), batch.faces[index].long().cpu(), vertex_colours))
-    return meshes
+def check_mesh_memory(nerf, resolution: int) -> None:
+    """Refuse a mesh of `nerf` at `resolution` that cannot fit in memory, naming the resolution that fits."""
+    settings = check_nerf(nerf).settings
+    check_memory(mesh_bytes(settings, resolution), f"a mesh of resolution {resolution}",
+                 {"resolution": (lambda n: mesh_bytes(settings, n), 16, resolution, 8)})
 
 
 MESH_PREFIX = "NFSD/mesh"
+SAVED_NAME_SUFFIX = len("_00001_.glb") + 2  # what Save Mesh appends to the prefix's last name (room for 10^7 files)
 
 
 class ExtractMesh(io.ComfyNode):
@@ -84,11 +66,15 @@ class ExtractMesh(io.ComfyNode):
         )
 
     @classmethod
+    def check_before_optimizer(cls, inputs: dict, upstream) -> None:
+        """A mesh that cannot fit, refused by an Optimizer upstream before its first step (guards.graph)."""
+        if isinstance(inputs.get("resolution"), int):
+            check_mesh_memory(upstream.representation, inputs["resolution"])
+
+    @classmethod
     def execute(cls, nerf, resolution, threshold, min_component) -> io.NodeOutput:
         check_finite(cls, {"threshold": threshold, "min_component": min_component})
-        settings = check_nerf(nerf).settings
-        check_memory(mesh_bytes(settings, resolution), f"a mesh of resolution {resolution}",
-                     {"resolution": (lambda n: mesh_bytes(settings, n), 16, resolution, 8)})
+        check_mesh_memory(nerf, resolution)
         restored = nerf.restore(comfy.model_management.get_torch_device())
         mesh = extract_mesh(restored, resolution=resolution, threshold=threshold or "auto",
                             min_component=min_component, progress=interrupt_progress(1, cls.hidden.unique_id))
@@ -102,8 +88,8 @@ class SaveMesh(io.ComfyNode):
             node_id="NFSD_SaveMesh",
             display_name="NFSD Save Mesh",
             category=f"{CATEGORY}/3d",
-            description="Saves a MESH with its vertex colours under ComfyUI's output folder and shows it; the path "
-                        "output goes to Preview 3D's model_file.",
+            description="Saves a MESH with its texture or vertex colours under ComfyUI's output folder and shows it; "
+                        "the path output goes to Preview 3D's model_file.",
             inputs=[
                 io.Mesh.Input("mesh", tooltip="A MESH, e.g. from NFSD NeRF to Mesh; vertex colours are kept when it "
                               "has them."),
@@ -113,6 +99,11 @@ class SaveMesh(io.ComfyNode):
                 io.Combo.Input("format", options=list(MESH_FORMATS), default="glb",
                                tooltip="glb: glTF binary, which Preview 3D and most viewers open. obj and ply: for "
                                "mesh editors."),
+                io.Combo.Input("colours", options=list(COLOUR_OUTPUTS), default=COLOUR_OUTPUTS[0], optional=True,
+                               tooltip="texture: a textured mesh (NFSD Texture to Mesh) is written with its texture "
+                               "image (glb: inside it; obj: beside it as .mtl and .png; ply holds none and gets "
+                               "vertex colours). vertex colours: its colours per vertex instead. Meshes without a "
+                               "texture always get their vertex colours."),
             ],
             outputs=[io.String.Output(display_name="model_file",
                                       tooltip="The saved file's path relative to the output folder (the first one "
@@ -122,22 +113,23 @@ class SaveMesh(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, filename_prefix=None) -> bool | str:
-        """Refuses a prefix that leads outside the output folder when the graph is queued (None: linked)."""
+        """Refuses, when the graph is queued, a prefix that leads outside the output folder or names
+        files the file system would refuse after the work (None: linked, checked when it runs)."""
         if filename_prefix is None:
             return True
         return refusal("filename_prefix", filename_prefix, folder_paths.get_output_directory(), "output",
-                       MESH_PREFIX) or True
+                       MESH_PREFIX, SAVED_NAME_SUFFIX) or True
 
     @classmethod
-    def execute(cls, mesh, filename_prefix, format) -> io.NodeOutput:
+    def execute(cls, mesh, filename_prefix, format, colours=COLOUR_OUTPUTS[0]) -> io.NodeOutput:
         output = folder_paths.get_output_directory()
-        confined("filename_prefix", filename_prefix, output, "output", MESH_PREFIX)
+        confined("filename_prefix", filename_prefix, output, "output", MESH_PREFIX, SAVED_NAME_SUFFIX)
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, output)
         subfolder = subfolder.replace("\\", "/")
         saved = []
         for index, item in enumerate(meshes_of(mesh)):
             filename = f"{name}_{counter + index:05}_.{format}"
-            export_mesh(item, os.path.join(folder, filename), format)
+            export_mesh(item, os.path.join(folder, filename), format, colours)
             saved.append({"filename": filename, "subfolder": subfolder, "type": "output"})
         if not saved:
             raise ValueError("the MESH holds no meshes (its batch is empty)")

@@ -4,27 +4,30 @@ The node turns its widgets into nfsd_core's `NerfSettings` (threestudio's Prolif
 by default), with a JSON field for every other setting, and refuses settings whose training step
 cannot fit in memory before anything is built. The image size the model sees (`guidance_size` 0)
 and the VAE's pixels per latent (`latent_downscale`, unless `advanced` sets it) are the model's
-own: NFSD Optimizer, which knows the model, fills them in (see sockets.nerf).
+own: NFSD Optimizer, which knows the model, fills them in (see sockets.rendered).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any, Mapping
 
 from comfy_api.latest import io
 
-from ..nfsd_core import nerf_training_bytes, setting_bounds
+from ..nfsd_core import nerf_training_bytes, parse_json, setting_bounds
 from ..nfsd_core.nerf import BACKGROUND_KINDS, COLOUR_SPACES, NerfSettings
-from .guards.limits import check_finite, check_memory
+from .guards.limits import check_finite, check_memory, validation
 from .schema import CATEGORY, SEED_CONTROL
 from .sockets import Nerf
-from .sockets.nerf import MODEL_SETTINGS, NerfState
+from .sockets.nerf import NerfState
+from .sockets.rendered import MODEL_SETTINGS
 
 DEFAULTS = NerfSettings()
 GUIDANCE_SIZES, RAY_SAMPLES, BATCH_SIZES = (setting_bounds(NerfSettings, name)
                                             for name in ("guidance_size", "samples_per_ray", "batch_size"))
+ADVANCED_EXAMPLE = '{"volume": {"log2_table_size": 16}}'
+MAX_ADVANCED_CHARS = 65536  # every NeRF setting spelled out takes about 2,000
+MAX_ADVANCED_DEPTH = 8  # NerfSettings nest 4 deep (regularizers.sparsity.start); lists one more
 MODELS_OWN_SIZE = 0  # the guidance_size widget's value that means "the model's own image size"
 
 
@@ -37,17 +40,14 @@ def merge_into(config: dict[str, Any], overrides: dict[str, Any]) -> None:
             config[key] = value
 
 
-def parse_advanced(text: str) -> dict[str, Any]:
-    """The `advanced` input: "" or a JSON object of NerfSettings overrides."""
+def parse_advanced(text: str, what: str = "NeRF settings", example: str = ADVANCED_EXAMPLE) -> dict[str, Any]:
+    """The `advanced` input: "" or a JSON object of settings overrides (`what`, e.g. `example`), within
+    bounds (size, depth)."""
     if not text.strip():
         return {}
-    try:
-        overrides = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"advanced must be a JSON object of NeRF settings, e.g. "
-                         f'{{"volume": {{"log2_table_size": 16}}}}; it does not parse: {error}') from None
+    overrides = parse_json("advanced", text, MAX_ADVANCED_CHARS, MAX_ADVANCED_DEPTH, example)
     if not isinstance(overrides, dict):
-        raise ValueError(f"advanced must be a JSON object of NeRF settings, got {type(overrides).__name__}")
+        raise ValueError(f"advanced must be a JSON object of {what}, e.g. {example}, got {type(overrides).__name__}")
     return overrides
 
 
@@ -72,13 +72,21 @@ def nerf_settings(widgets: Mapping[str, Any]) -> NerfSettings:
     regularizers["sparsity"].update(start=widgets["sparsity"], end=widgets["sparsity"])
     regularizers["opaque"].update(end=widgets["opaque"])  # keeps the default ramp: 0 until 40 % of the run
     regularizers["orientation"].update(start=widgets["orientation"], end=widgets["orientation"])
-    if widgets["guidance_size"] == MODELS_OWN_SIZE:  # a placeholder until NFSD Optimizer knows the model
-        config["guidance_size"] = DEFAULTS.guidance_size
-    merge_into(config, parse_advanced(widgets.get("advanced", "")))
+    return settings_with_advanced(NerfSettings, config, widgets, parse_advanced(widgets.get("advanced", "")), "NeRF")
+
+
+def settings_with_advanced(settings_class, config: dict[str, Any], widgets: Mapping[str, Any],
+                           advanced: dict[str, Any], noun: str):
+    """`settings_class` (NerfSettings, TextureSettings) from the widgets' `config`, the parsed `advanced`
+    overrides merged in last; a `guidance_size` left to the model holds the default until NFSD
+    Optimizer knows the model."""
+    if widgets["guidance_size"] == MODELS_OWN_SIZE:
+        config["guidance_size"] = settings_class().guidance_size
+    merge_into(config, advanced)
     try:
-        return NerfSettings.from_config(config)
+        return settings_class.from_config(config)
     except (TypeError, ValueError) as error:
-        raise ValueError(f"NeRF settings: {error}") from None
+        raise ValueError(f"{noun} settings: {error}") from None
 
 
 def settings_from_model(widgets: Mapping[str, Any]) -> frozenset[str]:
@@ -186,6 +194,11 @@ class NeRFRepresentation(io.ComfyNode):
             ],
             outputs=[Nerf.Output(display_name="nerf", tooltip="The NeRF, for NFSD Optimizer.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, advanced=None) -> bool | str:
+        """Refuses `advanced` JSON that does not parse when the graph is queued (None: linked, checked when it runs)."""
+        return advanced is None or validation(lambda: parse_advanced(advanced))
 
     @classmethod
     def execute(cls, **widgets) -> io.NodeOutput:

@@ -5,19 +5,23 @@ once, as for a sampler), with autograd enabled only around it. Progress and prev
 ComfyUI's progress bar; an interrupt stops the run before the next step, after the core has
 saved its state when a checkpoint directory is set, so queueing the prompt again resumes it.
 
-A checkpoint_dir must stay inside ComfyUI's output folder (see guards.paths) and be NFSD's own folder
-(see nfsd_core's checkpoint); both are checked, and the folder's writability, before the model
-loads. Representations that ask for it (NeRFs) checkpoint without a directory too: into ComfyUI's
-temp folder, named by the digest of the run's identity (nfsd_core's `run_identity`: every setting,
-the starting state, the model, prompts and VAE). The same inputs always give the same result, so
-a run found there is the run being asked for: queued again after an interrupt it resumes.
+A checkpoint_dir must stay inside ComfyUI's output folder and be a name any file system takes
+(guards.paths; checked when the graph is queued), and be NFSD's own folder that no other run holds
+(nfsd_core's checkpoint); that, and the folder's writability, is checked before the model loads,
+and the run holds the folder's lock from its first step to its last save. States are signed with
+this server's key (`signing_key`), kept in ComfyUI's user folder, out of reach of the uploads that
+reach output/ and temp/. Representations that ask for it (NeRFs) checkpoint without a directory
+too: into ComfyUI's temp folder, named by the digest of the run's identity (nfsd_core's
+`run_identity`: every setting, the starting state, the model, prompts and VAE). The same inputs
+always give the same result, so a run found there is the run being asked for: queued again after
+an interrupt it resumes.
 
 Temp state exists for that resume alone, so it stays bounded: a run that finishes removes its
 folder once its result is the node's output (ComfyUI caches that output, and an unchanged graph
 queued again reuses it), and a run that starts removes all but the TEMP_RUNS_KEPT - 1 most recently
-saved other folders. A result that must outlive ComfyUI's cache (another workflow queued in between,
-a restart) needs a checkpoint_dir, which keeps a finished run and restores it without training.
-ComfyUI also empties the temp folder when it starts.
+saved other folders, never one another run holds. A result that must outlive ComfyUI's cache
+(another workflow queued in between, a restart) needs a checkpoint_dir, which keeps a finished run
+and restores it without training. ComfyUI also empties the temp folder when it starts.
 """
 
 from __future__ import annotations
@@ -33,18 +37,20 @@ import latent_preview
 import torch
 from comfy_api.latest import io
 
-from ..nfsd_core import (CheckpointError, OptimizerSettings, RunResult, ScoreDistillation, StepRecord,
-                         claim_checkpoint_dir, history_columns, identity_digest, json_ready, keep_newest_checkpoints,
-                         optimize, remove_checkpoint, run_curves, run_identity)
+from ..nfsd_core import (CheckpointError, OptimizerSettings, RunResult, ScoreDistillation, StepMemory, StepRecord,
+                         checkpoint_key, claim_checkpoint_dir, excerpt, history_columns, identity_digest, json_ready,
+                         keep_newest_checkpoints, optimize, remove_checkpoint, run_curves, run_identity)
 from .adapters.autograd import autograd_enabled
+from .adapters.codec import encode_memory
 from .adapters.fingerprint import fingerprint, model_fingerprint, sampled_weights
 from .adapters.preview import select_previewer
 from .adapters.score_model import ComfyScoreModel, condition_names
-from .guards.graph import check_consumers, check_numbers
-from .guards.limits import check_finite, check_memory, model_call_bytes
-from .guards.paths import confined
+from .guards.graph import check_consumers, check_downstream, check_numbers
+from .guards.limits import check_finite, check_memory, model_call_bytes, resident_bytes
+from .guards.paths import confined, refusal
 from .schema import CATEGORY, SEED_CONTROL
 from .sockets import Guidance, Representation
+from .sockets.canvas import CanvasState
 from .sockets.representation import NodeRepresentation
 
 CHECKPOINT_EVERY = 100  # steps between saves into a checkpoint directory the user chose
@@ -52,9 +58,18 @@ CHECKPOINT_EXAMPLE = "NFSD/checkpoints/my_run"  # a checkpoint_dir that works, f
 TEMP_RUNS_KEPT = 3  # runs whose state the temp folder holds at most: the cancelled runs one may queue again
 
 
+def checkpoint_dir_refusal(checkpoint_dir: str) -> str | None:
+    """Why `checkpoint_dir` cannot be a checkpoint folder inside ComfyUI's output folder (guards.paths), or None."""
+    if not checkpoint_dir.strip():
+        return None
+    return refusal("checkpoint_dir", checkpoint_dir.strip(), folder_paths.get_output_directory(), "output",
+                   CHECKPOINT_EXAMPLE)
+
+
 def checkpoint_folder(checkpoint_dir: str) -> str | None:
     """None for "", else the folder inside ComfyUI's output folder, claimed for NFSD (refused if it
-    leads outside, holds files NFSD did not write, or cannot be written to)."""
+    leads outside, holds files NFSD did not write, lies inside or around another run's, another run
+    holds it, or it cannot be written to)."""
     if not checkpoint_dir.strip():
         return None
     folder = confined("checkpoint_dir", checkpoint_dir.strip(), folder_paths.get_output_directory(), "output",
@@ -62,8 +77,35 @@ def checkpoint_folder(checkpoint_dir: str) -> str | None:
     try:
         claim_checkpoint_dir(folder)
     except CheckpointError as error:
-        raise CheckpointError(f"checkpoint_dir {checkpoint_dir.strip()!r}: {error}") from None
+        raise CheckpointError(f"checkpoint_dir {checkpoint_dir.strip()!r}: {folders_named(str(error))}") from None
     return folder
+
+
+def folders_named(message: str) -> str:
+    """`message` with ComfyUI's output and temp folders called 'output' and 'temp', not by their paths on
+    the server (a shared server's user need not know them)."""
+    for name, folder in (("output", folder_paths.get_output_directory()), ("temp", folder_paths.get_temp_directory())):
+        for path in sorted({os.path.realpath(folder), os.path.abspath(folder)}, key=len, reverse=True):
+            message = message.replace(path + os.sep, f"{name}/").replace(path, name)
+    return message
+
+
+def same_folder(first: str, second: str) -> bool:
+    """Whether two checkpoint_dir values name one folder inside ComfyUI's output folder."""
+    output = os.path.realpath(folder_paths.get_output_directory())
+    first, second = (os.path.realpath(os.path.join(output, value.strip())) for value in (first, second))
+    return first == second
+
+
+def signing_key() -> bytes:
+    """The key that signs this server's checkpoints, in ComfyUI's system user folder for the pack
+    (user/__nfsd, where newer ComfyUI's get_system_user_directory puts it): /upload/image writes only
+    into input/, output/ and temp/, and the /userdata routes only into a user's own folder, whose
+    name is 'default' or ends in a UUID, never '__nfsd'."""
+    system_folder = getattr(folder_paths, "get_system_user_directory", None)
+    if system_folder is not None:
+        return checkpoint_key(system_folder("nfsd"))
+    return checkpoint_key(os.path.join(folder_paths.get_user_directory(), "__nfsd"))
 
 
 def run_checkpoint(chosen: str | None, representation: NodeRepresentation, identity: dict) -> tuple[str | None, int]:
@@ -120,16 +162,37 @@ def check_inputs(guidance, representation, vae) -> ComfyScoreModel:
     if not isinstance(representation, NodeRepresentation):
         raise ValueError("representation must come from an NFSD representation node (e.g. NFSD Latent Canvas)")
     if representation.needs_vae and vae is None:
-        raise ValueError("this representation renders pixels (an RGB NeRF), which reach the model only through the "
-                         "VAE: wire the checkpoint's VAE into NFSD Optimizer's 'vae' input, or set the NeRF's colour "
-                         "to 'latent'")
+        raise ValueError("this representation renders pixels (an RGB NeRF or mesh texture), which reach the model "
+                         "only through the VAE: wire the checkpoint's VAE into NFSD Optimizer's 'vae' input, or set "
+                         "its colour to 'latent'")
     if isinstance(guidance.prompts.positive, Mapping) and not representation.has_views:
         raise ValueError("the guidance has one prompt per camera view (NFSD View Prompts), but this representation "
                          "has no cameras (a latent canvas): wire a CLIP Text Encode into the Guidance's positive")
+    check_edit(guidance, representation)
     if vae is not None:
         vae.throw_exception_if_invalid()
         representation.check_vae(vae)
     return guidance.model
+
+
+def check_edit(guidance: ScoreDistillation, representation: NodeRepresentation) -> None:
+    """An edit (a rule that reads a source image) or a mask works on a latent canvas of the source's
+    size; an edit starts from the image."""
+    if guidance.source_latents is None and guidance.mask is None:
+        return
+    what = f"the {guidance.rule.name} rule edits an image" if guidance.rule.edits else "the guidance has a mask"
+    if not isinstance(representation, CanvasState):
+        raise ValueError(f"{what}, which works on a latent canvas, not on this representation: wire NFSD Latent Canvas "
+                         "(initial_latent: the image's LATENT) into the Optimizer")
+    try:
+        guidance.check_fits(representation.latent_shape)
+    except ValueError as error:
+        raise ValueError(f"{what} of another size than the canvas ({error}): wire the LATENT the canvas starts "
+                         "from (its initial_latent) into the guidance's 'source', and give a mask of that image's "
+                         "size") from None
+    if guidance.rule.edits and representation.samples is None:
+        raise ValueError(f"{what}, so the canvas starts from it: wire the LATENT of the guidance's 'source' into NFSD "
+                         "Latent Canvas's initial_latent too")
 
 
 def prompted_views(guidance: ScoreDistillation, representation: NodeRepresentation) -> tuple[str, ...] | None:
@@ -141,39 +204,50 @@ def prompted_views(guidance: ScoreDistillation, representation: NodeRepresentati
     views = representation.camera_views
     missing = [view for view in views if view not in positive]
     if missing:
-        raise ValueError(f"the NeRF's training cameras get the view(s) {', '.join(missing)}, but the guidance's "
-                         f"positive has no prompt for them (it has {', '.join(positive)}). NFSD View Prompts encodes "
-                         "'overhead' only with its overhead_view on: turn it on, or keep NFSD NeRF Representation's "
-                         "elevation_max at 60 degrees or below")
+        raise ValueError(f"the {representation.noun}'s training cameras get the view(s) {', '.join(missing)}, but the "
+                         f"guidance's positive has no prompt for them (it has {', '.join(positive)}). NFSD View "
+                         "Prompts encodes 'overhead' only with its overhead_view on: turn it on, or keep the cameras' "
+                         f"highest elevation ({representation.elevation_setting}) at 60 degrees or below")
     return views
 
 
-def step_memory(representation: NodeRepresentation, model: ComfyScoreModel, vae, batch: int,
-                side: int | None = None) -> int:
-    """Bytes of one optimisation step with `batch` images (of side x side latents if given): the
-    representation's own, the model's activations for one batched call (ComfyUI's estimate) and,
-    for RGB NeRFs, the VAE encode that keeps its graph (ComfyUI's per-image estimate of an encode,
-    three times: forward kept, backward)."""
+def model_rows(guidance: ScoreDistillation) -> int:
+    """Latent rows per image in one model call: the prompt, and the empty and negative prompts the rule reads."""
+    rule = guidance.rule
+    return 1 + int(rule.needs_unconditional) + int(rule.needs_negative_prompt)
+
+
+def step_memory(representation: NodeRepresentation, model: ComfyScoreModel, vae, batch: int, rows: int,
+                side: int | None = None) -> StepMemory:
+    """One optimisation step with `batch` images (of side x side latents if given), each `rows`
+    latent rows in the model call: the representation's own memory, the model's activations
+    (guards.limits.model_call_bytes) and, for RGB NeRFs, the VAE encode that keeps its graph
+    (adapters.codec.encode_memory)."""
     _, channels, height, width = representation.latent_shape
     height, width = (side, side) if side else (height, width)
-    needed = representation.memory_needed(batch) + model_call_bytes(model.patcher, [batch, channels, height, width])
+    denoiser = model_call_bytes(model.patcher, [batch * rows, channels, height, width])
+    encode = (0, 0, 0)
     if representation.needs_vae and vae is not None:
         factor = vae.spacial_compression_encode()
-        needed += 3 * batch * int(vae.memory_used_encode([1, 3, height * factor, width * factor], vae.vae_dtype))
-    return needed
+        encode = encode_memory(vae, batch, height * factor, width * factor)
+    return representation.step_memory(batch, denoiser, encode)
 
 
-def check_step_memory(representation: NodeRepresentation, model: ComfyScoreModel, vae) -> None:
-    """Refuse a run whose step cannot fit on the model's device, naming the batch size and the
-    image size that would."""
+def check_step_memory(representation: NodeRepresentation, guidance: ScoreDistillation, vae) -> None:
+    """Refuse a run whose step cannot fit on the model's device (on a GPU: next to the model's
+    weights), naming the batch size and the image size that would."""
+    model, rows = guidance.model, model_rows(guidance)
     batch, _, height, width = representation.latent_shape
     scale = representation.pixels_per_latent
-    check_memory(step_memory(representation, model, vae, batch),
-                 f"an optimisation step of {batch} image(s) of {width}x{height} latents",
-                 {"batch_size": (lambda images: step_memory(representation, model, vae, images), 1, batch, 1),
-                  representation.size_input: (
-                      lambda pixels: step_memory(representation, model, vae, batch, pixels // scale),
-                      scale, max(height, width) * scale, scale)},
+    resident = resident_bytes(model.device, model.patcher)
+
+    def needed(images: int, side: int | None = None) -> int:
+        return resident + step_memory(representation, model, vae, images, rows, side).total
+
+    check_memory(needed(batch), f"an optimisation step of {batch} image(s) of {width}x{height} latents",
+                 {"batch_size": (needed, 1, batch, 1),
+                  representation.size_input: (lambda pixels: needed(batch, pixels // scale), scale,
+                                              max(height, width) * scale, scale)},
                  model.device)
 
 
@@ -188,11 +262,12 @@ class Optimizer(io.ComfyNode):
                         "showing previews as it goes. Deterministic for a given seed.",
             inputs=[
                 Guidance.Input("guidance", tooltip="From NFSD Score Distillation Guidance."),
-                Representation.Input("representation", tooltip="What to optimise: NFSD Latent Canvas or NFSD NeRF "
-                                     "Representation."),
+                Representation.Input("representation", tooltip="What to optimise: NFSD Latent Canvas, NFSD NeRF "
+                                     "Representation or NFSD Mesh Texture."),
                 io.Int.Input("steps", default=500, min=1, max=100000,
-                             tooltip="Optimisation steps; each costs 2 (SDS, CSD) or 2 to 3 (NFSD) model evaluations "
-                             "per image. A canvas needs hundreds, a NeRF thousands (threestudio: 10000)."),
+                             tooltip="Optimisation steps; each costs 2 (SDS, CSD), 2 to 3 (NFSD), 4 (DDS) or 4 to 6 "
+                             "(NFSD-edit) model evaluations per image. A canvas needs hundreds, a NeRF thousands "
+                             "(threestudio: 10000)."),
                 io.Float.Input("learning_rate", default=OptimizerSettings.lr, min=0.0001, max=10.0, step=0.001,
                                tooltip="AdamW learning rate (betas 0.9/0.99, eps 1e-15, as in SDS-Bridge's 2D setup)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
@@ -207,11 +282,11 @@ class Optimizer(io.ComfyNode):
                                 tooltip=f"Save the run's state in this folder inside ComfyUI's output folder (a "
                                 f"relative path, e.g. {CHECKPOINT_EXAMPLE}), every {CHECKPOINT_EVERY} steps and when "
                                 "interrupted; the same settings resume from it, also after a restart (other settings "
-                                "are refused, naming what differs). A new or empty folder, or one NFSD made: NFSD "
-                                "never writes into a folder holding other files. Empty: a cancelled NeRF keeps its "
-                                f"state in ComfyUI's temp folder (the newest {TEMP_RUNS_KEPT} runs; removed when the "
-                                "run finishes, and when ComfyUI starts), so it resumes when queued again with the "
-                                "same inputs; canvases are not saved."),
+                                "are refused, naming what differs). A new or empty folder, or one NFSD made, that no "
+                                "other run is using: NFSD never writes into a folder holding other files. Empty: a "
+                                f"cancelled NeRF keeps its state in ComfyUI's temp folder (the newest {TEMP_RUNS_KEPT} "
+                                "runs; removed when the run finishes, and when ComfyUI starts), so it resumes when "
+                                "queued again with the same inputs; canvases are not saved."),
                 io.Vae.Input("vae", optional=True,
                              tooltip="The checkpoint's VAE. Needed by RGB NeRFs, whose renders it encodes (a private "
                              "copy of its encoder carries the gradients); canvases and latent NeRFs ignore it."),
@@ -222,11 +297,30 @@ class Optimizer(io.ComfyNode):
                                  "front view as the model sees it)."),
                 io.String.Output(display_name="statistics", tooltip="Settings and per-step history as JSON."),
                 io.Image.Output(display_name="curves", tooltip="The run at a glance, for Preview Image or Save "
-                                "Image: loss, gradient norm, the latent RMS (canvas) or mean opacity (NeRF), and the "
-                                "timesteps drawn, against the step."),
+                                "Image: loss, gradient norm, the latent RMS (canvas), mean opacity (NeRF) or surface "
+                                "colour spread (mesh texture), and the timesteps drawn, against the step."),
             ],
             hidden=[io.Hidden.unique_id, io.Hidden.prompt],
         )
+
+    @classmethod
+    def validate_inputs(cls, checkpoint_dir=None) -> bool | str:
+        """Refuses, when the graph is queued, a checkpoint_dir that leads outside the output folder or
+        names what the file system would refuse (None: linked, checked when it runs)."""
+        return checkpoint_dir is None or checkpoint_dir_refusal(checkpoint_dir) or True
+
+    @classmethod
+    def check_before_optimizer(cls, inputs: dict, upstream) -> None:
+        """A further Optimizer's checkpoint folder, checked by the first before its first step (guards.graph):
+        one it can claim, and not the first's own (the first's finished state would refuse the second run)."""
+        chosen = inputs.get("checkpoint_dir")
+        if not isinstance(chosen, str) or checkpoint_folder(chosen) is None:
+            return
+        first = upstream.prompt[upstream.optimizer_id]["inputs"].get("checkpoint_dir")
+        if isinstance(first, str) and first.strip() and same_folder(first, chosen):
+            raise ValueError(f"checkpoint_dir {excerpt(chosen.strip())} is the checkpoint folder of NFSD Optimizer "
+                             f"(node {upstream.optimizer_id}) too, whose run it holds: give each Optimizer a folder "
+                             f"of its own, e.g. {CHECKPOINT_EXAMPLE!r}")
 
     @classmethod
     def execute(cls, guidance, representation, steps, learning_rate, seed, preview_every,
@@ -238,8 +332,10 @@ class Optimizer(io.ComfyNode):
         if cls.hidden.prompt:  # what would fail after the run fails now (guards.graph)
             check_numbers(cls.hidden.prompt)
             check_consumers(cls.hidden.prompt, cls.hidden.unique_id, representation.socket_type)
-        check_step_memory(representation, model, vae)
+            check_downstream(cls.hidden.prompt, cls.hidden.unique_id, representation, vae)
+        check_step_memory(representation, guidance, vae)
         chosen = checkpoint_folder(checkpoint_dir)  # refused before the model loads
+        key = signing_key()
         run_guidance = guidance.with_seed(seed)
         latent_format = model.latent_format
         progress = comfy.utils.ProgressBar(steps, node_id=cls.hidden.unique_id)
@@ -273,9 +369,12 @@ class Optimizer(io.ComfyNode):
                 directory, save_every = run_checkpoint(chosen, representation, identity)
                 return optimize(trained, run_guidance, steps, settings, on_step=on_step, on_preview=on_preview,
                                 preview_every=preview_every, should_stop=should_stop, checkpoint_dir=directory,
-                                checkpoint_every=save_every, identity_extras=extras)
+                                checkpoint_every=save_every, identity_extras=extras, signing_key=key)
 
-        result = model.session(conditions, representation.latent_shape, run, seed=seed)
+        try:
+            result = model.session(conditions, representation.latent_shape, run, seed=seed)
+        except CheckpointError as error:  # the folder in use, a state of another run, damaged or unsigned
+            raise CheckpointError(folders_named(str(error))) from None
         optimised = representation.with_result(result.representation, latent_format)
         if directory is not None and chosen is None and result.steps_done == steps:
             remove_checkpoint(directory)  # finished: its result is this node's output now, which ComfyUI caches

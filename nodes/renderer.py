@@ -32,6 +32,22 @@ class Renderer(io.ComfyNode):
         )
 
     @classmethod
+    def check_before_optimizer(cls, inputs: dict, upstream) -> None:
+        """What `execute` would refuse of the representation an Optimizer upstream is about to optimise
+        (guards.graph): a render that cannot fit, a canvas without a VAE or with one of another size."""
+        representation = upstream.representation
+        representation.check_render()
+        if not representation.renders_through_vae:
+            return
+        link = inputs.get("vae")
+        if link is None:
+            raise ValueError("a latent canvas becomes an image through the VAE, and 'vae' is not wired: wire the "
+                             "checkpoint's VAE into NFSD Renderer's 'vae' input")
+        vae = upstream.known_vae(link)
+        if vae is not None and not upstream.sized_with(link):
+            representation.check_vae(vae)
+
+    @classmethod
     def execute(cls, representation, vae=None) -> io.NodeOutput:
         if not isinstance(representation, NodeRepresentation):
             raise ValueError("representation must come from an NFSD node (NFSD Latent Canvas or NFSD Optimizer)")

@@ -7,6 +7,7 @@ from comfy_api.latest import io
 from ..nfsd_core import DEFAULT_NEGATIVE_PROMPT
 
 CATEGORY = "NFSD"
+MAX_TEXT_CHARS = 10_000  # about 2,500 CLIP tokens, far beyond any prompt a model follows
 # Every NFSD seed widget starts "fixed" (web/seeds.js), unlike ComfyUI's default, "randomize".
 SEED_CONTROL = ("Starts 'fixed': queueing again repeats the run, or resumes a cancelled one; set control after "
                 "generate to 'randomize' for a new run per queue.")

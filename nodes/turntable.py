@@ -82,6 +82,13 @@ class NeRFTurntable(io.ComfyNode):
         )
 
     @classmethod
+    def check_before_optimizer(cls, inputs: dict, upstream) -> None:
+        """Views that cannot fit, refused by an Optimizer upstream before its first step (guards.graph)."""
+        views, size = inputs.get("views"), inputs.get("size")
+        if isinstance(views, int) and isinstance(size, int):
+            check_nerf(upstream.representation).check_turntable(views, size, normals=True)
+
+    @classmethod
     def execute(cls, nerf, views, size, elevation, distance) -> io.NodeOutput:
         check_finite(cls, {"elevation": elevation, "distance": distance})
         render = check_nerf(nerf).turntable(views, size, elevation, distance, normals=True,

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..nfsd_core import VIEW_SUFFIXES
+from ..nfsd_core import VIEW_SUFFIXES, check_text
 from .adapters.conditioning import VIEW_KEY, encode_text
-from .schema import CATEGORY
+from .guards.limits import validation
+from .schema import CATEGORY, MAX_TEXT_CHARS
 
 OVERHEAD = "overhead"
 
@@ -50,7 +51,8 @@ class ViewPrompts(io.ComfyNode):
                 io.Clip.Input("clip", tooltip="The text encoder of the checkpoint."),
                 io.String.Input("text", multiline=True, dynamic_prompts=True,
                                 tooltip="The prompt, without a view: the node appends ', front view', ', side view' "
-                                "or ', back view' (front and back: within 45 degrees of them)."),
+                                "or ', back view' (front and back: within 45 degrees of them). At most "
+                                f"{MAX_TEXT_CHARS:,} characters."),
                 io.Boolean.Input("overhead_view", default=False, optional=True,
                                  tooltip="Also encode ', overhead view', the prompt of cameras above 60 degrees of "
                                  "elevation. Turn it on when NFSD NeRF Representation's elevation_max is above 60; "
@@ -62,7 +64,13 @@ class ViewPrompts(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, text=None) -> bool | str:
+        """Refuses text no tokenizer should see when the graph is queued (None: linked, checked when it runs)."""
+        return text is None or validation(lambda: check_text("text", text, MAX_TEXT_CHARS))
+
+    @classmethod
     def execute(cls, clip, text, overhead_view=False) -> io.NodeOutput:
+        check_text("text", text, MAX_TEXT_CHARS)
         if clip is None:
             raise ValueError("clip is None: this checkpoint has no text encoder; load one with a CLIP loader")
         return io.NodeOutput(view_conditioning(clip, text, overhead_view))

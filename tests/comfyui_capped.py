@@ -6,9 +6,9 @@ PROMPTS.json maps a case name to an API-format prompt. ComfyUI starts first (see
 comfyui_helpers), then RLIMIT_AS is set to what the process has mapped plus HEADROOM_BYTES: an input
 that a node fails to refuse and tries to allocate for fails with an allocation error inside this
 process instead of taking the machine down. For each case the outcome records validation, success,
-the error message and the node that raised it, and how many steps the Optimizer (node "6") took.
-A prompt counts as invalid when ComfyUI refused any of its nodes at validation, although ComfyUI
-then still runs the outputs that passed.
+the error message and the node that raised it, and the work done before the prompt ended: optimiser
+steps and diffusion-model calls (comfyui_helpers.counting_work). A prompt counts as invalid when
+ComfyUI refused any of its nodes at validation, although ComfyUI then still runs the outputs that passed.
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ import resource
 import sys
 import time
 
-from comfyui_helpers import HeadlessServer, comfy_runtime, progress_hook
-
-OPTIMIZER = "6"
+from comfyui_helpers import HeadlessServer, comfy_runtime, counting_work
 
 
 def mapped_bytes() -> int:
@@ -30,20 +28,14 @@ def mapped_bytes() -> int:
 
 
 def run_case(runtime, prompt: dict) -> dict:
-    steps = []
-
-    def on_progress(value, total, preview, node_id):
-        if node_id == OPTIMIZER:
-            steps.append(value)
-
     started = time.perf_counter()
-    with progress_hook(on_progress):
+    with counting_work() as work:
         result = runtime.execute(prompt, HeadlessServer())
     failure = result.event("execution_error") or {}
     return {"valid": result.valid and not result.node_errors, "success": result.success,
             "message": result.error_message,
             "node_type": failure.get("node_type"), "exception_type": failure.get("exception_type"),
-            "optimizer_steps": max(steps, default=0), "seconds": round(time.perf_counter() - started, 2)}
+            **work, "seconds": round(time.perf_counter() - started, 2)}
 
 
 def main() -> None:

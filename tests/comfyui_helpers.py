@@ -4,8 +4,9 @@ Set COMFYUI_PATH to a ComfyUI checkout and run pytest with a Python that has Com
 requirements (see README, Development); without it these tests skip. `comfy_runtime()` starts
 ComfyUI once per process under a temporary base directory of its own: custom_nodes holds a link
 to this pack and the test-only `tiny_sd_register` pack, models/ four micro checkpoints (SD and SDXL,
-eps and v-prediction) that stock CheckpointLoaderSimple loads and a tiny ControlNet, and output/input/
-temp/user stay inside it. Nothing under COMFYUI_PATH is written (not even bytecode caches).
+eps and v-prediction) that stock CheckpointLoaderSimple loads and a tiny ControlNet, input/ the example.png
+every ComfyUI ships (edit_image's picture), and output/temp/user stay inside it. Nothing under
+COMFYUI_PATH is written (not even bytecode caches).
 """
 
 from __future__ import annotations
@@ -75,10 +76,14 @@ class Execution:
 
     @property
     def error_message(self) -> str:
+        """What the user reads: the exception's message, or every validation error's message and details."""
         failure = self.event("execution_error")
         if failure is not None:
             return failure["exception_message"]
-        return json.dumps({"error": self.error, "node_errors": self.node_errors}, default=str)
+        errors = [self.error] if isinstance(self.error, dict) else []
+        errors += [error for node in self.node_errors.values() for error in node.get("errors", [])]
+        return "\n".join(f"{error.get('message', '')}: {error.get('details', '')}" for error in errors) \
+            or json.dumps({"error": self.error, "node_errors": self.node_errors}, default=str)
 
 
 class ComfyRuntime:
@@ -98,6 +103,12 @@ class ComfyRuntime:
     def module(self, name: str):
         """A module of the pack as ComfyUI loaded it, e.g. module("nodes.adapters.score_model")."""
         return importlib.import_module(f"{self.pack.__name__}.{name}")
+
+    def read_checkpoint(self, folder: Path):
+        """The checkpoint in `folder` that this server's NFSD Optimizer wrote, read with its signing key."""
+        from nfsd_core.checkpoint import read_checkpoint
+
+        return read_checkpoint(folder, key=self.module("nodes.optimizer").signing_key())
 
     @property
     def node_classes(self) -> dict[str, Any]:
@@ -222,6 +233,46 @@ def text_to_nerf_prompt(colour: str = "rgb", steps: int = 3, seed: int = 0, chec
     }
 
 
+# A mesh texture small enough for a CPU test: 16 px renders seen by the model at 64 px (8 x 8 latents), a 4-level
+# hash grid of 2^10 rows, the shapes prior's mug as a mesh of a few hundred faces.
+TINY_TEXTURE = {
+    "colour": "rgb", "render_size": 16, "guidance_size": 64, "batch_size": 1, "shading": "albedo",
+    "background": "environment", "front": "+z", "fit_radius": 0.5, "camera_bank": 0, "start_colours": True, "seed": 0,
+    "advanced": json.dumps({"colour_field": {"levels": 4, "log2_table_size": 10, "base_resolution": 4,
+                                             "finest_resolution": 32, "hidden_width": 16}}),
+}
+
+
+def text_to_texture_prompt(steps: int = 3, seed: int = 0, checkpoint_dir: str = "", preview_every: int = 0,
+                           views: int = 3, mesh_file: str | None = None, **texture) -> dict:
+    """An API-format prompt that textures NFSD Demo Mesh's mug (or `mesh_file` from input/3d) on the tiny
+    checkpoint, with view prompts: "3" is the mesh, "5" the Mesh Texture, "6" the Optimizer, "7" Texture to
+    Mesh, "8" Save Mesh (GLB), "9" Preview3D, "10" the turntable's PreviewImage, "11" core SaveGLB."""
+    source = {"mesh_file": mesh_file} if mesh_file else {"mesh_file": "none", "mesh": ["3", 0]}
+    prompt = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sd_eps.safetensors"}},
+        "2": {"class_type": "NFSD_ViewPrompts", "inputs": {"clip": ["1", 1], "text": "a red mug"}},
+        "3": {"class_type": "NFSD_DemoMesh", "inputs": {"object": "mug", "resolution": 16}},
+        "4": {"class_type": "NFSD_ScoreDistillationGuidance",
+              "inputs": {"model": ["1", 0], "positive": ["2", 0], "clip": ["1", 1], **GUIDANCE_DEFAULTS}},
+        "5": {"class_type": "NFSD_MeshTexture", "inputs": {**TINY_TEXTURE, **source, **texture}},
+        "6": {"class_type": "NFSD_Optimizer",
+              "inputs": {"guidance": ["4", 0], "representation": ["5", 0], "steps": steps, "learning_rate": 0.01,
+                         "seed": seed, "preview_every": preview_every, "checkpoint_dir": checkpoint_dir,
+                         "vae": ["1", 2]}},
+        "7": {"class_type": "NFSD_TextureToMesh",
+              "inputs": {"texture": ["6", 0], "texture_size": 64, "unwrap": "auto", "views": views, "view_size": 32}},
+        "8": {"class_type": "NFSD_SaveMesh", "inputs": {"mesh": ["7", 0], "filename_prefix": "NFSD/mug",
+                                                        "format": "glb"}},
+        "9": {"class_type": "Preview3D", "inputs": {"model_file": ["8", 0]}},
+        "10": {"class_type": "PreviewImage", "inputs": {"images": ["7", 2]}},
+        "11": {"class_type": "SaveGLB", "inputs": {"mesh": ["7", 0], "filename_prefix": "mesh/mug"}},
+    }
+    if mesh_file:
+        del prompt["3"]
+    return prompt
+
+
 @contextmanager
 def progress_hook(callback):
     """Install `callback(value, total, preview, node_id)` as ComfyUI's global progress hook for the block."""
@@ -234,6 +285,33 @@ def progress_hook(callback):
         yield
     finally:
         comfy.utils.set_progress_bar_global_hook(previous)
+
+
+@contextmanager
+def counting_work():
+    """Count, for the block, the work that a refusal "before work" must come before: every optimiser
+    step (torch's global step hook) and every diffusion-model call (ComfyUI's BaseModel.apply_model,
+    which every sampler and NFSD node goes through). Yields the counts, a dict updated as they happen."""
+    import comfy.model_base
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    counts = {"optimizer_steps": 0, "model_calls": 0}
+    original = comfy.model_base.BaseModel.apply_model
+
+    def count_step(optimizer, args, kwargs):
+        counts["optimizer_steps"] += 1
+
+    def counted_apply_model(self, *args, **kwargs):
+        counts["model_calls"] += 1
+        return original(self, *args, **kwargs)
+
+    handle = register_optimizer_step_pre_hook(count_step)
+    comfy.model_base.BaseModel.apply_model = counted_apply_model
+    try:
+        yield counts
+    finally:
+        handle.remove()
+        comfy.model_base.BaseModel.apply_model = original
 
 
 def forget_pack_root_package() -> None:
@@ -263,6 +341,8 @@ def comfy_runtime() -> ComfyRuntime:
     atexit.register(shutil.rmtree, base, True)
     (base / "custom_nodes").mkdir()
     (base / "models" / "checkpoints").mkdir(parents=True)
+    (base / "input").mkdir()  # with the picture every ComfyUI ships in input/, which edit_image loads
+    shutil.copy(Path(COMFYUI_PATH) / "input" / "example.png", base / "input" / "example.png")
     os.symlink(REPO, base / "custom_nodes" / PACK_FOLDER)
     os.symlink(TEST_PACKS / "tiny_sd_register", base / "custom_nodes" / "tiny_sd_register")
     forget_pack_root_package()

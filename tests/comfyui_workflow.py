@@ -3,8 +3,11 @@
 Follows the frontend's graph-to-prompt rules:
 - widget values are stored in `widgets_values` in the node's input order (required, then optional),
   as `/object_info` lists it; inputs that are sockets (MODEL, LATENT, ... or `forceInput`) take no slot;
+  widgets past the end of `widgets_values` (added to the node after the workflow was saved) keep their
+  defaults (a combo without one: its first option);
 - a widget with `control_after_generate` (explicit, or an INT named `seed`/`noise_seed`) is followed by
-  one UI-only value ("fixed", "randomize", ...); a linked widget input takes the link instead;
+  one UI-only value ("fixed", "randomize", ...), and so is an image file combo with an upload button
+  (Load Image's "image": the button's value); a linked widget input takes the link instead;
 - Note/MarkdownNote nodes are UI only; Reroute nodes pass their link through; a PrimitiveNode supplies
   its value; a bypassed node (mode 4) passes through the input of the type asked for (same slot first);
   an input fed by a muted node (mode 2) is dropped, and muted nodes are not run.
@@ -19,20 +22,24 @@ UI_ONLY_NODES = {"Note", "MarkdownNote"}
 MUTED, BYPASSED = 2, 4
 
 
-def widget_names(spec: dict[str, Any]) -> list[tuple[str, int]]:
-    """(input name, number of widgets_values slots it takes) for the widget inputs of an object_info entry."""
+def widget_names(spec: dict[str, Any]) -> list[tuple[str, int, Any]]:
+    """(input name, number of widgets_values slots it takes, default value) for the widget inputs of an
+    object_info entry."""
     names = []
     for group in ("required", "optional"):
         for name, (kind, *rest) in spec["input"].get(group, {}).items():
             options = rest[0] if rest else {}
+            kind_values = kind if isinstance(kind, list) else options.get("options")
             if isinstance(kind, list):
                 kind = "COMBO"
             if kind not in WIDGET_TYPES or options.get("forceInput"):
                 continue
-            if options.get("image_upload") or options.get("upload"):
-                raise NotImplementedError(f"upload widgets ({name}) are not supported")
+            if options.get("upload"):
+                raise NotImplementedError(f"upload widgets other than images ({name}) are not supported")
             control = options.get("control_after_generate") or (kind == "INT" and name in ("seed", "noise_seed"))
-            names.append((name, 1 + (1 if control else 0)))
+            upload = options.get("image_upload")
+            default = options.get("default", kind_values[0] if kind == "COMBO" and kind_values else None)
+            names.append((name, 1 + (1 if control or upload else 0), default))
     return names
 
 
@@ -56,9 +63,11 @@ class Converter:
         values: dict[str, Any] = {}
         stored = list(node.get("widgets_values") or [])
         position = 0
-        for name, slots in widget_names(self.object_info[node["type"]]):
+        for name, slots, default in widget_names(self.object_info[node["type"]]):
             if position < len(stored):
                 values[name] = stored[position]
+            elif default is not None:
+                values[name] = default
             position += slots
         for socket in node.get("inputs", []):
             if socket.get("link") is None:

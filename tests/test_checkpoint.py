@@ -1,24 +1,33 @@
 """Checkpoints: one run identity decides what may resume; folders NFSD does not own are never written;
 unreadable, damaged, foreign and tampered states are refused with the file, the cause and the fix."""
 
+import dataclasses
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
-from nfsd_core import LatentCanvas, OptimizerSettings, Prompts, ScoreDistillation, TimestepSchedule, optimize
+from nfsd_core import (LatentCanvas, OptimizerSettings, Prompts, ScoreDistillation, StepRecord, TimestepSchedule,
+                       optimize)
 from nfsd_core.checkpoint import (
+    FORMAT_VERSION,
+    LOCK_FILE,
     MARKER_FILE,
     PARTIAL_FILE,
+    RECORD_KEY,
     STATE_FILE,
     CheckpointError,
+    checkpoint_key,
     claim_checkpoint_dir,
     load_checkpoint,
     read_checkpoint,
-    save_checkpoint,
+    signed_content,
 )
-from nfsd_core.identity import describe_differences, identity_digest, run_identity
+from nfsd_core.identity import describe_differences, identity_digest, run_identity, tensors_digest
+from nfsd_core.signing import sign
 from nfsd_core.nerf import NerfRepresentation
 
 from core_helpers import gaussian_model
@@ -165,20 +174,41 @@ def test_a_partial_save_left_by_a_crash_is_removed_when_the_folder_is_next_claim
     stop_after(tmp_path, 2)
     (tmp_path / PARTIAL_FILE).write_bytes(b"half a save")
     run(tmp_path)
-    assert sorted(os.listdir(tmp_path)) == sorted([MARKER_FILE, STATE_FILE])
+    assert sorted(os.listdir(tmp_path)) == sorted([MARKER_FILE, LOCK_FILE, STATE_FILE])
 
 
 # --- damaged, foreign and tampered states -------------------------------------------------------------------------
 
-def forge(directory, representation, step, steps=STEPS, history=None, with_moments=True):
-    """A checkpoint written through the public API with a consistent digest, but insane contents."""
-    optimizer = torch.optim.AdamW(representation.parameter_groups(0.01))
+def history(steps):
+    """A plausible history of `steps` steps, as a checkpoint records it."""
+    return [dataclasses.asdict(StepRecord(i, [500], 0.1, 0.2, {"delta_C": 0.3}, 0.0, 2, 0.01)) for i in range(steps)]
+
+
+def write_signed(directory, tensors, step, identity, records, key=None, **record_changes):
+    """A state signed as save_checkpoint signs it, whatever it holds (save_checkpoint itself refuses
+    non-finite values): what a holder of the key, or a bug, could write."""
+    claim_checkpoint_dir(directory)
+    record = {"format": FORMAT_VERSION, "step": step, "identity": identity, "history": records,
+              "tensors_sha256": tensors_digest(tensors), **record_changes}
+    record["signature"] = sign(key or checkpoint_key(), signed_content(record))
+    save_file(tensors, str(Path(directory) / STATE_FILE), metadata={RECORD_KEY: json.dumps(record)})
+
+
+def forge(directory, representation, step, steps=STEPS, records=None, with_moments=True, moments=None):
+    """A signed checkpoint of this test's run whose contents are insane; `moments` edits the AdamW state."""
+    optimizer = torch.optim.AdamW(representation.parameter_groups(0.01), betas=OptimizerSettings().betas)
     if with_moments:
         representation.latents.grad = torch.ones_like(representation.latents)
         optimizer.step()
+    tensors = {f"representation.{k}": v.detach().clone() for k, v in representation.state_dict().items()}
+    if with_moments:
+        for name, value in optimizer.state_dict()["state"][0].items():
+            tensors[f"optimizer.0.{name}"] = value.detach().clone()
+    for name, value in (moments or {}).items():
+        tensors[f"optimizer.0.{name}"] = torch.as_tensor(value, dtype=torch.float32).expand_as(
+            tensors[f"optimizer.0.{name}"]).clone()
     identity = run_identity(canvas(), guidance(), steps, OptimizerSettings())  # the identity of the real run
-    records = history if history is not None else [{"step": i} for i in range(step)]
-    save_checkpoint(directory, representation, optimizer if with_moments else None, step, identity, records)
+    write_signed(directory, tensors, step, identity, records if records is not None else history(step))
 
 
 def rewrite_bytes(path, change):
@@ -222,11 +252,14 @@ DAMAGE = {  # how the saved state is damaged -> what the refusal must say
     "truncated by one byte": (truncate_to(0.9999), "not a readable safetensors file"),
     "garbage": (lambda d: d.__setitem__(slice(None), os.urandom(len(d))), "not a readable safetensors file"),
     "flipped tensor byte": (flip_byte_at(0.99), "do not match the digest"),
-    "step edited": (rewrite_record(lambda r: set_in(r, "step", 3)), "history for step 3"),
+    "step edited": (rewrite_record(lambda r: set_in(r, "step", 3)), "does not carry this server's signature"),
     "step and history edited": (rewrite_record(lambda r: (set_in(r, "step", 1), set_in(r, "history", [{}]))),
-                                "do not match the digest"),
-    "identity edited": (rewrite_record(lambda r: set_in(r, "identity", {})), "do not match the digest"),
-    "format 1": (rewrite_record(lambda r: set_in(r, "format", 1)), "it has format 1, this version reads 2"),
+                                "does not carry this server's signature"),
+    "identity edited": (rewrite_record(lambda r: set_in(r, "identity", {})), "does not carry this server's signature"),
+    "tensors' digest edited": (rewrite_record(lambda r: set_in(r, "tensors_sha256", "0" * 64)),
+                               "does not carry this server's signature"),
+    "signature removed": (rewrite_record(lambda r: r.pop("signature")), "does not carry this server's signature"),
+    "format 1": (rewrite_record(lambda r: set_in(r, "format", 1)), "it has format 1, this version reads 3"),
     "no record": (rewrite_record(lambda r: r.clear()), "it has format None"),
 }
 
@@ -251,8 +284,23 @@ TAMPERED = {  # a consistent file (valid digest) whose contents are insane -> wh
                          "holds NaN or infinite values"),
     "another shape": (lambda d: forge(d, canvas(batch=2), 2), "'latents' is torch.float32 [2, 4, 4, 4]"),
     "no moments for an unfinished run": (lambda d: forge(d, canvas(), 2, with_moments=False), "no optimiser state"),
-    "history of another version": (lambda d: forge(d, canvas(), 2, history=[{"step": 0}, {"step": 1}]),
+    "history of another version": (lambda d: forge(d, canvas(), 2, records=[{"step": 0}, {"step": 1}]),
                                    "its history is not of this version"),
+    "a string where a number belongs": (
+        lambda d: forge(d, canvas(), 2, records=[history(2)[0], {**history(2)[1], "loss": "0.1"}]),
+        "its history's step 1 has loss = '0.1', not a value of that kind"),
+    "history steps out of order": (lambda d: forge(d, canvas(), 2, records=history(2)[::-1]),
+                                   "its history's step 0 is numbered 1"),
+    "negative second moments": (lambda d: forge(d, canvas(), 2, moments={"exp_avg_sq": -1.0}),
+                                "negative second moments"),
+    "first moments of 3e38": (lambda d: forge(d, canvas(), 2, moments={"exp_avg": 3e38}),
+                              "first moments (exp_avg) larger than its second moments allow"),
+    "step count of 1e30": (lambda d: forge(d, canvas(), 2, moments={"step": 1e30}),
+                           "counts 1e+30 steps, not a whole number from 1 to the 2"),
+    "step count of 0": (lambda d: forge(d, canvas(), 2, moments={"step": 0.0}), "counts 0 steps"),
+    "step count of 1.5": (lambda d: forge(d, canvas(), 2, moments={"step": 1.5}), "counts 1.5 steps"),
+    "infinite moments": (lambda d: forge(d, canvas(), 2, moments={"exp_avg_sq": float("inf")}),
+                         "optimiser state of parameter 0 holds NaN or infinite values"),
 }
 
 

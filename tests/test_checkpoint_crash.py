@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from nfsd_core import LatentCanvas, OptimizerSettings, Prompts, ScoreDistillation, optimize
-from nfsd_core.checkpoint import PARTIAL_FILE, STATE_FILE, has_checkpoint, read_checkpoint
+from nfsd_core.checkpoint import LOCK_FILE, MARKER_FILE, PARTIAL_FILE, STATE_FILE, has_checkpoint, read_checkpoint
 
 from core_helpers import gaussian_model
 
@@ -67,7 +67,7 @@ def test_kill_9_at_random_instants_always_resumes_to_the_uninterrupted_result(tm
         assert torch.equal(canvas.latents, reference.latents), f"trial {trial}"
         assert [r.t for r in resumed.history] == [r.t for r in reference_run.history]
         assert not (directory / PARTIAL_FILE).exists()  # no orphan survives the next run
-        assert sorted(p.name for p in directory.iterdir()) == sorted(["nfsd_checkpoint.txt", STATE_FILE])
+        assert sorted(p.name for p in directory.iterdir()) == sorted([MARKER_FILE, LOCK_FILE, STATE_FILE])
     print(f"kill -9: {kills} kills in {TRIALS} trials, {partial_files_seen} left a partial save behind, "
           f"{TRIALS} of {TRIALS} resumes bit-identical (a run took {run_seconds:.2f} s)")
     assert kills >= TRIALS  # the kills did land inside runs

@@ -104,13 +104,20 @@ def configs_only(tiny_sd_dir, tmp_path_factory):
     shutil.copytree(tiny_sd_dir, root / "model", ignore=shutil.ignore_patterns("*.safetensors"))
     shutil.copytree(tiny_sd_dir, root / "no-unet", ignore=shutil.ignore_patterns("*.safetensors", "unet"))
     Image.new("RGB", (60, 64)).save(root / "odd.png")
+    Image.new("RGB", (64, 64), "white").save(root / "square.png")
     return root
 
 
 BAD_GENERATE = [
     (["--width", "500"], "--width 500 must be a positive multiple of the model's VAE factor 8"),
     (["--height", "0"], "--height 0"),
-    (["--rule", "nfsd", "dds"], "--rule: unknown guidance rule 'dds'"),
+    (["--rule", "nfsd", "vsd"], "--rule: unknown guidance rule 'vsd'"),
+    (["--rule", "nfsd", "dds"], "--rule dds edits an image: give --source-image (the image to edit) and "
+                                "--source-prompt"),
+    (["--rule", "nfsd_edit", "--source-image", "x.png"], "--rule nfsd_edit edits an image"),
+    (["--mask", "x.png"], "--mask confines the change to a region of --source-image: give --source-image too"),
+    (["--rule", "dds", "--source-image", "missing.png", "--source-prompt", "a dog"],
+     "--source-image: 'missing.png' is not a file"),
     (["--rule", "nfsd", "NFSD"], "--rule: each rule may appear once"),
     (["--t-min", "0.6", "--t-max", "0.5"], "--t-min/--t-max: need 0 <= t_min < t_max"),
     (["--steps", "0"], "--steps must be positive"),
@@ -125,6 +132,14 @@ def test_generate_refuses_bad_input_before_loading(configs_only, tmp_path, monke
     monkeypatch.setattr(cli, "load_diffusers", lambda *a: pytest.fail("the model loaded before the check"))
     assert cli.main(generate_args(configs_only / "model", tmp_path) + extra) == 2
     assert message in capsys.readouterr().err
+
+
+def test_generate_refuses_a_mask_of_another_aspect_before_loading(configs_only, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "load_diffusers", lambda *a: pytest.fail("the model loaded before the check"))
+    image = str(configs_only / "square.png")
+    extra = ["--rule", "dds", "--source-image", image, "--source-prompt", "a dog", "--mask", image]
+    assert cli.main(generate_args(configs_only / "model", tmp_path) + extra) == 2  # a 64x48 canvas
+    assert "--mask: the mask is 64x64 pixels but the latents are 8x6, another aspect ratio" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("model, message", [("missing", "--model: model directory"),
@@ -165,3 +180,27 @@ def test_decompose_writes_the_component_grid(tiny_sd_dir, tmp_path, render):
     report = json.loads((tmp_path / "out" / "decomposition.json").read_text())
     assert report["rows"] == ["delta_C", "delta_D", "noise_residual", "delta_N"] and report["t"] == [100, 600]
     assert all(len(norms) == 2 and all(n > 0 for n in norms) for norms in report["norms"].values())
+
+
+def test_generate_edits_a_source_image_with_each_rule_and_a_mask(tiny_sd_dir, tmp_path):
+    """DDS and NFSD-edit start from the source and read it every step (two branches in one call); SDS
+    starts from it too. The mask (its right half black) is read and sized to the latents."""
+    Image.new("RGB", (64, 48), (200, 80, 40)).save(tmp_path / "source.png")
+    mask = Image.new("RGB", (64, 48), "white")
+    mask.paste((0, 0, 0), (32, 0, 64, 48))
+    mask.save(tmp_path / "mask.png")
+    output = tmp_path / "out"
+    command = generate_args(tiny_sd_dir, output, "--rule", "dds", "nfsd_edit", "sds", "--steps", "3",
+                            "--source-image", str(tmp_path / "source.png"), "--source-prompt", "a dog",
+                            "--mask", str(tmp_path / "mask.png"), "--lr", "0.1")
+    assert cli.main(command) == 0
+    report = json.loads((output / "run.json").read_text())
+    assert report["runs"]["dds"]["scale"] == report["runs"]["nfsd_edit"]["scale"] == 7.5
+    for rule, per_row in (("dds", 4), ("nfsd_edit", 4), ("sds", 2)):
+        history = report["runs"][rule]["history"]
+        for (t,), evaluations in zip(history["t"], history["evaluations"]):
+            assert evaluations == per_row + (rule == "nfsd_edit") * 2 * (t >= 200)
+    assert {"delta_C", "delta_C_source", "unconditional_difference"} <= set(report["runs"]["dds"]["history"])
+    assert Image.open(output / "comparison.png").size == (3 * 64 + 2 * 2, 14 + 48)
+    images = {rule: load_image(output / f"{rule}.png") for rule in ("dds", "nfsd_edit", "sds")}
+    assert all(not torch.equal(images[rule], images["sds"]) for rule in ("dds", "nfsd_edit"))

@@ -245,8 +245,17 @@ def test_the_templates_sidebar_lists_every_workflow_with_its_thumbnail(page):
     page.page.locator(".templates-tab-button").click()
     dialog = page.page.locator(".p-dialog")
     dialog.get_by_text(PACK_FOLDER, exact=True).click()
-    for path in WORKFLOWS:
-        dialog.get_by_text(path.stem, exact=True).first.wait_for()
+    dialog.get_by_text(WORKFLOWS[0].stem, exact=True).first.wait_for()
+    # The dialog shows the first cards and adds more as its list is scrolled to the end.
+    unlisted = [path.stem for path in WORKFLOWS]
+    for _ in range(len(WORKFLOWS)):
+        unlisted = [stem for stem in unlisted if dialog.get_by_text(stem, exact=True).count() == 0]
+        if not unlisted:
+            break
+        page.evaluate("""() => document.querySelectorAll('.p-dialog *').forEach(element => {
+            if (element.scrollHeight > element.clientHeight + 1) element.scrollTop = element.scrollHeight; })""")
+        page.page.wait_for_timeout(500)
+    assert not unlisted, f"the template browser does not list {unlisted}"
     # The cards load their thumbnails as they scroll into view: the first ones are drawn, all are served.
     page.page.wait_for_function("() => [...document.querySelectorAll('.p-dialog img')].some("
                                 "image => image.complete && image.naturalWidth > 0)", timeout=PAGE_LOAD_MS)

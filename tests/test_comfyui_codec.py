@@ -54,6 +54,35 @@ def test_encode_is_differentiable_and_matches_comfyui(comfyui, kind):
         assert tensor.is_inference() and torch.equal(tensor, shared[name]), name
 
 
+@pytest.mark.parametrize("kind", ["taesd", "autoencoder_kl"])
+def test_the_encoder_copy_has_no_decoder_and_recomputes_its_blocks_with_the_same_gradients(comfyui, kind):
+    codec_module = comfyui.module("nodes.adapters.codec")
+    autograd = comfyui.module("nodes.adapters.autograd")
+    model, _, vae = comfyui.load_checkpoint()
+    if kind == "autoencoder_kl":
+        vae = kl_vae(comfyui)
+    latent_format = model.get_model_object("latent_format")
+    images = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    weights = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+
+    def image_gradient(encode) -> torch.Tensor:
+        pixels = images.clone().requires_grad_(True)
+        (encode(pixels) * weights).sum().backward()
+        return pixels.grad
+
+    with torch.inference_mode(), autograd.autograd_enabled():
+        codec = codec_module.ComfyLatentCodec(vae, latent_format)
+        recomputed = image_gradient(codec.encode)
+        plain = autograd.trainable_copy(vae.first_stage_model)  # decoder and all, nothing recomputed
+        kept = image_gradient(lambda pixels: latent_format.process_in(plain.encode(vae.process_input(pixels))))
+    assert torch.equal(recomputed, kept)
+    assert all(getattr(codec._encoder, name, None) is None for name in codec_module.DECODERS)
+    assert sum(getattr(block.forward, "recomputes", False) for block in codec._encoder.modules()) >= 4
+    copied = sum(p.numel() for p in codec._encoder.parameters())
+    assert copied * 4 == codec_module.encoder_copy_bytes(vae) and copied < sum(
+        p.numel() for p in vae.first_stage_model.parameters())
+
+
 def test_image_size_must_fit_the_vae(comfyui):
     codec_module = comfyui.module("nodes.adapters.codec")
     model, _, vae = comfyui.load_checkpoint()

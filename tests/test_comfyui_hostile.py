@@ -1,12 +1,15 @@
-"""Hostile graphs through a real ComfyUI: oversized inputs, NaN, wrong wiring, and Cancel.
+"""Hostile graphs through a real ComfyUI: oversized inputs, NaN, wrong wiring, hostile text, and Cancel.
 
 A graph is untrusted input. Every oversized or malformed input must be refused with a message
 that names the input and what fits, before the memory is taken: these run in a child process
 whose address space is capped a little above what ComfyUI has mapped (comfyui_capped.py), so
 an input that is not refused fails with an allocation error there instead of taking the machine
-down. Every NaN or infinite FLOAT widget of every node is refused before the Optimizer's first
-step, wrong wiring when the graph is validated or before that step, and Cancel stops every
-long node within a second.
+down. "Before work" is measured, not assumed: the child counts every optimiser step and every
+diffusion-model call (comfyui_helpers.counting_work), and a refusal is "before" only when none
+ran. Every NaN or infinite FLOAT widget of every node is refused before the Optimizer's first
+step, wrong wiring when the graph is validated or before that step, every STRING input of every
+node (read from the nodes' schemas, so new inputs join by themselves) is swept with hostile text,
+and Cancel stops every long node within a second.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import pytest
 
 from comfyui_helpers import comfyui  # noqa: F401  (the fixture)
 from comfyui_helpers import HeadlessServer, comfy_runtime, progress_hook, requires_comfyui
-from comfyui_helpers import text_to_image_prompt, text_to_nerf_prompt
+from comfyui_helpers import text_to_image_prompt, text_to_nerf_prompt, text_to_texture_prompt
 
 pytestmark = requires_comfyui
 
@@ -55,6 +58,19 @@ def turntable(views: int, size: int) -> dict:
 def mesh(resolution: int) -> dict:
     prompt = only(text_to_nerf_prompt(steps=1), "1", "2", "4", "5", "6", "8", "9")
     prompt["8"]["inputs"]["resolution"] = resolution
+    return prompt
+
+
+def texture(**widgets) -> dict:
+    """Checkpoint, view prompts, guidance, demo mesh, mesh texture and a 1-step Optimizer (its statistics shown)."""
+    prompt = only(text_to_texture_prompt(steps=1, **widgets), "1", "2", "3", "4", "5", "6")
+    prompt["12"] = {"class_type": "PreviewAny", "inputs": {"source": [OPTIMIZER, 2]}}
+    return prompt
+
+
+def texture_to_mesh(texture_size: int, views: int, view_size: int) -> dict:
+    prompt = only(text_to_texture_prompt(steps=1), "1", "2", "3", "4", "5", "6", "7", "10")
+    prompt["7"]["inputs"].update(texture_size=texture_size, views=views, view_size=view_size)
     return prompt
 
 
@@ -94,6 +110,12 @@ def demo_vae_into(node_id: str) -> dict:
     return prompt
 
 
+def renderer_without_vae() -> dict:
+    prompt = text_to_image_prompt()
+    del prompt["7"]["inputs"]["vae"]
+    return prompt
+
+
 TURNTABLE_NODE = {"class_type": "NFSD_NeRFTurntable", "inputs": {"views": 2, "size": 16, "elevation": 15.0,
                                                                  "distance": 1.5}}
 MESH_NODE = {"class_type": "NFSD_ExtractMesh", "inputs": {"resolution": 16, "threshold": 0.0, "min_component": 0.0}}
@@ -127,11 +149,34 @@ OVERSIZED = {
     "advanced_section_not_an_object": (advanced({"volume": 5}), ["volume must be a JSON object"], "before"),
     "advanced_nan": (advanced({"regularizers": {"sparsity": {"end": float("nan")}}}),
                      ["regularizers.sparsity.end must be a finite number"], "before"),
-    "turntable_720_views_2048": (turntable(720, 2048), ["needs about", "views", "size"], "before"),
-    "mesh_resolution_1024": (mesh(1024), ["needs about", "resolution"], "before"),
+    "turntable_720_views_2048": (turntable(720, 2048), ["NFSD NeRF Turntable (node 7), checked by NFSD Optimizer",
+                                                        "needs about", "views", "size"], "before"),
+    "mesh_resolution_1024": (mesh(1024), ["NFSD NeRF to Mesh (node 8), checked by NFSD Optimizer", "needs about",
+                                          "resolution"], "before"),
+    "texture_render_2048_batch_64_bank_4096": (texture(render_size=2048, batch_size=64, camera_bank=4096),
+                                               ["needs about", "render_size", "a camera bank of 4096"], "before"),
+    "texture_advanced_log2_table_size_40": (texture(advanced=json.dumps({"colour_field": {"log2_table_size": 40}})),
+                                            ["colour_field.log2_table_size must be a whole number"], "before"),
+    "texture_bake_8192": (texture_to_mesh(8192, 4, 64), ["NFSD Texture to Mesh (node 7), checked by NFSD Optimizer",
+                                                         "needs about", "texture_size"], "before"),
+    "texture_turntable_360_views_2048": (texture_to_mesh(256, 360, 2048), ["NFSD Texture to Mesh (node 7), checked",
+                                                                           "needs about", "views"], "before"),
     "decomposition_2000_timesteps": (decomposition(", ".join(str(t % 1000) for t in range(2000))),
-                                     ["give at most 100"], "before"),
+                                     ["timesteps lists 2000 values; give at most 100"], "validation"),
+    "decomposition_5000_digit_timestep": (decomposition("9" * 5000), ["timesteps must be whole numbers",
+                                                                      "(5,000 characters) is not one"], "validation"),
+    "advanced_nested_60000_deep": (nerf_prompt(advanced="[" * 60000 + "]" * 60000),
+                                   ["advanced is 120,000 characters long; give at most 65,536"], "validation"),
+    "advanced_nested_5000_deep": (nerf_prompt(advanced='{"a":' * 5000 + "1" + "}" * 5000),
+                                  ["advanced nests lists or objects more than 8 deep"], "validation"),
+    "advanced_10_mb": (nerf_prompt(advanced="x" * 10**7), ["advanced is 10,000,000 characters long"], "validation"),
+    "advanced_60000_character_setting": (advanced({"background": {"kind": "x" * 60000}}),
+                                         ["background.unknown background 'xxxx", "(60,000 characters); choose one of"],
+                                         "before"),
+    "view_prompts_lone_surrogate": (nerf_prompt(), ["text holds a lone surrogate ('\\ud800') at character 4"],
+                                    "validation"),
 }
+OVERSIZED["view_prompts_lone_surrogate"][0]["2"]["inputs"]["text"] = "a re\ud800d apple"
 
 WIRING = {
     "canvas_into_turntable": (canvas_into(TURNTABLE_NODE, optimised=False),
@@ -142,9 +187,14 @@ WIRING = {
     "optimised_canvas_into_mesh": (canvas_into(MESH_NODE, optimised=True),
                                    ["takes a NeRF", "optimises a latent canvas"], "before"),
     "vae_of_another_model_into_optimizer": (demo_vae_into(OPTIMIZER), ["sized for a VAE of 8 pixels"], "before"),
-    "sd_sized_canvas_on_the_demo_model": (sd_sized_canvas_on_the_demo_model(),
-                                          ["sized for 8 pixels per latent but the MODEL's latents are 4"], "before"),
-    "vae_of_another_model_into_renderer": (demo_vae_into("7"), ["sized for a VAE of 8 pixels"], "late"),
+    "sd_sized_canvas_on_the_demo_model": (sd_sized_canvas_on_the_demo_model(),  # the Renderer's VAE is the model's
+                                          ["sized for a VAE of 8 pixels per latent", "the VAE has 4"], "before"),
+    "sd_sized_canvas_on_the_demo_model_without_a_renderer": (
+        only(sd_sized_canvas_on_the_demo_model(), "1", "2", "3", "4", "5", "6", "9"),
+        ["sized for 8 pixels per latent but the MODEL's latents are 4"], "before"),
+    "vae_of_another_model_into_renderer": (demo_vae_into("7"), ["NFSD Renderer (node 7), checked by NFSD Optimizer",
+                                                                "sized for a VAE of 8 pixels"], "before"),
+    "canvas_into_a_renderer_without_vae": (renderer_without_vae(), ["'vae' is not wired"], "before"),
     "latent_of_16_channels_into_decomposition": (
         decomposition(latent={"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 64,
                                                                              "batch_size": 1}}),
@@ -158,6 +208,7 @@ FLOAT_HOSTS = {
     "NFSD_NeRFRepresentation": ("5", lambda: text_to_nerf_prompt(steps=1)),
     "NFSD_NeRFTurntable": ("7", lambda: text_to_nerf_prompt(steps=1)),
     "NFSD_ExtractMesh": ("8", lambda: text_to_nerf_prompt(steps=1)),
+    "NFSD_MeshTexture": ("5", lambda: text_to_texture_prompt(steps=1)),
 }
 
 
@@ -182,53 +233,145 @@ def non_finite_cases(comfyui) -> dict:
     return cases
 
 
+# Every node of the pack in a graph where it runs and whose only output shows it: a hostile value in one of
+# its inputs reaches it (and nothing else the graph does hides what it makes of it).
+def shown(prompt: dict, node_id: str) -> dict:
+    return {**prompt, "99": {"class_type": "PreviewAny", "inputs": {"source": [node_id, 0]}}}
+
+
+HOSTS = {
+    "NFSD_DemoModel": ("30", lambda: shown({"30": {"class_type": "NFSD_DemoModel", "inputs": {}}}, "30")),
+    "NFSD_ScoreDistillationGuidance": ("4", lambda: shown(only(text_to_image_prompt(), "1", "2", "3", "4"), "4")),
+    "NFSD_ViewPrompts": ("2", lambda: shown(only(text_to_nerf_prompt(), "1", "2"), "2")),
+    "NFSD_LatentCanvas": ("5", lambda: shown(only(text_to_image_prompt(), "5"), "5")),
+    "NFSD_NeRFRepresentation": ("5", lambda: shown(only(text_to_nerf_prompt(), "5"), "5")),
+    "NFSD_Optimizer": (OPTIMIZER, lambda: only(text_to_image_prompt(steps=1), "1", "2", "3", "4", "5", "6", "9")),
+    "NFSD_Renderer": ("7", lambda: text_to_image_prompt(steps=1)),
+    "NFSD_NeRFTurntable": ("7", lambda: turntable(2, 16)),
+    "NFSD_ExtractMesh": ("8", lambda: shown(mesh(16), "8")),
+    "NFSD_SaveMesh": ("9", lambda: only(text_to_nerf_prompt(steps=1), "1", "2", "4", "5", "6", "8", "9")),
+    "NFSD_ScoreDecomposition": ("11", decomposition),
+    "NFSD_MeshTexture": ("5", lambda: shown(only(text_to_texture_prompt(), "3", "5"), "5")),
+}
+# What every STRING input is given: text no input should take, or that only a prompt may.
+HOSTILE_TEXT = {
+    "over-long": "a" * 1_000_000,
+    "deep JSON": "[" * 3000 + "]" * 3000,
+    "control characters": "NFSD/ru\x01n\x1b[31m",
+    "lone surrogate": "NFSD/\ud800run",
+    "reserved name": "CON",
+}
+# The only hostile text an input may take: a prompt may be brackets or the word CON; no file name, JSON
+# setting or list of numbers may be.
+TAKES_PROMPT_TEXT = {(prompt, kind) for prompt in ("NFSD_ViewPrompts.text", "NFSD_ScoreDistillationGuidance.source_text")
+                     for kind in ("deep JSON", "reserved name")}
+
+
+def string_inputs(comfyui) -> list[tuple[str, str]]:
+    """(node type, input name) of every STRING input of every node of the pack, from GET /object_info."""
+    info = comfyui.object_info()
+    return [(node_id, name) for node_id, node in info.items() if node_id.startswith("NFSD_")
+            for section in ("required", "optional") for name, (kind, *_) in node["input"].get(section, {}).items()
+            if kind == "STRING"]
+
+
+def hostile_text_cases(comfyui) -> dict:
+    inputs = string_inputs(comfyui)
+    unhosted = sorted({node_type for node_type, _ in inputs} - HOSTS.keys())
+    assert not unhosted, f"add a graph for {unhosted} to HOSTS"
+    cases = {}
+    for node_type, name in inputs:
+        node_id, make = HOSTS[node_type]
+        for kind, value in HOSTILE_TEXT.items():
+            prompt = make()
+            assert prompt[node_id]["class_type"] == node_type
+            prompt[node_id]["inputs"][name] = value
+            cases[f"{node_type}.{name}={kind}"] = (prompt, [name], "refused or accepted")
+    return cases
+
+
 @pytest.fixture(scope="module")
 def capped(tmp_path_factory) -> dict:
     """{case: (expected, where, outcome)} for every hostile case, run in one capped ComfyUI process."""
-    cases = {**OVERSIZED, **WIRING, **non_finite_cases(comfy_runtime())}
+    runtime = comfy_runtime()
+    cases = {**OVERSIZED, **WIRING, **non_finite_cases(runtime), **hostile_text_cases(runtime)}
     path = tmp_path_factory.mktemp("hostile") / "prompts.json"
     path.write_text(json.dumps({name: prompt for name, (prompt, _, _) in cases.items()}))
     paths = [str(TESTS), str(TESTS.parent), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     run = subprocess.run([sys.executable, str(TESTS / "comfyui_capped.py"), str(path), str(HEADROOM)],
-                         capture_output=True, text=True, env=env, timeout=600)
+                         capture_output=True, text=True, env=env, timeout=900)
     line = next((row for row in run.stdout.splitlines() if row.startswith("OUTCOMES ")), None)
     assert line is not None, run.stderr[-3000:]
     outcomes = json.loads(line[len("OUTCOMES "):])
     return {name: (expected, where, outcomes[name]) for name, (_, expected, where) in cases.items()}
 
 
-def where_refused(outcome: dict, node_types_after_optimizer: set[str]) -> str:
-    """"validation", "before" (no optimisation step, or refused by a node after the Optimizer
-    with our own message before its work), "late" or "accepted"."""
+def where_refused(outcome: dict) -> str:
+    """"validation", "before" (refused with no optimiser step and no model call run, as counted),
+    "late" (refused after some) or "accepted"."""
     if not outcome["valid"]:  # ComfyUI still runs the outputs that passed, without the refused node
         return "validation"
     if outcome["success"]:
         return "accepted"
-    if outcome["optimizer_steps"] == 0 or outcome["node_type"] in node_types_after_optimizer:
-        return "before"
-    return "late"
+    return "before" if outcome["optimizer_steps"] == outcome["model_calls"] == 0 else "late"
 
 
-NODES_AFTER_OPTIMIZER = {"NFSD_NeRFTurntable", "NFSD_ExtractMesh"}
+GROUPS = {"oversized": OVERSIZED, "wiring": WIRING}
+MAX_MESSAGE = 1000  # characters of a refusal: it quotes excerpts, never a whole input
+OUR_REFUSALS = ("ValueError", "CheckpointError")  # what the pack raises; a TypeError or OSError is a raw error
+
+
+def in_group(name: str, group: str) -> bool:
+    if group in GROUPS:
+        return name in GROUPS[group]
+    kind = "text" if "=" in name and name.rsplit("=", 1)[1] in HOSTILE_TEXT else "non_finite"
+    return not any(name in cases for cases in GROUPS.values()) and kind == group
+
+
+def counts(outcomes) -> dict:
+    outcomes = list(outcomes)
+    return {kind: sum(where_refused(o) == kind for o in outcomes) for kind in ("validation", "before", "late",
+                                                                                "accepted")}
 
 
 @pytest.mark.parametrize("group", ["oversized", "wiring", "non_finite"])
 def test_every_hostile_input_is_refused_where_expected_with_the_fix(capped, group):
-    names = {"oversized": OVERSIZED, "wiring": WIRING}.get(group)
-    selected = {name: item for name, item in capped.items()
-                if (name in names if names is not None else name not in OVERSIZED and name not in WIRING)}
+    selected = {name: item for name, item in capped.items() if in_group(name, group)}
     assert selected
     problems = []
     for name, (expected, where, outcome) in selected.items():
-        refused = where_refused(outcome, NODES_AFTER_OPTIMIZER)
+        refused = where_refused(outcome)
         missing = [text for text in expected if text not in outcome["message"]]
-        if refused != where or missing:
-            problems.append(f"{name}: refused {refused} (want {where}), missing {missing}: {outcome['message'][:300]}")
-    counts = {kind: sum(where_refused(o, NODES_AFTER_OPTIMIZER) == kind for _, _, o in selected.values())
-              for kind in ("validation", "before", "late", "accepted")}
-    print(f"{group}: {len(selected)} tried, {counts}")
+        if refused != where or missing or len(outcome["message"]) > MAX_MESSAGE:
+            problems.append(f"{name}: refused {refused} (want {where}), missing {missing}, "
+                            f"{len(outcome['message'])} characters: {outcome['message'][:300]}")
+    print(f"{group}: {len(selected)} tried, {counts(o for _, _, o in selected.values())}")
     assert not problems, "\n".join(problems)
+
+
+def test_every_string_input_refuses_hostile_text_clearly_before_work_or_takes_it(capped):
+    """A refusal names the input, says why in a few hundred characters without repeating the value, and
+    comes at validation or before any work; text an input may take (a prompt of brackets) runs through."""
+    selected = {name: item for name, item in capped.items() if in_group(name, "text")}
+    assert len(selected) >= 5 * len(HOSTILE_TEXT)
+    problems = []
+    for name, ((input_name,), _, outcome) in selected.items():
+        value = HOSTILE_TEXT[name.rsplit("=", 1)[1]]
+        message, refused = outcome["message"], where_refused(outcome)
+        if refused == "accepted":
+            continue
+        repeated = len(value) >= 100 and value[:100] in message
+        if refused == "late" or input_name not in message or len(message) > MAX_MESSAGE or repeated \
+                or (outcome["exception_type"] or "ValueError").rsplit(".", 1)[-1] not in OUR_REFUSALS:
+            problems.append(f"{name}: {refused}, {outcome['exception_type']}: {message[:300]}")
+    for kind in HOSTILE_TEXT:
+        of_kind = [o for name, (_, _, o) in selected.items() if name.endswith(f"={kind}")]
+        print(f"hostile text, {kind}: {len(of_kind)} inputs, {counts(of_kind)}")
+    print(f"hostile text: {len(selected)} tried, {counts(o for _, _, o in selected.values())}")
+    assert not problems, "\n".join(problems)
+    accepted = {tuple(name.rsplit("=", 1)) for name, (_, _, o) in selected.items() if where_refused(o) == "accepted"}
+    assert accepted == TAKES_PROMPT_TEXT  # a prompt takes them and runs through; nothing else takes any
 
 
 def test_allocation_errors_never_stand_in_for_a_refusal(capped):
@@ -245,6 +388,8 @@ CANCELLED = {
         **only(text_to_nerf_prompt(steps=3, colour="latent", render_size=256, samples_per_ray=128), "1", "2", "4", "5",
                "6"),
         "9": {"class_type": "PreviewAny", "inputs": {"source": ["6", 2]}}}, OPTIMIZER),
+    "optimizer_texture_inside_a_step": (lambda: texture(render_size=1024, advanced=""), OPTIMIZER),
+    "texture_to_mesh_baking": (lambda: texture_to_mesh(4096, 1, 8), "7"),
     "turntable": (lambda: turntable(200, 96), "7"),
     "mesh": (lambda: mesh(320), "8"),
     "renderer_nerf": (lambda: {**only(text_to_nerf_prompt(steps=1, high_res_size=256), "1", "2", "4", "5", "6"),
@@ -306,7 +451,7 @@ def test_cancel_stops_every_long_node_within_a_second(comfyui, optimisers_import
                        if node_id == OPTIMIZER else None):
         result = comfyui.execute(make(), server)
     finished = time.perf_counter()
-    if name == "optimizer_nerf_inside_a_step":
+    if name in ("optimizer_nerf_inside_a_step", "optimizer_texture_inside_a_step"):
         assert not steps_done, "the first step ended before Cancel: make it longer"
     server.watchdog.cancel()
     assert server.started and server.cancelled_at is not None, f"node {target} never started or ended before Cancel"

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 import trimesh
-from nfsd_core.checkpoint import read_checkpoint
 
 from comfyui_helpers import (  # noqa: F401
     GUIDANCE_DEFAULTS,
@@ -127,7 +126,7 @@ def test_an_interrupted_nerf_resumes_from_the_temp_folder_to_the_uninterrupted_r
     assert not interrupted.success
     assert interrupted.event("execution_interrupted")["node_id"] == OPTIMIZER
     (saved,) = temp_runs(comfyui) - before
-    assert read_checkpoint(saved).step == 2
+    assert comfyui.read_checkpoint(saved).step == 2
 
     steps_run = []
     with progress_hook(lambda value, total, preview, node_id: steps_run.append(value) if node_id == OPTIMIZER else 0):
@@ -156,7 +155,7 @@ def test_twenty_queued_runs_leave_at_most_the_cap_of_temp_state(comfyui):
         runs = temp_runs(comfyui)
         sizes.append(sum(file.stat().st_size for folder in runs for file in folder.iterdir()))
         assert len(runs) <= cap
-    kept = {read_checkpoint(folder).identity["guidance"]["seed"]: folder for folder in temp_runs(comfyui)}
+    kept = {comfyui.read_checkpoint(folder).identity["guidance"]["seed"]: folder for folder in temp_runs(comfyui)}
     assert sorted(kept) == cancelled[-cap:]
     print(f"20 queued runs ({len(cancelled)} cancelled): {len(kept)} temp folders, at most "
           f"{max(sizes) / 2**20:.2f} MB at any time")
@@ -168,7 +167,7 @@ def test_twenty_queued_runs_leave_at_most_the_cap_of_temp_state(comfyui):
 
 def test_the_resume_workflows_checkpoint_lives_in_the_output_folder(comfyui):
     result = run(comfyui, checkpoint_dir="NFSD/checkpoints/apple", seed=7)
-    state = read_checkpoint(comfyui.base / "output" / "NFSD" / "checkpoints" / "apple")
+    state = comfyui.read_checkpoint(comfyui.base / "output" / "NFSD" / "checkpoints" / "apple")
     assert state.step == 3 and state.identity["representation"]["type"] == "nerf"
     again = run(comfyui, checkpoint_dir="NFSD/checkpoints/apple", seed=7)
     for name, tensor in optimised_weights(result).items():
@@ -215,13 +214,15 @@ def rendering_a_canvas_without_vae(prompt):
     (without_vae, ["wire the checkpoint's VAE into NFSD Optimizer's 'vae' input", "'latent'"]),
     (lambda p: text_to_nerf_prompt(colour="latent", background="random"), ["'random' background", "'environment'"]),
     (lambda p: text_to_nerf_prompt(advanced='{"volume": {"levelz": 4}}'), ["NeRF settings", "levelz"]),
-    (lambda p: text_to_nerf_prompt(advanced="levels=4"), ["advanced must be a JSON object"]),
+    (lambda p: text_to_nerf_prompt(advanced="levels=4"), ["advanced is not valid JSON, e.g. {\"volume\""]),
+    (lambda p: text_to_nerf_prompt(advanced="[4]"), ["advanced must be a JSON object"]),
     (lambda p: text_to_nerf_prompt(elevation_min=50.0), ["elevation_min (50) is above elevation_max (45)"]),
     (rendering_a_canvas, ["received_type(NFSD_CANVAS) mismatch input_type(NFSD_NERF)"]),  # at validation
     (rendering_before_optimising, ["connect it through NFSD Optimizer first"]),
     (view_prompts_on_a_canvas, ["one prompt per camera view", "CLIP Text Encode"]),
     (rendering_a_canvas_without_vae, ["wire the checkpoint's VAE into NFSD Renderer's 'vae' input"]),
 ], ids=["rgb_nerf_without_vae", "latent_nerf_random_background", "unknown_setting", "advanced_not_json",
+        "advanced_not_an_object",
         "elevation_range_upside_down", "turntable_of_a_canvas", "turntable_before_optimizing", "view_prompts_canvas",
         "canvas_renderer_without_vae"])
 def test_bad_nerf_graphs_fail_with_the_fix(comfyui, break_graph, expected):

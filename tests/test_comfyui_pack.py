@@ -6,6 +6,7 @@ pytestmark = requires_comfyui
 
 NODE_IDS = {
     "NFSD_DemoModel": "NFSD Demo Model",
+    "NFSD_DemoImage": "NFSD Demo Image",
     "NFSD_ScoreDistillationGuidance": "NFSD Score Distillation Guidance",
     "NFSD_LatentCanvas": "NFSD Latent Canvas",
     "NFSD_Optimizer": "NFSD Optimizer",
@@ -16,6 +17,9 @@ NODE_IDS = {
     "NFSD_NeRFTurntable": "NFSD NeRF Turntable",
     "NFSD_ExtractMesh": "NFSD NeRF to Mesh",
     "NFSD_SaveMesh": "NFSD Save Mesh",
+    "NFSD_MeshTexture": "NFSD Mesh Texture",
+    "NFSD_TextureToMesh": "NFSD Texture to Mesh",
+    "NFSD_DemoMesh": "NFSD Demo Mesh",
 }
 
 
@@ -31,10 +35,14 @@ def test_every_node_is_listed_with_its_schema(comfyui):
         assert inputs, node_id
         for name, (kind, options) in inputs.items():
             assert options.get("tooltip"), f"{node_id}.{name} has no tooltip"
-    assert info["NFSD_Optimizer"]["output"] == ["NFSD_CANVAS,NFSD_NERF", "LATENT", "STRING", "IMAGE"]
-    assert info["NFSD_Optimizer"]["input"]["required"]["representation"][0] == "NFSD_CANVAS,NFSD_NERF"
+    assert info["NFSD_Optimizer"]["output"] == ["NFSD_CANVAS,NFSD_NERF,NFSD_TEXTURE", "LATENT", "STRING", "IMAGE"]
+    assert info["NFSD_Optimizer"]["input"]["required"]["representation"][0] == "NFSD_CANVAS,NFSD_NERF,NFSD_TEXTURE"
     assert info["NFSD_LatentCanvas"]["output"] == ["NFSD_CANVAS"]
     assert info["NFSD_NeRFRepresentation"]["output"] == ["NFSD_NERF"]
+    assert info["NFSD_MeshTexture"]["output"] == ["NFSD_TEXTURE"]
+    assert info["NFSD_TextureToMesh"]["input"]["required"]["texture"][0] == "NFSD_TEXTURE"
+    assert info["NFSD_TextureToMesh"]["output"] == ["MESH", "IMAGE", "IMAGE"]
+    assert info["NFSD_DemoMesh"]["output"] == ["MESH"]
     for node_id in ("NFSD_NeRFTurntable", "NFSD_ExtractMesh"):  # NeRF-only: a canvas is refused at validation
         assert info[node_id]["input"]["required"]["nerf"][0] == "NFSD_NERF"
     assert info["NFSD_ScoreDistillationGuidance"]["output"] == ["NFSD_GUIDANCE"]
@@ -52,7 +60,7 @@ def test_pack_types_do_not_clash_with_other_packs(comfyui):
             if t.startswith("NFSD_")}
     theirs = {t for node_id, node in info.items() if node_id not in NODE_IDS for t in node["output"]
               if isinstance(t, str)}
-    assert ours == {"NFSD_GUIDANCE", "NFSD_CANVAS", "NFSD_NERF"}
+    assert ours == {"NFSD_GUIDANCE", "NFSD_CANVAS", "NFSD_NERF", "NFSD_TEXTURE"}
     assert not ours & {t for output in theirs for t in output.split(",")}
 
 

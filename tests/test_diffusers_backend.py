@@ -107,6 +107,29 @@ def test_codec_encode_is_differentiable_and_scaled(loaded):
     assert decoded.shape == (2, 3, 64, 48) and 0 <= decoded.min() and decoded.max() <= 1
 
 
+def test_the_encoder_recomputes_its_blocks_in_backward_and_gives_the_same_gradients(loaded):
+    """The codec's encoder keeps only its blocks' inputs for backward; its gradients equal those of the
+    plain encoder bit for bit (a copy of the VAE without the recomputing wrappers)."""
+    import copy
+
+    _, codec = loaded
+    plain = copy.deepcopy(codec.vae)
+    for module in plain.encoder.modules():
+        module.__dict__.pop("forward", None)  # back to the class's forward
+    images = torch.rand(1, 3, 64, 48, requires_grad=True)
+    weights = torch.randn(1, 4, 8, 6)
+
+    def image_gradient(encode) -> torch.Tensor:
+        images.grad = None
+        (encode(images) * weights).sum().backward()
+        return images.grad
+
+    recomputed = image_gradient(codec.encode)
+    kept = image_gradient(lambda x: plain.encode(x * 2 - 1).latent_dist.mean * codec.scaling_factor)
+    assert torch.equal(recomputed, kept)
+    assert sum(getattr(module.forward, "recomputes", False) for module in codec.vae.encoder.modules()) >= 3
+
+
 def test_codec_applies_the_shift_factor(loaded):
     _, codec = loaded
     shifted = DiffusersLatentCodec(codec.vae)

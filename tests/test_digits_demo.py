@@ -47,6 +47,6 @@ def test_benchmark_script_runs_a_small_comparison(tmp_path):
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
     assert digits_benchmark.main(["--steps", "3", "--per-fine", "1", "--per-coarse", "2",
-                                  "--output", str(tmp_path)]) == 0
+                                  "--output", str(tmp_path), "--in-process"]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert len(results["metrics"]) == 6 and (tmp_path / "grid.png").is_file()

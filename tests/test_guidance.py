@@ -14,13 +14,17 @@ from core_helpers import affine_model
 T = torch.tensor([10, 199, 200, 650])  # both sides of NFSD's threshold
 
 
-def fixed_predictions():
-    g = torch.Generator().manual_seed(0)
+RULE_NAMES = ["nfsd", "sds", "csd", "sds_negative", "dds", "nfsd_edit"]
+
+
+def fixed_predictions(seed=0):
+    g = torch.Generator().manual_seed(seed)
     e_c, e_u, e_n, eps = (torch.randn(4, 4, 3, 3, generator=g) for _ in range(4))
     return e_c, e_u, e_n, eps
 
 
-def expected_direction(rule, e_c, e_u, e_n, eps, t, s):
+def expected_direction(rule, e_c, e_u, e_n, eps, t, s, source=None):
+    """Row by row; `source` = (e_c, e_u, e_n) at the source latents under the source prompt (edit rules)."""
     rows = []
     for i in range(len(t)):
         if rule == "sds":
@@ -32,15 +36,40 @@ def expected_direction(rule, e_c, e_u, e_n, eps, t, s):
             rows.append(s * (e_c[i] - e_u[i]))
         elif rule == "sds_negative":
             rows.append(e_n[i] + s * (e_c[i] - e_n[i]) - eps[i])
+        elif rule == "dds":  # SDS of the canvas under the target prompt minus SDS of the source: eps cancels
+            s_c, s_u, _ = source
+            rows.append((e_u[i] + s * (e_c[i] - e_u[i]) - eps[i]) - (s_u[i] + s * (s_c[i] - s_u[i]) - eps[i]))
+        elif rule == "nfsd_edit":  # NFSD of the canvas under the target prompt minus NFSD of the source
+            s_c, s_u, s_n = source
+            delta_d = e_u[i] if t[i] < 200 else e_u[i] - e_n[i]
+            source_delta_d = s_u[i] if t[i] < 200 else s_u[i] - s_n[i]
+            rows.append(delta_d + s * (e_c[i] - e_u[i]) - (source_delta_d + s * (s_c[i] - s_u[i])))
     return torch.stack(rows)
 
 
-@pytest.mark.parametrize("name", ["nfsd", "sds", "csd", "sds_negative"])
+def predictions_of(name, e_c, e_u, e_n, eps, source):
+    if not make_rule(name).edits:
+        return NoisePredictions(e_c, e_u, e_n, eps)
+    return NoisePredictions(e_c, e_u, e_n, eps, source=NoisePredictions(*source, eps))
+
+
+@pytest.mark.parametrize("name", RULE_NAMES)
 def test_rule_direction_matches_formula(name):
     e_c, e_u, e_n, eps = fixed_predictions()
-    rule = make_rule(name)
-    terms = rule.terms(NoisePredictions(e_c, e_u, e_n, eps), T, 7.5)
-    assert torch.allclose(terms.direction, expected_direction(name, e_c, e_u, e_n, eps, T, 7.5), atol=1e-6)
+    source = fixed_predictions(seed=1)[:3]
+    terms = make_rule(name).terms(predictions_of(name, e_c, e_u, e_n, eps, source), T, 7.5)
+    expected = expected_direction(name, e_c, e_u, e_n, eps, T, 7.5, source)
+    assert torch.allclose(terms.direction, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["dds", "nfsd_edit"])
+def test_edit_rules_read_no_negative_row_they_did_not_ask_for(name):
+    e_c, e_u, e_n, eps = fixed_predictions()
+    s_c, s_u, s_n = fixed_predictions(seed=1)[:3]
+    for negative in (e_n, s_n):
+        negative[:2] = float("nan")  # below the threshold: rows the model was not asked for
+    terms = make_rule(name).terms(predictions_of(name, e_c, e_u, e_n, eps, (s_c, s_u, s_n)), T, 7.5)
+    assert torch.isfinite(terms.direction).all()
 
 
 def test_nfsd_components_are_delta_c_and_delta_d():
@@ -64,8 +93,13 @@ def test_default_scales_follow_the_paper():
 
 
 def test_unknown_rule_names_the_choices():
-    with pytest.raises(ValueError, match="nfsd, sds, csd, sds_negative"):
+    with pytest.raises(ValueError, match="nfsd, sds, csd, sds_negative, dds, nfsd_edit"):
         make_rule("vsd")
+
+
+def test_the_nfsd_threshold_reaches_both_nfsd_rules():
+    assert make_rule("nfsd", 300).threshold == 300 and make_rule("nfsd_edit", 300).threshold == 300
+    assert make_rule("dds").default_scale == make_rule("nfsd_edit").default_scale == 7.5
 
 
 @pytest.mark.parametrize(
@@ -94,22 +128,30 @@ def test_non_finite_guidance_settings_are_refused(settings):
         ScoreDistillation(model, Prompts.from_text(model, "cat"), "nfsd", **settings)
 
 
-COEFFICIENTS = {"cat": (0.3, 0.2), "": (0.1, -0.1), DEFAULT_NEGATIVE_PROMPT: (-0.2, 0.4)}
+COEFFICIENTS = {"cat": (0.3, 0.2), "dog": (0.5, -0.3), "": (0.1, -0.1), DEFAULT_NEGATIVE_PROMPT: (-0.2, 0.4)}
 
 
-@pytest.mark.parametrize("name", ["nfsd", "sds", "csd", "sds_negative"])
+@pytest.mark.parametrize("name", RULE_NAMES)
 def test_distillation_step_end_to_end(name):
-    """Through the model, with exact predictions e = a_c x_t + b_c, against the formula by hand."""
+    """Through the model, with exact predictions e = a_c x_t + b_c, against the formula by hand; the
+    edit rules turn a "dog" (the source latents) into a "cat", the source noised with the same eps and t."""
     model = affine_model(COEFFICIENTS)
-    guidance = ScoreDistillation(model, Prompts.from_text(model, "cat"), name, scale=5.0)
-    z, eps = torch.randn(4, 4, 3, 3), torch.randn(4, 4, 3, 3)
+    z, eps, z_source = torch.randn(4, 4, 3, 3), torch.randn(4, 4, 3, 3), torch.randn(1, 4, 3, 3)
+    edits = make_rule(name).edits
+    guidance = ScoreDistillation(model, Prompts.from_text(model, "cat", source_prompt="dog" if edits else None), name,
+                                 scale=5.0, source_latents=z_source if edits else None)
     result = guidance(z, step=0, steps=1, t=T, noise=eps)
 
     schedule = NoiseSchedule.scaled_linear()
     ab = schedule.alpha_bar(T).view(-1, 1, 1, 1)
-    x_t = ab.sqrt() * z + (1 - ab).sqrt() * eps
-    e_c, e_u, e_n = (a * x_t + b for a, b in (COEFFICIENTS["cat"], COEFFICIENTS[""], COEFFICIENTS[DEFAULT_NEGATIVE_PROMPT]))
-    expected = (1 - ab) * expected_direction(name, e_c, e_u, e_n, eps, T, 5.0)
+
+    def predicted(latents, prompt):
+        x_t = ab.sqrt() * latents + (1 - ab).sqrt() * eps
+        return tuple(a * x_t + b for a, b in (COEFFICIENTS[prompt], COEFFICIENTS[""],
+                                              COEFFICIENTS[DEFAULT_NEGATIVE_PROMPT]))
+
+    source = predicted(z_source.expand_as(z), "dog") if edits else None
+    expected = (1 - ab) * expected_direction(name, *predicted(z, "cat"), eps, T, 5.0, source)
     assert torch.allclose(result.gradient, expected, atol=1e-5)
 
 

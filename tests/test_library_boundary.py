@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAINING_AND_BENCHMARK = ("nfsd_core.priors.training", "nfsd_core.digits.training", "nfsd_core.digits.evaluator",
                           "nfsd_core.digits.metrics", "nfsd_core.digits.comparison", "nfsd_core.digits.data",
                           "nfsd_core.shapes.render", "nfsd_core.shapes.data", "nfsd_core.shapes.training",
-                          "nfsd_core.shapes.evaluator", "nfsd_core.cli", "sklearn")
+                          "nfsd_core.shapes.evaluator", "nfsd_core.cli", "nfsd_core.batch", "sklearn")
 
 
 def loaded_modules(statement: str) -> set[str]:
@@ -32,6 +32,21 @@ def test_a_shipped_priors_calibration_images_need_neither_diffusers_nor_training
     modules = loaded_modules("import nfsd_core; [p.calibration_images(2) for p in nfsd_core.SHIPPED_PRIORS.values()]")
     assert not modules & {"diffusers", "transformers", "sklearn", "nfsd_core.priors.training",
                           "nfsd_core.shapes.training"}
+
+
+def test_nothing_but_the_batch_runner_imports_ray():
+    """Ray is the optional `cluster` extra: the ComfyUI pack (its entry point, nodes and library) never
+    imports it, and the command line only once a batch runs on Ray (`nfsd_core.batch.ray_runner`)."""
+    importers = []
+    for path in [ROOT / "__init__.py", *(ROOT / "nodes").rglob("*.py"), *(ROOT / "nfsd_core").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            if any(name == "ray" or name.startswith("ray.") for name in names):
+                importers.append(str(path.relative_to(ROOT)))
+    assert sorted(set(importers)) == ["nfsd_core/batch/ray_runner.py"]
+    modules = loaded_modules("import nfsd_core, nfsd_core.cli, nfsd_core.batch.jobs; nfsd_core.cli.build_parser()")
+    assert "nfsd_core.batch.runner" in modules and not {name for name in modules if name.split(".")[0] == "ray"}
 
 
 def module_level_statements(tree: ast.Module) -> Iterator[ast.stmt]:
@@ -83,9 +98,10 @@ def test_the_library_and_the_nodes_have_no_import_cycles():
 
 
 def test_nodes_use_the_core_through_its_facades():
-    """The nodes import nfsd_core's public API (`nfsd_core`, and the NeRF's `nfsd_core.nerf`), never
-    a module behind it, so the core can rearrange its modules without breaking them."""
-    facades = {"pack.nfsd_core", "pack.nfsd_core.nerf"}
+    """The nodes import nfsd_core's public API (`nfsd_core`, the NeRF's `nfsd_core.nerf` and the mesh
+    texture's `nfsd_core.texture`), never a module behind it, so the core can rearrange its modules
+    without breaking them."""
+    facades = {"pack.nfsd_core", "pack.nfsd_core.nerf", "pack.nfsd_core.texture"}
     reaching_past = {module: sorted(name for name in imported if name.startswith("pack.nfsd_core.")
                                     and name.rpartition(".")[0] not in facades and name not in facades)
                      for module, imported in relative_imports("nodes").items()}

@@ -1,10 +1,14 @@
-"""A folder of runs' checkpoints stays small, and nothing but the library's own files is ever deleted."""
+"""A folder of runs' checkpoints stays small, nothing but the library's own files is ever deleted, and no
+folder a run holds (its lock) is touched."""
 
+import multiprocessing
 import os
+import threading
 
+import pytest
 import torch
 from nfsd_core import LatentCanvas, keep_newest_checkpoints, remove_checkpoint, save_checkpoint
-from nfsd_core.checkpoint import MARKER_FILE
+from nfsd_core.checkpoint import MARKER_FILE, STATE_FILE, hold_checkpoint_dir
 
 
 def saved_run(parent, name: str, when: float):
@@ -44,3 +48,49 @@ def test_keep_newest_checkpoints_keeps_the_most_recently_saved(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["other", "run0", "run4", "run5"]
     assert keep_newest_checkpoints(tmp_path / "missing", 2, current) == []
     assert runs[5].exists() and (other / "file").exists()
+
+
+def hold_in_child(folder, holding, release):
+    """A child process that holds `folder` as a run does (its lock), until `release`."""
+    with hold_checkpoint_dir(folder):
+        holding.set()
+        release.wait(60)
+    os._exit(0)
+
+
+@pytest.mark.skipif(os.name != "posix" or "fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
+def test_a_folder_another_process_holds_is_neither_removed_nor_pruned(tmp_path):
+    runs = [saved_run(tmp_path, f"run{index}", float(index)) for index in range(3)]
+    context = multiprocessing.get_context("fork")
+    holding, release = context.Event(), context.Event()
+    child = context.Process(target=hold_in_child, args=(str(runs[0]), holding, release))
+    child.start()
+    try:
+        assert holding.wait(60)
+        state = (runs[0] / STATE_FILE).read_bytes()
+        assert not remove_checkpoint(runs[0])
+        assert sorted(keep_newest_checkpoints(tmp_path, 0, tmp_path / "new")) == [runs[1], runs[2]]
+        assert (runs[0] / STATE_FILE).read_bytes() == state  # the oldest, but in use: whole
+    finally:
+        release.set()
+        child.join(60)
+    assert child.exitcode == 0
+    assert keep_newest_checkpoints(tmp_path, 0, tmp_path / "new") == [runs[0]]  # released: pruned as any other
+    assert not runs[0].exists()
+
+
+def test_a_folder_another_thread_holds_is_not_removed_and_a_removed_folder_can_be_claimed_again(tmp_path):
+    folder = saved_run(tmp_path, "run", 1.0)
+    outcome = []
+    with hold_checkpoint_dir(folder):
+        thread = threading.Thread(target=lambda: outcome.append(remove_checkpoint(folder)))
+        thread.start()
+        thread.join()
+        assert (folder / STATE_FILE).is_file()
+    assert outcome == [False]
+    assert remove_checkpoint(folder) and not folder.exists()
+    with hold_checkpoint_dir(folder):  # its lock went with it: a new run takes the name
+        thread = threading.Thread(target=lambda: outcome.append(remove_checkpoint(folder)))
+        thread.start()
+        thread.join()
+    assert outcome == [False, False] and (folder / MARKER_FILE).is_file()

@@ -192,7 +192,7 @@ def test_the_3d_benchmark_measures_every_method_and_resumes(tiny_prior, tmp_path
     directory, _ = tiny_prior
     floor = "untrained NeRF (floor)"
     arguments = ["--prior", str(directory), "--steps", "2", "--prompts", "1", "--methods", "SDS 100", "NFSD 7.5", floor,
-                 "--seeds", "0", "1", "--output", str(tmp_path)]
+                 "--seeds", "0", "1", "--output", str(tmp_path), "--in-process"]
     assert shapes_benchmark.main(arguments) == 0
     records = json.loads((tmp_path / "results.json").read_text())["records"]
     assert set(records) == {"SDS 100", "NFSD 7.5", floor} and set(records["NFSD 7.5"]["a red mug"]) == {"seed 0", "seed 1"}
@@ -213,7 +213,7 @@ def test_the_2d_canvas_benchmark_on_the_3d_prior_measures_every_method_and_resum
 
     shapes_canvas_benchmark = benchmark_script("shapes_canvas_benchmark")
     directory, _ = tiny_prior
-    arguments = ["--prior", str(directory), "--steps", "2", "--output", str(tmp_path)]
+    arguments = ["--prior", str(directory), "--steps", "2", "--output", str(tmp_path), "--in-process"]
     assert shapes_canvas_benchmark.main(arguments) == 0
     records = json.loads((tmp_path / "results.json").read_text())["records"]
     assert list(records) == [method.label for method in shapes_canvas_benchmark.METHODS] + [
@@ -226,4 +226,66 @@ def test_the_2d_canvas_benchmark_on_the_3d_prior_measures_every_method_and_resum
     assert (tmp_path / "grid.png").is_file() and "| NFSD 7.5 |" in (tmp_path / "results.md").read_text()
     journal = (tmp_path / "runs.jsonl").read_text()
     assert shapes_canvas_benchmark.main(arguments) == 0  # resumed: nothing run again
+    assert (tmp_path / "runs.jsonl").read_text() == journal
+
+
+def test_the_edit_benchmark_measures_every_method_and_resumes(tiny_prior, tmp_path):
+    import json
+
+    shapes_edit_benchmark = benchmark_script("shapes_edit_benchmark")
+    directory, _ = tiny_prior
+    arguments = ["--prior", str(directory), "--steps", "2", "--rows", "2", "--seeds", "0", "--output", str(tmp_path)]
+    assert shapes_edit_benchmark.main(arguments) == 0
+    records = json.loads((tmp_path / "results.json").read_text())["records"]
+    assert list(records) == [shapes_edit_benchmark.NO_EDIT] + [m.label for m in shapes_edit_benchmark.METHODS]
+    for label, record in records.items():
+        assert set(record) >= {"colour"} and ("shape" in record) == ("mask" not in label)
+        assert 0 <= record["colour"]["target"] <= 1 and record["colour"]["outside_change"] >= 0
+    assert records[shapes_edit_benchmark.NO_EDIT]["colour"]["target"] == 0  # the source has the source's colour
+    assert records["SDS 100 (from the image)"]["evaluations_per_step"] == 2.0
+    assert records["DDS 7.5"]["evaluations_per_step"] == 4.0 < records["NFSD-edit 7.5"]["evaluations_per_step"] <= 6
+    assert (tmp_path / "grid.png").is_file() and "| NFSD-edit 7.5 |" in (tmp_path / "results.md").read_text()
+    journal = (tmp_path / "runs.jsonl").read_text()
+    assert shapes_edit_benchmark.main(arguments) == 0  # resumed: nothing run again
+    assert (tmp_path / "runs.jsonl").read_text() == journal
+
+
+def test_an_object_rendered_for_a_view_is_seen_from_that_view_with_its_mask():
+    from nfsd_core import render_shape, shape_choices
+    from nfsd_core.shapes.render import view_cameras
+
+    choices = shape_choices()
+    assert set(choices["object"]) == set(OBJECTS) and choices["view"] == ("front", "side", "back")
+    assert view_cameras(list(choices["view"])).views == ["front", "side", "back"]
+    image, mask = render_shape("mug", "blue", "side", 32)
+    assert image.shape == (1, 3, 32, 32) and mask.shape == (1, 1, 32, 32)
+    on_object = mask[0, 0] > 0.99
+    assert 0.05 < on_object.float().mean() < 0.6
+    blue = image[0][:, on_object].mean(dim=1)
+    assert blue[2] > blue[0] and blue[2] > blue[1]
+    assert torch.allclose(image[0][:, mask[0, 0] == 0], torch.tensor(0.5))  # the mid-grey background
+    with pytest.raises(ValueError, match="unknown colour 'teal'"):
+        render_shape("mug", "teal")
+    with pytest.raises(ValueError, match=r"unknown view\(s\) \['top'\]"):
+        render_shape("mug", "blue", "top")
+
+
+def test_the_texture_benchmark_measures_every_method_against_the_truth_and_resumes(tiny_prior, tmp_path):
+    import json
+
+    shapes_texture_benchmark = benchmark_script("shapes_texture_benchmark")
+    directory, _ = tiny_prior
+    arguments = ["--prior", str(directory), "--steps", "2", "--prompts", "2", "--methods", "NFSD 7.5",
+                 "--output", str(tmp_path)]
+    assert shapes_texture_benchmark.main(arguments) == 0
+    records = json.loads((tmp_path / "results.json").read_text())["records"]
+    assert list(records) == [shapes_texture_benchmark.START, "NFSD 7.5", shapes_texture_benchmark.TRUTH]
+    assert set(records["NFSD 7.5"]) == {"a red mug", "a blue house"}
+    truth, start = records[shapes_texture_benchmark.TRUTH], records[shapes_texture_benchmark.START]
+    assert truth["a red mug"]["albedo_rmse"] < 0.01 < start["a red mug"]["albedo_rmse"]  # the truth is its own albedo
+    assert truth["a blue house"]["door"] < 0.6 and start["a blue house"]["door"] == pytest.approx(1.0, abs=0.05)
+    assert records["NFSD 7.5"]["a red mug"]["seconds_per_step"] > 0
+    assert (tmp_path / "grid.png").is_file() and "| NFSD 7.5 |" in (tmp_path / "results.md").read_text()
+    journal = (tmp_path / "runs.jsonl").read_text()
+    assert shapes_texture_benchmark.main(arguments) == 0  # resumed: nothing run again
     assert (tmp_path / "runs.jsonl").read_text() == journal

@@ -13,8 +13,11 @@ from torchvision_stub import hide_torchvision_stub  # noqa: E402
 hide_torchvision_stub()  # run alone too: an import-only torchvision would break the diffusers models
 
 from benchmark_scripts import benchmark_script  # noqa: E402
+from torchvision_stub import hide_torchvision_stub  # noqa: E402
 from nfsd_core import SHIPPED_PRIORS  # noqa: E402
 from nfsd_core.shapes.evaluator import load_shapes_judge  # noqa: E402
+
+hide_torchvision_stub()  # before diffusers imports its models (alone, this module would meet the stand-in)
 
 PRIOR = SHIPPED_PRIORS["shapes"]
 # DDIM-50 at CFG 7.5, one sample per fine prompt and camera view (126): measured shape 90%, colour 97%,
@@ -58,3 +61,52 @@ def test_a_short_nfsd_distillation_reaches_the_object_at_its_size(judge):
     assert record["iou"] >= DISTILL_IOU
     assert record["judge_shape"] >= DISTILL_JUDGE and record["judge_colour"] >= DISTILL_JUDGE
     assert SIZE_BAND[0] <= record["rendered_size"] <= SIZE_BAND[1]
+
+
+# Colour edits of every 4th source of the edit benchmark (11 objects and colours), 200 steps, seed 0: measured
+# judged new colour 100% (DDS) and 100% (NFSD-edit) against 0% for the unedited sources, judged shape kept 91% and
+# 91% against 91%; with the object's mask the pixels of the latents outside it change by 0.029 (mean absolute, in
+# [0, 1]) against 0.093 without: the VAE decoder of an 8x8 latent grid spreads every latent's change widely.
+EDIT_ROWS, EDIT_STEPS = slice(None, None, 4), 200
+EDIT_TARGET, EDIT_KEPT_MARGIN = 0.8, 0.2
+MASK_OUTSIDE, MASK_SHARE = 0.05, 0.5
+
+
+@pytest.fixture(scope="module")
+def colour_edits():
+    bench = benchmark_script("shapes_edit_benchmark")
+    model, codec = PRIOR.load()
+    rows = bench.edits("colour")[EDIT_ROWS]
+    methods = {"dds": bench.Method("DDS", "dds"), "nfsd_edit": bench.Method("NFSD-edit", "nfsd_edit"),
+               "dds_masked": bench.Method("DDS, object mask", "dds", masked=True)}
+    edited = {key: bench.run_edit(model, codec, rows, method, seed=0, steps=EDIT_STEPS)[0]
+              for key, method in methods.items()}
+    return bench, codec, rows, edited
+
+
+@pytest.mark.parametrize("rule", ["dds", "nfsd_edit"])
+def test_a_colour_edit_changes_the_judged_colour_and_keeps_the_judged_shape(judge, colour_edits, rule):
+    bench, codec, rows, edited = colour_edits
+    untouched = bench.no_edit(codec, judge, rows, "colour")
+    scores = bench.measure(judge, edited[rule], rows, "colour")
+    print(rule, scores, untouched)
+    assert untouched["target"] == 0 and scores["target"] >= EDIT_TARGET
+    assert scores["kept"] >= untouched["kept"] - EDIT_KEPT_MARGIN
+
+
+def test_a_mask_keeps_the_pixels_outside_it(colour_edits):
+    """Outside the latents the object's mask touches, pixels move a fraction of what they move unmasked."""
+    import torch.nn.functional as F
+
+    from nfsd_core import latent_mask
+
+    bench, _, rows, edited = colour_edits
+    images, masks = bench.renders(rows)
+    outside = F.interpolate(latent_mask(masks[:, 0], 8, 8), scale_factor=4, mode="nearest") == 0
+
+    def change(result):
+        return float((result - images).abs().mean(dim=1, keepdim=True)[outside].mean())
+
+    masked, unmasked = change(edited["dds_masked"]), change(edited["dds"])
+    print(masked, unmasked)
+    assert masked <= MASK_OUTSIDE and masked <= MASK_SHARE * unmasked

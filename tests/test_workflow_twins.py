@@ -34,6 +34,14 @@ TWINS = {
     ("nfsd_text_to_nerf", "demo_text_to_nerf"): (  # CPU settings, the shapes prior's prompt, own file names
         {1: NOTE, 2: DEMO_LOADER, **{node: {"widgets_values"} for node in (3, 6, 7, 9, 10, 13, 14, 16)}},
         set()),
+    ("texture_mesh", "demo_texture_mesh"): (  # CPU settings, the demo mesh wired in, own file names
+        {1: NOTE, 2: DEMO_LOADER, 6: {"widgets_values", "inputs"},
+         **{node: {"widgets_values"} for node in (3, 7, 9, 10, 12)}},
+        {"NFSD_DemoMesh"}),
+    ("edit_image", "demo_edit_image"): (  # Load Image -> NFSD Demo Image and its mask; 32 px; output enlarged
+        {1: NOTE, 2: DEMO_LOADER, 3: PROMPT, 4: PROMPT, 5: DEMO_LOADER, 6: {"widgets_values"}, 8: {"inputs"},
+         9: {"widgets_values", "inputs"}, 13: {"widgets_values", *UPSCALED}},
+        {"ImageScaleBy"}),
 }
 
 

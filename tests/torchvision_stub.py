@@ -4,7 +4,8 @@ transformers takes that stand-in for the real package and then fails importing i
 which breaks every diffusers model import. `hide_torchvision_stub` tells transformers the truth:
 there is no torchvision. It does nothing where torchvision is real or absent. A new process (the
 CLI run by a test) is started through `python_without_torchvision_stub()`, which hides the stand-in
-from the import system there.
+from the import system there; processes started by others (Ray's workers) find the same hiding in
+`stub_hiding_folder()` on their import path.
 """
 
 import sys
@@ -37,3 +38,19 @@ def python_without_torchvision_stub() -> list[str]:
     launcher = ("import runpy, sys; sys.modules['torchvision'] = None; module = sys.argv.pop(1); "
                 "runpy.run_module(module, run_name='__main__', alter_sys=True)")
     return [sys.executable, "-c", launcher]
+
+
+def stub_hiding_folder(directory) -> str | None:
+    """Where only the stand-in is installed: a folder in `directory` holding a `sitecustomize`
+    module that hides it from the import system of every Python started with the folder on its
+    path, for processes this one does not start itself (Ray's workers take this process's path).
+    None where torchvision is real or absent."""
+    import os
+
+    if not torchvision_is_a_stub():
+        return None
+    folder = os.path.join(directory, "hide-torchvision-stub")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "sitecustomize.py"), "w") as file:
+        file.write("import sys\n\nsys.modules['torchvision'] = None  # hide the import-only stand-in\n")
+    return folder

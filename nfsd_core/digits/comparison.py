@@ -164,19 +164,47 @@ def compare(
     rows = prompt_set.rows()
     prompts = encode_prompts(model, rows)
     noise = initial_latents((len(rows), 4, 8, 8), seed)
+    runs = {method.label: measure_method(model, codec, evaluator, method, prompt_set, prompts, noise, seed, progress)
+            for method in methods}
+    return comparison_result(codec, evaluator, prompt_set, seed, runs)
+
+
+MethodRun = tuple[Tensor, dict[str, dict[str, float]], dict]  # decoded images, metrics by group, the method's record
+
+
+def measure_method(
+    model: ScoreModel,
+    codec: LatentCodec,
+    evaluator: DigitEvaluator,
+    method: Method,
+    prompt_set: PromptSet,
+    prompts: Prompts,
+    noise: Tensor,
+    seed: int,
+    progress: Progress | None = None,
+) -> MethodRun:
+    """Run one method from `noise` [B, 4, 8, 8] on the prompt set's rows (`prompts`: their
+    `encode_prompts`) and measure its decoded images."""
+    started = time.perf_counter()
+    latents, per_step, _ = run_method(model, prompts, prompt_set.rows(), method, noise, seed, progress)
+    with torch.no_grad():
+        images = codec.decode(latents)
+    record = {**asdict(method), "evaluations_per_step": per_step, "evaluations_per_image": per_step * method.step_count,
+              "seconds": round(time.perf_counter() - started, 1)}
+    return images, measure_groups(evaluator, images, latents, prompt_set), record
+
+
+def comparison_result(
+    codec: LatentCodec, evaluator: DigitEvaluator, prompt_set: PromptSet, seed: int, runs: dict[str, MethodRun]
+) -> ComparisonResult:
+    """The methods' runs by label, with the real-digit baseline and, as the grid's last row, a draw
+    of real digits for the same prompts."""
+    rows = prompt_set.rows()
     result = ComparisonResult(info={"seed": seed, "prompt_set": asdict(prompt_set), "rows": len(rows)})
     result.baseline = {group: real_baseline(evaluator, codec.encode, prompts_of_group, seed)
                        for group, prompts_of_group in prompt_set.groups().items()}
-    for method in methods:
-        started = time.perf_counter()
-        latents, per_step, _ = run_method(model, prompts, rows, method, noise, seed, progress)
-        with torch.no_grad():
-            images = codec.decode(latents)
-        result.images[method.label] = images
-        result.metrics[method.label] = measure_groups(evaluator, images, latents, prompt_set)
-        result.methods[method.label] = {**asdict(method), "evaluations_per_step": per_step,
-                                        "evaluations_per_image": per_step * method.step_count,
-                                        "seconds": round(time.perf_counter() - started, 1)}
+    for label, (images, metrics, record) in runs.items():
+        result.images[label], result.metrics[label], result.methods[label] = images, metrics, record
     result.images["real digits"] = real_images(evaluator, rows, torch.Generator().manual_seed(seed))
     return result
 

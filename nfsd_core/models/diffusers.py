@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from ..schedule import NoiseSchedule
 from .base import PREDICTION_TYPES, FlatBatchScoreModel, LatentCodec
+from .recompute import recompute_in_backward
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 CONFIG_FILES = {
@@ -120,12 +121,20 @@ class DiffusersLatentCodec(LatentCodec):
     Latents are (posterior mean - shift_factor) * scaling_factor, as the UNet was trained on.
     Inputs move to the VAE's device and dtype; outputs come back on the caller's.
     A VAE whose config asks for `force_upcast` runs in float32 when float16 is requested.
+    The encoder's blocks recompute their activations in backward rather than keep them
+    (`recompute_in_backward`: the same gradients for a fraction of the memory; the VAE given is
+    changed in place, which only matters while autograd records).
     """
 
     def __init__(self, vae: nn.Module, dtype: str | torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+        from diffusers.models.attention_processor import Attention
+        from diffusers.models.downsampling import Downsample2D
+        from diffusers.models.resnet import ResnetBlock2D
+
         self.dtype = vae_dtype(vae.config, dtype)
         self.device = torch.device(device)
         self.vae = _frozen(vae, self.device, self.dtype)
+        recompute_in_backward(self.vae.encoder, (ResnetBlock2D, Downsample2D, Attention))
         self.scaling_factor = float(vae.config.scaling_factor)
         self.shift_factor = float(vae.config.get("shift_factor") or 0.0)
         self.latent_channels = int(vae.config.latent_channels)

@@ -13,7 +13,7 @@ from .cameras import (CameraSettings, Cameras, make_cameras, orbit_cameras, samp
                       view_names)
 from .field import ImplicitVolume, VolumeSettings
 from .hashgrid import HashGrid
-from .mesh import MESH_FORMATS, Mesh, export_mesh, extract_mesh
+from .mesh import COLOUR_OUTPUTS, MESH_FORMATS, Mesh, export_mesh, extract_mesh, z_up_to_y_up
 from .occupancy import OccupancySettings
 from .regularizers import Ramp, RegularizerSettings
 from .representation import NerfRepresentation, Render
@@ -22,6 +22,7 @@ from .turntable import render_turntable
 
 __all__ = [
     "BACKGROUND_KINDS",
+    "COLOUR_OUTPUTS",
     "COLOUR_SPACES",
     "MESH_FORMATS",
     "BackgroundSettings",
@@ -47,4 +48,5 @@ __all__ = [
     "sample_cameras",
     "training_views",
     "view_names",
+    "z_up_to_y_up",
 ]

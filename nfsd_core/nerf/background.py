@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..bounded_text import excerpt
 from ..limits import check_ranges, real, whole
 from .field import mlp
 
@@ -32,7 +33,7 @@ class BackgroundSettings:
 
     def __post_init__(self):
         if self.kind not in BACKGROUND_KINDS:
-            raise ValueError(f"unknown background {self.kind!r}; choose one of {', '.join(BACKGROUND_KINDS)}")
+            raise ValueError(f"unknown background {excerpt(self.kind)}; choose one of {', '.join(BACKGROUND_KINDS)}")
         check_ranges(self)
         if len(self.eval_colour) != 3:
             raise ValueError(f"eval_colour must be an RGB triple, got {self.eval_colour}")

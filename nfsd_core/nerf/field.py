@@ -21,9 +21,9 @@ from .hashgrid import HashGrid, level_resolutions
 
 
 @dataclass(frozen=True)
-class VolumeSettings:
-    """Field settings; the defaults are threestudio's (16 levels x 2 features, table 2^19,
-    base resolution 16, finest 4096; MLPs of one hidden layer of 64; blob 10, 0.5)."""
+class HashGridSettings:
+    """A hash-grid encoding and the MLP on it; the defaults are threestudio's (16 levels x 2
+    features, table 2^19, base resolution 16, finest 4096; one hidden layer of 64)."""
 
     levels: int = whole(16, 1, 32)
     features_per_level: int = whole(2, 1, 8)
@@ -32,12 +32,18 @@ class VolumeSettings:
     finest_resolution: int = whole(4096, 2, 65536)
     hidden_width: int = whole(64, 1, 1024)
     hidden_layers: int = whole(1, 0, 8)
-    blob_scale: float = real(10.0, -1000.0, 1000.0)
-    blob_std: float = real(0.5, 0.001, 1e12)
 
     def __post_init__(self):
         check_ranges(self)
         level_resolutions(self.levels, self.base_resolution, self.finest_resolution)  # refuses an inverted range
+
+
+@dataclass(frozen=True)
+class VolumeSettings(HashGridSettings):
+    """Field settings: the hash grid and MLPs, and Magic3D's density blob (threestudio's 10, 0.5)."""
+
+    blob_scale: float = real(10.0, -1000.0, 1000.0)
+    blob_std: float = real(0.5, 0.001, 1e12)
 
 
 @dataclass

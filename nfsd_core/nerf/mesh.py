@@ -16,8 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import trimesh
+from PIL import Image
 from skimage.measure import marching_cubes
 from torch import Tensor
+from trimesh.visual import TextureVisuals
+from trimesh.visual.material import PBRMaterial
 
 from ..budget import SAMPLE_CHUNK, Progress
 from ..preview import LatentToRGB, fit_latent_to_rgb
@@ -26,23 +29,45 @@ from .representation import NerfRepresentation
 # threestudio's "auto" isosurface threshold: the mean of the density where it exceeds this.
 AUTO_MIN_DENSITY = 1e-5
 MESH_FORMATS = ("glb", "obj", "ply")
+COLOUR_OUTPUTS = ("texture", "vertex colours")  # what a file of a textured mesh carries (PLY: vertex colours)
 QUERY_CHUNK = SAMPLE_CHUNK
 
 
 @dataclass
 class Mesh:
     """A triangle mesh: `vertices` float32 [N, 3], `faces` int64 [M, 3] (counter-clockwise seen
-    from outside), `colours` float32 [N, 3] in [0, 1] or None (an uncoloured mesh); CPU tensors."""
+    from outside), `colours` float32 [N, 3] in [0, 1] or None (an uncoloured mesh); a textured mesh
+    also has `uvs` float32 [N, 2] (OpenGL's: v up) and its `texture` image float32 [H, W, 3] in
+    [0, 1] (row 0 at the top); CPU tensors."""
 
     vertices: Tensor
     faces: Tensor
     colours: Tensor | None = None
+    uvs: Tensor | None = None
+    texture: Tensor | None = None
 
-    def to_trimesh(self) -> trimesh.Trimesh:
-        colours = None if self.colours is None else (self.colours.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-        return trimesh.Trimesh(
-            self.vertices.numpy(), self.faces.numpy(), vertex_colors=colours, process=False
-        )
+    @property
+    def textured(self) -> bool:
+        return self.uvs is not None and self.texture is not None
+
+    def to_trimesh(self, colours: str = "texture", name: str = "texture") -> trimesh.Trimesh:
+        """The trimesh mesh, coloured by its texture (a PBR material named `name`, not metallic) when
+        it has one and `colours` is "texture", else by its vertex colours (a file holds one or the
+        other: glTF multiplies a texture by vertex colours); a textured mesh without vertex colours
+        gives its texture's colour at each vertex."""
+        if colours not in COLOUR_OUTPUTS:
+            raise ValueError(f"colours must be one of {', '.join(COLOUR_OUTPUTS)}, got {colours!r}")
+        if self.textured and (colours == "texture" or self.colours is None):
+            image = Image.fromarray((self.texture.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
+            material = PBRMaterial(name=name, baseColorTexture=image, metallicFactor=0.0, roughnessFactor=1.0)
+            textured = trimesh.Trimesh(self.vertices.numpy(), self.faces.numpy(), process=False,
+                                       visual=TextureVisuals(uv=self.uvs.numpy(), material=material))
+            if colours == "vertex colours":
+                textured.visual = textured.visual.to_color()
+            return textured
+        vertex_colors = None if self.colours is None else (
+            (self.colours.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
+        return trimesh.Trimesh(self.vertices.numpy(), self.faces.numpy(), vertex_colors=vertex_colors, process=False)
 
 
 def z_up_to_y_up(points: Tensor) -> Tensor:
@@ -163,8 +188,10 @@ def extract_mesh(
     return Mesh(z_up_to_y_up(vertices) if y_up else vertices, faces, colours)
 
 
-def export_mesh(mesh: Mesh, path: str | Path, file_format: str | None = None) -> Path:
-    """Write `mesh` with its vertex colours as GLB, OBJ or PLY (from the suffix unless given)."""
+def export_mesh(mesh: Mesh, path: str | Path, file_format: str | None = None, colours: str = "texture") -> Path:
+    """Write `mesh` as GLB, OBJ or PLY (from the suffix unless given): with its texture when it has one
+    and `colours` is "texture" (GLB: embedded; OBJ: beside it, `<stem>.mtl` and `<stem>.png`; PLY
+    holds none and gets the vertex colours), else with its vertex colours."""
     path = Path(path)
     file_format = (file_format or path.suffix.lstrip(".")).lower()
     if file_format not in MESH_FORMATS:
@@ -172,5 +199,13 @@ def export_mesh(mesh: Mesh, path: str | Path, file_format: str | None = None) ->
     if len(mesh.faces) == 0:
         raise ValueError("the mesh has no faces; nothing to export")
     path.parent.mkdir(parents=True, exist_ok=True)
-    mesh.to_trimesh().export(str(path), file_type=file_format)
+    textured = colours == "texture" and mesh.textured and file_format != "ply"
+    exported = mesh.to_trimesh(colours if textured else "vertex colours", name=path.stem)
+    if textured and file_format == "obj":
+        text, files = trimesh.exchange.obj.export_obj(exported, return_texture=True, mtl_name=f"{path.stem}.mtl")
+        for name, data in files.items():  # the material and its image, named after the OBJ
+            (path.parent / name).write_bytes(data)
+        path.write_text(text)
+        return path
+    exported.export(str(path), file_type=file_format)
     return path

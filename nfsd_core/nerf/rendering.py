@@ -19,6 +19,7 @@ from typing import Sequence, TypeVar
 import nerfacc
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from .acceleration import use_packed_rendering, weights_from_density
 from .field import FieldSamples, ImplicitVolume
@@ -145,27 +146,25 @@ def query_field(
     )
 
 
-def render_rays(
+def place_samples(
     field: ImplicitVolume,
     origins: Tensor,
     directions: Tensor,
     samples_per_ray: int,
-    occupancy: OccupancyGrid | None = None,
-    generator: torch.Generator | None = None,
-    normals: bool = False,
-    orientation: bool = False,
-) -> RayOutput:
-    """Render R rays with `origins`, unit `directions` [R, 3] through `field`.
-
-    `generator` jitters the samples (training); None samples interval midpoints (evaluation).
-    `normals` adds the opacity-weighted normal; `orientation` adds the differentiable
-    orientation penalty (and implies normals with a graph).
-    """
-    radius = field.radius
+    occupancy: OccupancyGrid | None,
+    generator: torch.Generator | None,
+) -> Samples:
+    """Where along R rays the field is read: packed (occupancy-grid marching, CUDA with nerfacc's
+    extension) or batched; every random draw of a render happens here."""
     if occupancy is not None and use_packed_rendering(origins.device):
-        samples = packed_samples(field, origins, directions, radius, samples_per_ray, occupancy, generator)
-    else:
-        samples = batched_samples(origins, directions, radius, samples_per_ray, occupancy, generator)
+        return packed_samples(field, origins, directions, field.radius, samples_per_ray, occupancy, generator)
+    return batched_samples(origins, directions, field.radius, samples_per_ray, occupancy, generator)
+
+
+def composite(
+    field: ImplicitVolume, samples: Samples, origins: Tensor, directions: Tensor, normals: bool, orientation: bool
+) -> RayOutput:
+    """Query the field at `samples` and composite it along the rays (deterministic: no draws)."""
     values = query_field(field, samples, origins, directions, normals or orientation, create_graph=orientation)
     n_rays = origins.shape[0]
     if samples.ray_indices is None:
@@ -192,3 +191,30 @@ def render_rays(
         facing_away = (values.normal * ray_directions).sum(-1).clamp_min(0.0).pow(2).unsqueeze(-1)
         output.orientation = accumulate(weights.detach(), facing_away)
     return output
+
+
+def render_rays(
+    field: ImplicitVolume,
+    origins: Tensor,
+    directions: Tensor,
+    samples_per_ray: int,
+    occupancy: OccupancyGrid | None = None,
+    generator: torch.Generator | None = None,
+    normals: bool = False,
+    orientation: bool = False,
+    recompute: bool = False,
+) -> RayOutput:
+    """Render R rays with `origins`, unit `directions` [R, 3] through `field`.
+
+    `generator` jitters the samples (training); None samples interval midpoints (evaluation).
+    `normals` adds the opacity-weighted normal; `orientation` adds the differentiable
+    orientation penalty (and implies normals with a graph). With `recompute` (and autograd on)
+    the field's activations are not kept for backward but computed again there (activation
+    checkpointing): the graph kept is the samples and the outputs, a few bytes per sample
+    instead of kilobytes per queried one. The samples are drawn before, so the recomputation
+    reads the field where the forward did, and the gradients are the same, bit for bit.
+    """
+    samples = place_samples(field, origins, directions, samples_per_ray, occupancy, generator)
+    if recompute and torch.is_grad_enabled():
+        return checkpoint(composite, field, samples, origins, directions, normals, orientation, use_reentrant=False)
+    return composite(field, samples, origins, directions, normals, orientation)

@@ -5,23 +5,23 @@ jitter) from the step's generator, render at the step's size, and hand the score
 the codec's encoding of the render (RGB mode, with gradient) or the rendered latents themselves
 (latent mode). Every row names its view (front/side/back/overhead) for view-dependent prompts.
 
-The codec (VAE), the latent-to-RGB map and the interrupt check are tools, not state: they are kept out of the module
-tree, so they are neither optimised, moved by `.to()`, nor written into checkpoints.
+The codec (VAE), the latent-to-RGB map and the interrupt check are tools, not state (see
+`representations.rendered`, which also turns renders into the model's latents).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..budget import chunk_rays
 from ..models.base import LatentCodec
 from ..preview import LatentToRGB
-from ..representations.base import GuidanceView, Representation
+from ..representations.base import GuidanceView
+from ..representations.rendered import RenderedRepresentation
 from .background import Background
 from .cameras import Cameras, sample_cameras
 from .field import ImplicitVolume
@@ -47,14 +47,21 @@ class Render:
     orientation: Tensor | None = None
 
 
-class NerfRepresentation(Representation):
+class NerfRepresentation(RenderedRepresentation):
     """A NeRF in [-radius, radius]^3, z up, optimised through renders from random cameras.
 
     `codec` is needed to guide in RGB mode (and decodes latent renders for previews when no
     `latent_rgb` is given); `latent_rgb` maps latent colours to RGB for previews and meshes;
     `check_interrupt` is called between the chunks of every render and stops it by raising
     (ComfyUI's Cancel), so a long step or render stops within a chunk.
+
+    `recompute` (default True): a training render keeps no field activations for backward but
+    computes each chunk's again there (`rendering.render_rays`), which changes no result and
+    keeps the render's graph to a few bytes per sample.
     """
+
+    noun = "NeRF"
+    recompute = True
 
     def __init__(
         self,
@@ -73,20 +80,6 @@ class NerfRepresentation(Representation):
         self.occupancy = OccupancyGrid(settings.occupancy, settings.radius) if settings.occupancy.enabled else None
         self.attach(codec, latent_rgb)
 
-    def attach(self, codec: LatentCodec | None = None, latent_rgb: LatentToRGB | None = None,
-               check_interrupt: Callable[[], None] | None = None) -> "NerfRepresentation":
-        """Set the codec, the latent-to-RGB map and/or the interrupt check given (kept outside the
-        module tree, see the module doc); returns the NeRF."""
-        if codec is not None and self.latent_colour and codec.latent_channels != self.settings.latent_channels:
-            raise ValueError(
-                f"the codec makes {codec.latent_channels}-channel latents but this NeRF renders "
-                f"{self.settings.latent_channels}; set NerfSettings(latent_channels={codec.latent_channels})"
-            )
-        for name, tool in (("codec", codec), ("latent_rgb", latent_rgb), ("check_interrupt", check_interrupt)):
-            if tool is not None or name not in self.__dict__:
-                self.__dict__[name] = tool
-        return self
-
     @classmethod
     def from_config(
         cls, config: dict[str, Any], codec: LatentCodec | None = None, latent_rgb: LatentToRGB | None = None
@@ -95,10 +88,6 @@ class NerfRepresentation(Representation):
         if config.get("type") != CONFIG_TYPE:
             raise ValueError(f"not a NeRF configuration (type {config.get('type')!r})")
         return cls(NerfSettings.from_config(config["settings"]), codec, latent_rgb)
-
-    @property
-    def latent_colour(self) -> bool:
-        return self.settings.colour == "latent"
 
     @property
     def device(self) -> torch.device:
@@ -151,6 +140,7 @@ class NerfRepresentation(Representation):
                 generator,
                 normals=normals,
                 orientation=orientation,
+                recompute=self.recompute,
             ))
         rays = concatenate(outputs)
         shape = origins.shape[:-1]
@@ -161,27 +151,6 @@ class NerfRepresentation(Representation):
         opacity = image(rays.opacity)
         colour = image(rays.colour) + (1.0 - opacity) * self.background(directions, generator)
         return Render(colour, opacity, image(rays.depth), image(rays.normal), image(rays.orientation))
-
-    def to_rgb(self, colour: Tensor) -> Tensor:
-        """RGB [B, H', W', 3] in [0, 1] of rendered colours [B, H, W, C] (latents: through
-        `latent_rgb`, else decoded by the codec, at its resolution)."""
-        if not self.latent_colour:
-            return colour.clamp(0.0, 1.0)
-        latents = colour.permute(0, 3, 1, 2)
-        if self.latent_rgb is not None:
-            return self.latent_rgb(latents).permute(0, 2, 3, 1)
-        if self.codec is not None:
-            return self.codec.decode(latents).permute(0, 2, 3, 1).clamp(0.0, 1.0)
-        raise ValueError("latent renders need a latent_rgb map (nfsd_core.preview) or a codec to become RGB; attach one")
-
-    def latents_for_guidance(self, colour: Tensor) -> Tensor:
-        """Score-model latents [B, C, h, w] of rendered colours [B, H, W, C], differentiably."""
-        images = colour.permute(0, 3, 1, 2)
-        if self.latent_colour:
-            return _resize(images, self.settings.guidance_size // self.settings.latent_downscale)
-        if self.codec is None:
-            raise ValueError("an RGB NeRF needs a codec (the VAE) to reach the score model's latents; attach one")
-        return self.codec.encode(_resize(images, self.settings.guidance_size))
 
     def render_for_guidance(self, step: int, steps: int, generator: torch.Generator) -> GuidanceView:
         """The step's render; an interrupt (or any error) inside it leaves the occupancy grid as the
@@ -210,10 +179,3 @@ class NerfRepresentation(Representation):
         penalty, stats = regularization(settings.regularizers, step, steps, render.opacity, render.orientation)
         stats.update(opacity=float(render.opacity.detach().mean()), render_size=float(size))
         return GuidanceView(latents, views=cameras.views, regularization=penalty, stats=stats)
-
-
-def _resize(images: Tensor, size: int) -> Tensor:
-    """Bilinear resize of [B, C, H, W] to size x size (threestudio's interpolation), if needed."""
-    if images.shape[-2:] == (size, size):
-        return images
-    return F.interpolate(images, (size, size), mode="bilinear", align_corners=False)

@@ -13,6 +13,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..bounded_text import excerpt
 from ..limits import check_ranges, real, whole
 from ..models.base import SD_LATENT_CHANNELS, SD_PIXELS_PER_LATENT
 from .background import BackgroundSettings
@@ -70,7 +71,7 @@ class NerfSettings:
 
     def __post_init__(self):
         if self.colour not in COLOUR_SPACES:
-            raise ValueError(f"unknown colour space {self.colour!r}; choose one of {', '.join(COLOUR_SPACES)}")
+            raise ValueError(f"unknown colour space {excerpt(self.colour)}; choose one of {', '.join(COLOUR_SPACES)}")
         check_ranges(self)
         if not self.render_sizes:
             raise ValueError("render_sizes must list at least one pixel size")
@@ -101,28 +102,29 @@ class NerfSettings:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "NerfSettings":
-        return _from_dict(cls, config)
+        return settings_from_dict(cls, config)
 
 
-def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+def settings_from_dict(cls: type, data: dict[str, Any]) -> Any:
     """Rebuild dataclass `cls` from `dataclasses.asdict` output (after a JSON round trip)."""
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} setting(s) {unknown}")
+        raise ValueError(f"unknown {cls.__name__} setting(s) {', '.join(excerpt(name) for name in unknown[:5])}"
+                         + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""))
     values = {}
     for name, value in data.items():
         kind = hints[name]
         if dataclasses.is_dataclass(kind):
             if not isinstance(value, dict):
-                raise ValueError(f"{name} must be a JSON object of {kind.__name__} settings, got {value!r}")
+                raise ValueError(f"{name} must be a JSON object of {kind.__name__} settings, got {excerpt(value)}")
             try:
-                value = _from_dict(kind, value)
+                value = settings_from_dict(kind, value)
             except ValueError as error:
                 raise ValueError(f"{name}.{error}") from None
         elif typing.get_origin(kind) is tuple:
             if not isinstance(value, (list, tuple)):
-                raise ValueError(f"{name} must be a list, got {value!r}")
+                raise ValueError(f"{name} must be a list, got {excerpt(value)}")
             value = tuple(value)
         values[name] = value
     return cls(**values)

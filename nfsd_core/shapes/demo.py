@@ -7,26 +7,30 @@ benchmark's judge says what it sees in the turntable. Settings are sized for a C
 renders (the prior's images), 32 samples per ray, two cameras per step, a 12-level hash grid,
 and the maximum timestep annealed from 0.98 to 0.5 half-way. The training cameras
 (`shapes.data.SHAPE_CAMERAS`) all frame one half-height at the origin, so the object is seen at one
-size (issue 18: cameras drawn like the prior's data make it about 1.3x too large).
+size (issue 18: cameras drawn like the prior's data make it about 1.3x too large). With
+--checkpoint-dir the run is saved every --checkpoint-every steps and the same command resumes it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
+from ..batch.tasks import ModelSpec, Report, Task
+from ..checkpoint import CheckpointError, claim_checkpoint_dir
 from ..distillation import Prompts, ScoreDistillation
 from ..nerf import NerfRepresentation, NerfSettings, export_mesh, extract_mesh, render_turntable
 from ..nerf.background import BackgroundSettings
 from ..nerf.field import VolumeSettings
 from ..optimize import OptimizerSettings, StepRecord, optimize
 from ..timesteps import TimestepSchedule
-from ..usage import UsageError
+from ..usage import UsageError, at_least_one
 from .data import SHAPE_CAMERAS
 
 CPU_NERF = NerfSettings(
@@ -57,14 +61,19 @@ class TextToNerf:
     timesteps: TimestepSchedule = CPU_TIMESTEPS
 
 
-def text_to_nerf(model, codec, prompt: str, run: TextToNerf,
-                 on_step: Callable[[StepRecord], None] | None = None) -> NerfRepresentation:
-    """Distil `prompt` into a fresh NeRF; the same `run` gives the same NeRF (cameras, t and
-    noise drawn from `run.seed`, the NeRF's weights from `run.nerf.seed`)."""
+def text_to_nerf(model, codec, prompt: str, run: TextToNerf, on_step: Callable[[StepRecord], None] | None = None,
+                 checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
+                 identity_extras: dict[str, Any] | None = None) -> NerfRepresentation:
+    """Distil `prompt` into a fresh NeRF on the model's device; the same `run` gives the same NeRF
+    (cameras, t and noise drawn from `run.seed`, the NeRF's weights from `run.nerf.seed`). With a
+    `checkpoint_dir` the run is saved there and resumed from it (`optimize`); `identity_extras`
+    name what else decides the run (the prior)."""
     prompts = Prompts.from_text(model, prompt, view_dependent=run.view_prompts)
     guidance = ScoreDistillation(model, prompts, run.rule, scale=run.scale, seed=run.seed, timesteps=run.timesteps)
-    nerf = NerfRepresentation(run.nerf, codec=codec)
-    optimize(nerf, guidance, run.steps, OptimizerSettings(lr=run.lr), on_step=on_step)
+    nerf = NerfRepresentation(run.nerf, codec=codec).to(model.device)
+    optimize(nerf, guidance, run.steps, OptimizerSettings(lr=run.lr), on_step=on_step, checkpoint_dir=checkpoint_dir,
+             checkpoint_every=checkpoint_every,
+             identity_extras={"prompt": prompt, "view_prompts": run.view_prompts, **(identity_extras or {})})
     return nerf
 
 
@@ -73,7 +82,7 @@ def save_turntable(nerf: NerfRepresentation, directory: Path, frames: int, size:
     frames as images [N, 3, size, size] in [0, 1]."""
     from PIL import Image
 
-    colour = render_turntable(nerf, frames=frames, size=size).colour  # [N, H, W, 3]
+    colour = render_turntable(nerf, frames=frames, size=size).colour.cpu()  # [N, H, W, 3]
     pictures = [Image.fromarray((frame.clamp(0, 1) * 255).round().byte().numpy()) for frame in colour]
     strip = Image.new("RGB", (size * frames, size))
     for index, picture in enumerate(pictures):
@@ -90,36 +99,83 @@ def add_demo3d(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--prompt", default="a red mug", help='an object and colour the prior knows, e.g. "a blue '
                         'house"; view suffixes are added per camera')
     parser.add_argument("--rule", default="nfsd", choices=("nfsd", "sds", "csd", "sds_negative"))
-    parser.add_argument("--steps", type=int, default=TextToNerf.steps)
+    parser.add_argument("--scale", type=float, default=None, help="guidance scale (default: the rule's own)")
+    parser.add_argument("--steps", type=at_least_one, default=TextToNerf.steps)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--frames", type=int, default=16, help="turntable frames")
+    parser.add_argument("--frames", type=at_least_one, default=16, help="turntable frames")
     parser.add_argument("--prior", type=Path, default=None, help="a prior directory (default: the shipped one)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--output", type=Path, default=Path("outputs/demo3d"))
-    parser.set_defaults(handler=run_demo3d)
+    parser.add_argument("--checkpoint-dir", type=Path, default=None, help="save state here and resume from it")
+    parser.add_argument("--checkpoint-every", type=int, default=50)
+    parser.set_defaults(handler=run_demo3d, job=demo3d_job)
+
+
+def check_demo3d(args: argparse.Namespace) -> Path:
+    """Refuse a missing prior or an unusable checkpoint folder before anything loads; returns the prior."""
+    from .prior import SHAPES_PRIOR_DIR
+
+    prior = SHAPES_PRIOR_DIR if args.prior is None else Path(args.prior)
+    if not (prior / "model_index.json").is_file():
+        raise UsageError(f"--prior: no 3D prior in {prior}; train one with "
+                         "`python -m nfsd_core.shapes.training --output DIR` and pass --prior DIR")
+    if args.checkpoint_every < 0:
+        raise UsageError("--checkpoint-every must be >= 0 (0 saves only when the run ends or stops)")
+    if args.checkpoint_dir is not None:
+        try:
+            claim_checkpoint_dir(args.checkpoint_dir)
+        except CheckpointError as error:
+            raise UsageError(f"--checkpoint-dir: {error}") from error
+    return prior
+
+
+def load_demo3d(prior: str | Path, device: str) -> tuple:
+    """The prior's score model and codec on `device`, and its judge."""
+    from .evaluator import load_shapes_judge
+    from .prior import load_shapes_prior
+
+    return (*load_shapes_prior(device, directory=prior), load_shapes_judge(prior))
 
 
 def run_demo3d(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from .evaluator import load_shapes_judge
-    from .prior import SHAPES_PRIOR_DIR, load_shapes_prior
-
-    prior = SHAPES_PRIOR_DIR if args.prior is None else args.prior
-    if not (prior / "model_index.json").is_file():
-        raise UsageError(f"--prior: no 3D prior in {prior}; train one with "
-                         "`python -m nfsd_core.shapes.training --output DIR` and pass --prior DIR")
-    model, codec = load_shapes_prior(directory=prior)
-    run = replace(TextToNerf(), rule=args.rule, steps=args.steps, seed=args.seed)
-    args.output.mkdir(parents=True, exist_ok=True)
-    with tqdm(total=run.steps, desc="text to NeRF", unit="step", dynamic_ncols=True) as bar:
-        nerf = text_to_nerf(model, codec, args.prompt, run, on_step=lambda record: bar.update())
-    frames = save_turntable(nerf, args.output, args.frames, size=32)
-    mesh = extract_mesh(nerf, resolution=96)
-    export_mesh(mesh, args.output / "mesh.glb")
-    judged = load_shapes_judge(prior).predict(frames)
-    report = {"prompt": args.prompt, "rule": args.rule, "steps": run.steps, "seed": run.seed,
-              "judge": {name: max(set(names), key=names.count) for name, names in judged.items() if name != "view"},
-              "mesh": {"vertices": len(mesh.vertices), "faces": len(mesh.faces)}}
-    (args.output / "run.json").write_text(json.dumps(report, indent=1))
+    prior = check_demo3d(args)
+    loaded = load_demo3d(prior, args.device)
+    with tqdm(total=args.steps, desc="text to NeRF", unit="step", dynamic_ncols=True) as bar:
+        report = demo3d(loaded, args, prior, on_step=lambda record: bar.update(record.step + 1 - bar.n))
     print(json.dumps(report["judge"]), f"\nwrote {args.output}/turntable.png, turntable.webp, mesh.glb, run.json")
     return 0
+
+
+def demo3d_job(args: argparse.Namespace) -> Task:
+    """`demo3d` as a batch run: checked now; a worker loads the prior once for all its runs."""
+    prior = check_demo3d(args)
+    return Task(os.path.normpath(args.output), args.steps, ModelSpec(load_demo3d, (str(prior), args.device)),
+                demo3d_in_batch, (args, prior), gpu=str(args.device).startswith("cuda"))
+
+
+def demo3d_in_batch(loaded: tuple, report: Report, args: argparse.Namespace, prior: Path) -> dict:
+    return demo3d(loaded, args, prior, on_step=lambda record: report(record.step + 1))
+
+
+def demo3d(loaded: tuple, args: argparse.Namespace, prior: Path, on_step: Callable[[StepRecord], None]) -> dict:
+    """Distil, then write the turntable, the mesh and run.json (what the judge sees); returns that report."""
+    model, codec, judge = loaded
+    run = replace(TextToNerf(), rule=args.rule, scale=args.scale, steps=args.steps, seed=args.seed)
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    try:
+        nerf = text_to_nerf(model, codec, args.prompt, run, on_step=on_step, checkpoint_dir=args.checkpoint_dir,
+                            checkpoint_every=args.checkpoint_every, identity_extras={"prior": str(prior)})
+    except CheckpointError as error:  # a checkpoint of other settings, or damaged
+        raise UsageError(f"--checkpoint-dir: {error}") from error
+    frames = save_turntable(nerf, output, args.frames, size=32)
+    mesh = extract_mesh(nerf, resolution=96)
+    export_mesh(mesh, output / "mesh.glb")
+    judged = judge.predict(frames.cpu())
+    report = {"prompt": args.prompt, "rule": args.rule, "scale": run.scale, "steps": run.steps, "seed": run.seed,
+              "judge": {name: max(set(names), key=names.count) for name, names in judged.items() if name != "view"},
+              "mesh": {"vertices": len(mesh.vertices), "faces": len(mesh.faces)}}
+    (output / "run.json").write_text(json.dumps(report, indent=1))
+    return report

@@ -16,23 +16,15 @@ object of `objects`, so they measure any NeRF, mesh or render:
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..nerf.cameras import Cameras
 from ..nerf.rays import camera_rays, ray_box_intersection
-from .objects import COLOURS, OBJECTS, object_sdf
-from .render import BOUND
+from .objects import COLOURS, OBJECTS, grid_points, object_mesh, object_sdf
 
 RAY_SAMPLES = 256  # points per ray through the density grid in `level_set_coverage`
-
-
-def grid_points(resolution: int, radius: float) -> Tensor:
-    """Vertices [R^3, 3] of a grid over [-radius, radius]^3, ordered as `nerf.mesh.density_grid` (x, y, z)."""
-    axis = torch.linspace(-radius, radius, resolution)
-    return torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
 
 
 def inside_object(shape: str, points: Tensor, scale: float = 1.0) -> Tensor:
@@ -92,14 +84,8 @@ def level_set_coverage(density: Tensor, level: float, radius: float, cameras: Ca
 
 
 def surface_points(shape: str, resolution: int = 96) -> Tensor:
-    """Points [P, 3] on the surface of `shape` (marching cubes of its SDF)."""
-    from skimage.measure import marching_cubes
-
-    distances, _ = object_sdf(shape, grid_points(resolution, BOUND))
-    spacing = 2.0 * BOUND / (resolution - 1)
-    vertices, _, _, _ = marching_cubes(distances.view(resolution, resolution, resolution).numpy(), 0.0,
-                                       spacing=(spacing,) * 3)
-    return torch.from_numpy(np.ascontiguousarray(vertices)).float() - BOUND
+    """Points [P, 3] on the surface of `shape` (the vertices of its marching-cubes mesh)."""
+    return object_mesh(shape, resolution)[0]
 
 
 def nearest_distances(points: Tensor, targets: Tensor, chunk: int = 4096) -> Tensor:

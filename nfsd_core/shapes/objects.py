@@ -20,10 +20,13 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
+from skimage.measure import marching_cubes
 from torch import Tensor
 
 SDF = Callable[[Tensor], Tensor]
+BOUND = 0.5  # every object lies inside [-BOUND, BOUND]^3
 
 COLOURS: dict[str, tuple[float, float, float]] = {
     "red": (0.85, 0.12, 0.10),
@@ -119,3 +122,26 @@ def object_sdf(name: str, points: Tensor) -> tuple[Tensor, Tensor]:
     nearest = distances.argmin(dim=-1)
     albedo = torch.tensor([part.albedo for part in parts], dtype=points.dtype)[nearest]
     return distances.amin(dim=-1), albedo
+
+
+def grid_points(resolution: int, radius: float) -> Tensor:
+    """Vertices [R^3, 3] of a grid over [-radius, radius]^3, ordered as `nerf.mesh.density_grid` (x, y, z)."""
+    axis = torch.linspace(-radius, radius, resolution)
+    return torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
+
+
+def object_mesh(name: str, resolution: int = 64) -> tuple[Tensor, Tensor]:
+    """Marching cubes of object `name`'s SDF on a resolution^3 grid: vertices [N, 3] (world frame: z up,
+    front +x) and faces [F, 3] int64, wound counter-clockwise seen from outside. No colours: the
+    shape alone, as a mesh generator makes it."""
+    if name not in OBJECTS:
+        raise ValueError(f"unknown object {name!r}; choose one of {', '.join(OBJECTS)}")
+    if not 8 <= resolution <= 512:
+        raise ValueError(f"resolution must be from 8 to 512, got {resolution}")
+    distances = torch.cat([object_sdf(name, part)[0] for part in grid_points(resolution, BOUND).split(2**18)])
+    spacing = 2 * BOUND / (resolution - 1)
+    vertices, faces, _, _ = marching_cubes(distances.view(resolution, resolution, resolution).numpy(), 0.0,
+                                           spacing=(spacing,) * 3, gradient_direction="descent")
+    # "descent": the distance grows outwards, so faces wind counter-clockwise seen from outside
+    return (torch.from_numpy(np.ascontiguousarray(vertices)).float() - BOUND,
+            torch.from_numpy(faces.astype(np.int64)))

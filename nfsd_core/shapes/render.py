@@ -15,16 +15,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..nerf.cameras import Cameras
+from ..nerf.cameras import Cameras, make_cameras
 from ..nerf.rays import camera_rays, ray_box_intersection
-from .objects import COLOURS, object_sdf
+from .objects import BOUND, COLOURS, OBJECTS, object_sdf
 
 LIGHT = F.normalize(torch.tensor([0.5, 0.35, 1.0]), dim=0)  # from the front right, mostly above
 AMBIENT = 0.45
-BOUND = 0.5  # every object lies inside [-BOUND, BOUND]^3
 TRACE_STEPS = 64
 HIT_DISTANCE = 1e-3
 NORMAL_STEP = 1e-3
+# One camera per view name, in the middle of the training cameras' ranges (elevation -10..45,
+# distance 1..1.5, fovy 40..70): where `render_view` shows an object from.
+VIEW_AZIMUTHS = {"front": 0.0, "side": 90.0, "back": 180.0}
+VIEW_ELEVATION, VIEW_DISTANCE, VIEW_FOVY = 15.0, 1.25, 55.0
 
 
 @dataclass(frozen=True)
@@ -105,3 +108,22 @@ def render_scenes(scenes: list[Scene], cameras: Cameras, size: int, supersample:
         mask=coverage,
         depth=pooled(depth.unsqueeze(1)) / coverage.clamp_min(1e-6),
     )
+
+
+def view_cameras(views: list[str]) -> Cameras:
+    """One camera per view name ("front", "side", "back"), each at the middle of the training ranges."""
+    unknown = sorted(set(views) - set(VIEW_AZIMUTHS))
+    if unknown:
+        raise ValueError(f"unknown view(s) {unknown}; choose from {', '.join(VIEW_AZIMUTHS)}")
+    count = len(views)
+    return make_cameras(torch.full((count,), VIEW_ELEVATION), torch.tensor([VIEW_AZIMUTHS[v] for v in views]),
+                        torch.full((count,), VIEW_DISTANCE), torch.full((count,), VIEW_FOVY))
+
+
+def render_view(shape: str, colour: str, view: str, size: int,
+                background: tuple[float, float, float] = (0.5, 0.5, 0.5)) -> ShapeRender:
+    """Object `shape` in `colour` seen from `view`'s camera (`view_cameras`), `size` pixels square."""
+    for kind, name, known in (("object", shape, OBJECTS), ("colour", colour, COLOURS)):
+        if name not in known:
+            raise ValueError(f"unknown {kind} {name!r}; choose from {', '.join(known)}")
+    return render_scenes([Scene(shape, colour, background)], view_cameras([view]), size)

@@ -6,5 +6,6 @@
 - `conditioning`: CONDITIONING as Prompts (empty, negative and view-tagged prompts);
 - `fingerprint`: what identifies a MODEL for resuming a run;
 - `diffusers_sd`: a diffusers SD directory as ComfyUI's own MODEL, CLIP and VAE (the demo models);
-- `preview`: latent preview factors <-> LatentToRGB, and the Optimizer's previewer.
+- `preview`: latent preview factors <-> LatentToRGB, and the Optimizer's previewer;
+- `mesh`: ComfyUI's core MESH <-> nfsd_core's Mesh (colours, UVs and texture where MESH takes them).
 """

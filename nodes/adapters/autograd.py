@@ -25,11 +25,14 @@ def autograd_enabled() -> Iterator[None]:
         yield
 
 
-def trainable_copy(module: Module) -> Module:
+def trainable_copy(module: Module, leave_out: tuple[str, ...] = ()) -> Module:
     """A deep copy of `module` made outside inference mode (so its tensors are normal), frozen.
 
-    Gradients flow through it to its inputs; its own parameters do not require grad.
+    Gradients flow through it to its inputs; its own parameters do not require grad. The
+    submodules named in `leave_out` (attributes of `module` the copy will never call, e.g. a VAE's
+    decoder when only its encoder is needed) are not copied: the copy has None in their place.
     """
+    memo = {id(getattr(module, name)): None for name in leave_out if getattr(module, name, None) is not None}
     with torch.inference_mode(False):
-        duplicate = copy.deepcopy(module)
+        duplicate = copy.deepcopy(module, memo)
     return duplicate.requires_grad_(False)

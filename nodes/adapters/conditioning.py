@@ -1,5 +1,5 @@
-"""ComfyUI CONDITIONING as nfsd_core `Prompts`: the empty and negative prompts a rule needs, and
-view-tagged prompts (NFSD View Prompts) split by view."""
+"""ComfyUI CONDITIONING as nfsd_core `Prompts`: the empty and negative prompts a rule needs, the
+source prompt of an edit, and view-tagged prompts (NFSD View Prompts) split by view."""
 
 from __future__ import annotations
 
@@ -60,3 +60,20 @@ def prompt_conditioning(rule_label: str, rule, positive, negative, unconditional
     resolved = {name: (wired if wired is not None else encoded(text)) if needed else None
                 for name, (needed, wired, text, _) in wanted.items()}
     return Prompts(positive, resolved["unconditional"], resolved["negative"])
+
+
+def source_conditioning(rule_label: str, source_prompt, source_text: str | None, clip):
+    """The CONDITIONING of what the edited image shows: `source_prompt`, or `source_text` encoded
+    with `clip` (exactly one of them)."""
+    if source_prompt is not None and source_text is not None:
+        raise ValueError(f"the {rule_label} rule takes one source prompt: wire 'source_prompt' (a CLIPTextEncode) or "
+                         "'source_text', not both")
+    if source_prompt is not None:
+        return source_prompt
+    if source_text is None or not source_text.strip():
+        raise ValueError(f"the {rule_label} rule edits an image and needs what the image shows: wire 'source_prompt' "
+                         "(a CLIPTextEncode of, e.g., 'a photo of a red car'), or 'source_text' and 'clip'")
+    if clip is None:
+        raise ValueError("'source_text' is encoded with 'clip': wire the checkpoint's CLIP into 'clip', or wire a "
+                         "CLIPTextEncode into 'source_prompt' instead")
+    return encode_text(clip, source_text)

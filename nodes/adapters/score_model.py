@@ -77,12 +77,15 @@ def condition_names(prompts: Prompts, views: Sequence[str] | None = None) -> dic
 
     The prompt is "positive" and the empty prompt "negative", the roles they play in CFG (so
     ControlNets and GLIGEN copied from positive to negative behave as in KSampler); the negative
-    prompt is "negative_prompt". View-dependent prompts add "positive_<view>", for each of `views`
-    (default: every view they hold).
+    prompt is "negative_prompt", an edit's source prompt "source_prompt". View-dependent prompts
+    add "positive_<view>" (and "source_prompt_<view>"), for each of `views` (default: every view
+    they hold).
     """
-    positive = prompts.positive if isinstance(prompts.positive, Mapping) else {"": prompts.positive}
-    names = {("positive" if not view else f"positive_{view}"): cond for view, cond in positive.items()
-             if not view or views is None or view in views}
+    names = {}
+    for role, conditions in (("positive", prompts.positive), ("source_prompt", prompts.source)):
+        per_view = conditions if isinstance(conditions, Mapping) else {"": conditions}
+        names.update({(role if not view else f"{role}_{view}"): cond for view, cond in per_view.items()
+                      if not view or views is None or view in views})
     names["negative"] = prompts.unconditional
     names["negative_prompt"] = prompts.negative
     return {name: cond for name, cond in names.items() if cond is not None}

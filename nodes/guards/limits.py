@@ -6,7 +6,10 @@ nothing of the memory a combination of inputs implies, so nodes call these first
 - `check_memory(needed, what, fixes)`: an nfsd_core.budget estimate against the device's budget;
 - `interrupt_progress(total, node_id)`: a progress callback for nfsd_core's long loops that
   updates ComfyUI's progress bar and raises on Cancel (hooks that only check for Cancel take
-  `comfy.model_management.throw_exception_if_processing_interrupted` itself).
+  `comfy.model_management.throw_exception_if_processing_interrupted` itself);
+- `validation(check)`: a node's text check as `validate_inputs` returns it, so that a STRING
+  widget is refused when the graph is queued (ComfyUI passes only widget values there: a linked
+  input is None, and the node checks it again when it runs).
 """
 
 from __future__ import annotations
@@ -19,7 +22,16 @@ import comfy.utils
 import torch
 from comfy_api.latest import io
 
-from ...nfsd_core import address_space_left, check_budget, largest_fitting
+from ...nfsd_core import UNetShape, address_space_left, check_budget, largest_fitting, unet_activation_bytes
+
+
+def validation(check: Callable[[], object]) -> bool | str:
+    """True if `check()` passes, else its ValueError's message: what a V3 `validate_inputs` returns."""
+    try:
+        check()
+    except ValueError as error:
+        return str(error)
+    return True
 
 
 def float_inputs(node_class) -> list[io.Float.Input]:
@@ -45,10 +57,43 @@ def check_finite(node_class, values: Mapping[str, Any]) -> None:
 MODEL_MEMORY_MARGIN = 1.5
 
 
+def unet_shape(patcher) -> UNetShape | None:
+    """The shape of a MODEL's UNet (ModelPatcher) when it is ComfyUI's Stable Diffusion UNet
+    (SD 1.x, 2.x, SDXL and their fine-tunes: `UNetModel` with its `unet_config`), else None."""
+    config = getattr(getattr(patcher.model, "model_config", None), "unet_config", {})
+    needed = ("model_channels", "channel_mult", "num_res_blocks", "transformer_depth", "transformer_depth_output")
+    if not all(name in config for name in needed) or config.get("use_temporal_resblock"):
+        return None
+    levels = len(config["channel_mult"])
+    res_blocks = config["num_res_blocks"]
+    res_blocks = (res_blocks,) * levels if isinstance(res_blocks, int) else tuple(res_blocks)
+    return UNetShape(channels=tuple(config["model_channels"] * mult for mult in config["channel_mult"]),
+                     res_blocks=res_blocks, transformer_depth=tuple(config["transformer_depth"]),
+                     middle_depth=max(config.get("transformer_depth_middle") or 0, 0),
+                     output_depth=tuple(config["transformer_depth_output"]))
+
+
 def model_call_bytes(patcher, latent_shape) -> int:
     """Memory of one batched call of a MODEL (ModelPatcher) on latents of `latent_shape` [B, C, h, w]:
-    ComfyUI's own estimate, with the margin its sampler keeps."""
-    return int(MODEL_MEMORY_MARGIN * patcher.model.memory_required(list(latent_shape)))
+    for ComfyUI's Stable Diffusion UNets, an estimate from the architecture and the dtype it
+    computes in (nfsd_core's `unet_activation_bytes`, measured on SD 1.5, 2.1 and SDXL); for
+    any other model ComfyUI's own estimate, with the margin its sampler keeps."""
+    shape = unet_shape(patcher)
+    if shape is None:
+        return int(MODEL_MEMORY_MARGIN * patcher.model.memory_required(list(latent_shape)))
+    dtype = patcher.model.manual_cast_dtype or patcher.model.get_dtype()
+    rows, _, height, width = latent_shape
+    return unet_activation_bytes(shape, rows, height, width, comfy.model_management.dtype_size(dtype))
+
+
+def resident_bytes(device: torch.device, *patchers) -> int:
+    """What a run on `device` needs beside its own work: on a GPU, whose budget is its total memory,
+    the weights of the models it keeps loaded (ModelPatchers) and the memory ComfyUI reserves
+    for everything else; nothing on a CPU, whose budget is the memory free now (the weights are
+    already in it)."""
+    if device.type in ("cpu", "mps"):
+        return 0
+    return sum(patcher.model_size() for patcher in patchers) + int(comfy.model_management.extra_reserved_memory())
 
 
 def memory_budget(device: torch.device | None = None) -> int:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from ...nfsd_core import SD_PIXELS_PER_LATENT, LatentCanvas, Representation, canvas_bytes, initial_latents
+from ...nfsd_core import SD_PIXELS_PER_LATENT, LatentCanvas, Representation, StepMemory, canvas_bytes, initial_latents
 from .representation import NodeRepresentation
 
 
@@ -31,13 +31,14 @@ class CanvasState(NodeRepresentation):
 
     socket_type = "NFSD_CANVAS"
     size_input = "width and height"
+    renders_through_vae = True
 
     @property
     def latent_shape(self) -> tuple[int, int, int, int]:
         return (self.batch, self.channels, self.height, self.width)
 
-    def memory_needed(self, batch: int) -> int:
-        return canvas_bytes(batch, self.channels, self.height, self.width)
+    def step_memory(self, batch: int, denoiser: int, encode: tuple[int, int, int] = (0, 0, 0)) -> StepMemory:
+        return StepMemory(state=canvas_bytes(batch, self.channels, self.height, self.width), denoiser=denoiser)
 
     def check_vae(self, vae) -> None:
         if vae.spacial_compression_decode() != self.pixels_per_latent or vae.latent_channels != self.channels:

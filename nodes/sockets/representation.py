@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ...nfsd_core import SD_PIXELS_PER_LATENT, Representation
+from ...nfsd_core import SD_PIXELS_PER_LATENT, Representation, StepMemory
 
 
 class NodeRepresentation(abc.ABC):
@@ -30,9 +30,11 @@ class NodeRepresentation(abc.ABC):
     when no checkpoint directory is given, so that an interrupted run resumes.
     `socket_type`: the type of the sockets that carry it (see this package); `size_input`: the input that
     sets the size of the latents it renders, in pixels of `pixels_per_latent` each.
+    `renders_through_vae`: `render` shows it through the VAE (it needs one, that `check_vae` accepts).
     """
 
     needs_vae: bool = False
+    renders_through_vae: bool = False
     has_views: bool = False
     checkpoint_by_default: bool = False
     socket_type: str = ""
@@ -40,9 +42,11 @@ class NodeRepresentation(abc.ABC):
     pixels_per_latent: int = SD_PIXELS_PER_LATENT
 
     @abc.abstractmethod
-    def memory_needed(self, batch: int) -> int:
-        """Bytes of its own memory in an optimisation step with `batch` images (the score model's
-        and the VAE's left out), an nfsd_core.budget estimate."""
+    def step_memory(self, batch: int, denoiser: int, encode: tuple[int, int, int] = (0, 0, 0)) -> StepMemory:
+        """The memory of an optimisation step with `batch` images (nfsd_core's StepMemory), given
+        the model call's activations `denoiser` and the VAE encode's (weights, kept, backward)
+        bytes `encode` (zeros when it does not encode); a representation whose steps differ (a
+        NeRF's render sizes) gives its largest."""
 
     @property
     def camera_views(self) -> tuple[str, ...]:
@@ -78,6 +82,9 @@ class NodeRepresentation(abc.ABC):
     @abc.abstractmethod
     def render(self, vae) -> Tensor:
         """ComfyUI IMAGE [B, H, W, 3] in [0, 1]; `vae` is ComfyUI's VAE, or None when not wired."""
+
+    def check_render(self) -> None:
+        """Refuse (ValueError) a `render` that cannot fit in memory, before it starts; by default none can't."""
 
     def preview(self, trained: Representation, done: int, steps: int, previewer) -> Image.Image | None:
         """An image of `trained` after `done` of `steps` steps for the progress bar (None: none).
