@@ -35,7 +35,8 @@ from nfsd_core import OptimizerSettings, Prompts, ScoreDistillation  # noqa: E40
 from nfsd_core.nerf import CameraSettings, sample_cameras  # noqa: E402
 from nfsd_core.texture import Surface, TextureRepresentation, TextureSettings, Visibility, bake_texture  # noqa: E402
 from nfsd_core.timesteps import TimestepSchedule  # noqa: E402
-from nerf_step import PhaseTimer, sd21_base_models  # noqa: E402
+from nerf_step import PhaseTimer  # noqa: E402
+from random_models import sd21_base_models  # noqa: E402
 
 OUTPUT = ROOT / "benchmarks" / "results" / "texture_step"
 FACES = (100_000, 250_000, 500_000)

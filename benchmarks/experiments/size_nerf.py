@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from journal import Journal  # noqa: E402
+from nfsd_core.batch.journal import Journal  # noqa: E402
 from nfsd_core.distillation import Prompts, ScoreDistillation  # noqa: E402
 from nfsd_core.nerf import CameraSettings, NerfRepresentation, make_cameras, orbit_cameras, sample_cameras  # noqa: E402
 from nfsd_core.nerf.mesh import density_grid, isosurface_threshold  # noqa: E402

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from journal import Journal  # noqa: E402
+from nfsd_core.batch.journal import Journal  # noqa: E402
 from nfsd_core.image_files import save_grid  # noqa: E402
 from nfsd_core.nerf import NerfRepresentation, orbit_cameras, render_turntable  # noqa: E402
 from nfsd_core.shapes.demo import TextToNerf, text_to_nerf  # noqa: E402
