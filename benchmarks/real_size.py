@@ -598,6 +598,21 @@ def write_results(journal, output: Path) -> None:
     (output / "results.md").write_text(markdown(results))
 
 
+def open_journal(output: Path, threads: int):
+    """The journal of finished stages (runs.jsonl, not committed); in a fresh clone it starts from
+    the committed results.json, so a new run adds its stages to the figures already there."""
+    from nfsd_core.batch.journal import Journal
+
+    path, results = output / "runs.jsonl", output / "results.json"
+    seed = not path.is_file() and results.is_file()
+    journal = Journal(path, {"benchmark": "real_size", "threads": threads})
+    if seed:
+        for label, records in json.loads(results.read_text())["results"].items():
+            for key, record in records.items():
+                journal.add(f"{label}/{key}", [record])
+    return journal
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--label", default="after", help="names this code's results (e.g. before, after)")
@@ -629,14 +644,12 @@ def main() -> None:
     if not os.environ.get("COMFYUI_PATH"):
         raise SystemExit("set COMFYUI_PATH to a ComfyUI checkout: the stages run ComfyUI's model classes")
     sys.path.insert(0, str(ROOT))
-    from nfsd_core.batch.journal import Journal
-
     if args.cards:
         rows = [row for name in ARCHITECTURES for row in run_child(name, 1, "--card")["rows"]]
         (args.output / "cards.json").write_text(json.dumps(rows, indent=1) + "\n")
         (args.output / "cards.md").write_text(card_table(rows))
         return
-    journal = Journal(args.output / "runs.jsonl", {"benchmark": "real_size", "threads": args.threads})
+    journal = open_journal(args.output, args.threads)
     if args.refresh_estimates:
         for labelled, records in list(journal.done.items()):
             if labelled.startswith(args.label + "/"):
