@@ -668,7 +668,8 @@ def main() -> None:
         write_results(journal, args.output)
         row = summary(record)
         print(f"{labelled}: peak {gb(row['peak'])} GB, models {gb(row['models'])}, step {gb(row['step'])}, "
-              f"estimate {gb(row['estimate'])}, {row['seconds']:.1f} s/step ({record['wall_seconds']} s in all)",
+              f"estimate {gb(row['estimate'])} ({row['ratio'] or 0:.2f}x the step), {row['seconds']:.1f} s/step "
+              f"({record['wall_seconds']} s in all)",
               file=sys.stderr, flush=True)
     write_results(journal, args.output)  # also when every stage was journalled before (this code's tables)
 
