@@ -26,7 +26,11 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from torchvision_stub import hide_torchvision_stub  # noqa: E402
+
+hide_torchvision_stub()  # an import-only torchvision (this CPU venv's) would break diffusers' imports
 
 from nfsd_core import OptimizerSettings, Prompts, ScoreDistillation  # noqa: E402
 from nfsd_core.nerf import NerfRepresentation, NerfSettings  # noqa: E402
