@@ -539,13 +539,13 @@ def markdown(results: dict) -> str:
              "Made by `python benchmarks/real_size.py` (see its docstring): ComfyUI's own model classes with random "
              "weights, one stage per child process, resident memory with `MALLOC_MMAP_THRESHOLD_=65536`; "
              "memory in GiB above the process after ComfyUI's start-up; seconds of the one measured step "
-             "(after one warm-up step) on this machine's CPU. `step` = peak resident memory minus the models "
+             "(after `warm-ups` steps) on this machine's CPU. `step` = peak resident memory minus the models "
              "alone; `estimate` = the pack's estimate of the same (the Optimizer's, the node's); graphs are the "
              "bytes autograd keeps (memory_probe.SavedTensors); `denoiser` and `backward` = the peak rise "
              "during that phase.", ""]
     header = ("| label | architecture | stage | dtype | peak | models | step | estimate | est./step | NeRF state "
-              "| render graph | encode graph | denoiser | backward | s/step | phases (s) |")
-    lines += [header, "|" + "---|" * 16]
+              "| render graph | encode graph | denoiser | backward | s/step | warm-ups | phases (s) |")
+    lines += [header, "|" + "---|" * 17]
     for label, records in results.items():
         for key, record in records.items():
             architecture, stage, dtype = key.split("/")
@@ -555,7 +555,7 @@ def markdown(results: dict) -> str:
             lines.append(f"| {label} | {architecture} | {stage} | {dtype} | {gb(row['peak'])} | {gb(row['models'])} | "
                          f"{gb(row['step'])} | {gb(row['estimate'])} | {ratio} | {gb(row['nerf_state'])} | "
                          f"{gb(row['render_graph'])} | {gb(row['encode_graph'])} | {gb(row['denoiser'])} | "
-                         f"{gb(row['backward'])} | {row['seconds']:.1f} | {phases} |")
+                         f"{gb(row['backward'])} | {row['seconds']:.1f} | {record.get('warmups', '')} | {phases} |")
     return "\n".join(lines + run_hours(results)) + "\n"
 
 
