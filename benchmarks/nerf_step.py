@@ -7,7 +7,12 @@ each phase and the ratio (render + encode) / denoiser (target < 1).
 
 Real sizes (SD 1.5, 2.1, SDXL; memory and time per stage) are benchmarks/real_size.py's.
 
-    python benchmarks/nerf_step.py [--rounds 5] [--threads 1] [--colour rgb|latent] [--guidance-size 512]
+`--recompute both` alternates steps with the render recomputed in backward (NerfRepresentation.recompute,
+what bounds the render's memory at real sizes) and with its activations kept, and prints the ratio of
+their medians: both see the same machine at the same time, so a shared CPU's noise falls on both.
+
+    python benchmarks/nerf_step.py [--rounds 5] [--threads 1] [--colour rgb|latent] [--guidance-size 512] \
+        [--recompute on|off|both]
 """
 
 from __future__ import annotations
@@ -21,7 +26,11 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from torchvision_stub import hide_torchvision_stub  # noqa: E402
+
+hide_torchvision_stub()  # an import-only torchvision (this CPU venv's) would break diffusers' imports
 
 from nfsd_core import OptimizerSettings, Prompts, ScoreDistillation  # noqa: E402
 from nfsd_core.nerf import NerfRepresentation, NerfSettings  # noqa: E402
@@ -79,19 +88,35 @@ def cpu_benchmark(args) -> None:
                             guidance_size=args.guidance_size)
     nerf, guidance, optimizer = make_run(model, codec, settings, "cpu")
     timer = PhaseTimer(nerf, guidance)
-    steps = args.rounds + 2
-    for step in range(2):  # warm-up (the first occupancy update and first autograd calls)
-        timer.step(nerf, guidance, optimizer, step, steps)
-    rounds = [timer.step(nerf, guidance, optimizer, step, steps) for step in range(2, steps)]
-    median = {phase: statistics.median(r[phase] for r in rounds) for phase in PHASES}
+    modes = {"on": (True,), "off": (False,), "both": (True, False)}[args.recompute]
+    steps = (args.rounds + 2) * len(modes)
+    step = 0
+    for _ in range(2):  # warm-up (the first occupancy update and first autograd calls)
+        for recompute in modes:
+            nerf.recompute = recompute
+            timer.step(nerf, guidance, optimizer, step, steps)
+            step += 1
+    rounds: dict[bool, list[dict[str, float]]] = {recompute: [] for recompute in modes}
+    for _ in range(args.rounds):  # the modes alternate, step after step
+        for recompute in modes:
+            nerf.recompute = recompute
+            rounds[recompute].append(timer.step(nerf, guidance, optimizer, step, steps))
+            step += 1
     latent = settings.guidance_size // 8
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.colour} NeRF rendered at {args.size}x{args.size}, "
           f"{settings.samples_per_ray} samples/ray, codec at {settings.guidance_size} px -> latents 4x{latent}x{latent}; "
           f"tiny random UNet/VAE; NFSD (3 rows); median of {args.rounds} steps (wall seconds)")
-    print("  " + "  ".join(f"{phase} {median[phase]:.3f}" for phase in PHASES)
-          + f"  total {sum(median.values()):.3f}")
-    ratio = (median["render"] + median["encode"]) / median["denoiser"]
-    print(f"  (render + encode) / denoiser = {ratio:.2f} (target < 1: {'OK' if ratio < 1 else 'ABOVE TARGET'})")
+    medians = {}
+    for recompute, measured in rounds.items():
+        median = medians[recompute] = {phase: statistics.median(r[phase] for r in measured) for phase in PHASES}
+        print(f"  render recomputed in backward: {'yes' if recompute else 'no '}  "
+              + "  ".join(f"{phase} {median[phase]:.3f}" for phase in PHASES) + f"  total {sum(median.values()):.3f}")
+        ratio = (median["render"] + median["encode"]) / median["denoiser"]
+        print(f"    (render + encode) / denoiser = {ratio:.2f} (target < 1: {'OK' if ratio < 1 else 'ABOVE TARGET'})")
+    if len(medians) == 2:
+        print("  recomputed / kept: " + "  ".join(
+            f"{phase} {medians[True][phase] / medians[False][phase]:.2f}" for phase in ("render", "backward"))
+              + f"  step {sum(medians[True].values()) / sum(medians[False].values()):.2f}")
 
 
 def main() -> None:
@@ -101,6 +126,8 @@ def main() -> None:
     parser.add_argument("--colour", choices=("rgb", "latent"), default="rgb")
     parser.add_argument("--size", type=int, default=64, help="render size in pixels")
     parser.add_argument("--guidance-size", type=int, default=512, help="pixels the codec encodes")
+    parser.add_argument("--recompute", choices=("on", "off", "both"), default="on",
+                        help="the render recomputed in backward (the default), its activations kept, or both, alternating")
     args = parser.parse_args()
     cpu_benchmark(args)
 

@@ -539,13 +539,13 @@ def markdown(results: dict) -> str:
              "Made by `python benchmarks/real_size.py` (see its docstring): ComfyUI's own model classes with random "
              "weights, one stage per child process, resident memory with `MALLOC_MMAP_THRESHOLD_=65536`; "
              "memory in GiB above the process after ComfyUI's start-up; seconds of the one measured step "
-             "(after one warm-up step) on this machine's CPU. `step` = peak resident memory minus the models "
+             "(after `warm-ups` steps) on this machine's CPU. `step` = peak resident memory minus the models "
              "alone; `estimate` = the pack's estimate of the same (the Optimizer's, the node's); graphs are the "
              "bytes autograd keeps (memory_probe.SavedTensors); `denoiser` and `backward` = the peak rise "
              "during that phase.", ""]
     header = ("| label | architecture | stage | dtype | peak | models | step | estimate | est./step | NeRF state "
-              "| render graph | encode graph | denoiser | backward | s/step | phases (s) |")
-    lines += [header, "|" + "---|" * 16]
+              "| render graph | encode graph | denoiser | backward | s/step | warm-ups | phases (s) |")
+    lines += [header, "|" + "---|" * 17]
     for label, records in results.items():
         for key, record in records.items():
             architecture, stage, dtype = key.split("/")
@@ -555,7 +555,7 @@ def markdown(results: dict) -> str:
             lines.append(f"| {label} | {architecture} | {stage} | {dtype} | {gb(row['peak'])} | {gb(row['models'])} | "
                          f"{gb(row['step'])} | {gb(row['estimate'])} | {ratio} | {gb(row['nerf_state'])} | "
                          f"{gb(row['render_graph'])} | {gb(row['encode_graph'])} | {gb(row['denoiser'])} | "
-                         f"{gb(row['backward'])} | {row['seconds']:.1f} | {phases} |")
+                         f"{gb(row['backward'])} | {row['seconds']:.1f} | {record.get('warmups', '')} | {phases} |")
     return "\n".join(lines + run_hours(results)) + "\n"
 
 
@@ -598,6 +598,21 @@ def write_results(journal, output: Path) -> None:
     (output / "results.md").write_text(markdown(results))
 
 
+def open_journal(output: Path, threads: int):
+    """The journal of finished stages (runs.jsonl, not committed); in a fresh clone it starts from
+    the committed results.json, so a new run adds its stages to the figures already there."""
+    from nfsd_core.batch.journal import Journal
+
+    path, results = output / "runs.jsonl", output / "results.json"
+    seed = not path.is_file() and results.is_file()
+    journal = Journal(path, {"benchmark": "real_size", "threads": threads})
+    if seed:
+        for label, records in json.loads(results.read_text())["results"].items():
+            for key, record in records.items():
+                journal.add(f"{label}/{key}", [record])
+    return journal
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--label", default="after", help="names this code's results (e.g. before, after)")
@@ -629,14 +644,12 @@ def main() -> None:
     if not os.environ.get("COMFYUI_PATH"):
         raise SystemExit("set COMFYUI_PATH to a ComfyUI checkout: the stages run ComfyUI's model classes")
     sys.path.insert(0, str(ROOT))
-    from nfsd_core.batch.journal import Journal
-
     if args.cards:
         rows = [row for name in ARCHITECTURES for row in run_child(name, 1, "--card")["rows"]]
         (args.output / "cards.json").write_text(json.dumps(rows, indent=1) + "\n")
         (args.output / "cards.md").write_text(card_table(rows))
         return
-    journal = Journal(args.output / "runs.jsonl", {"benchmark": "real_size", "threads": args.threads})
+    journal = open_journal(args.output, args.threads)
     if args.refresh_estimates:
         for labelled, records in list(journal.done.items()):
             if labelled.startswith(args.label + "/"):
@@ -655,7 +668,8 @@ def main() -> None:
         write_results(journal, args.output)
         row = summary(record)
         print(f"{labelled}: peak {gb(row['peak'])} GB, models {gb(row['models'])}, step {gb(row['step'])}, "
-              f"estimate {gb(row['estimate'])}, {row['seconds']:.1f} s/step ({record['wall_seconds']} s in all)",
+              f"estimate {gb(row['estimate'])} ({row['ratio'] or 0:.2f}x the step), {row['seconds']:.1f} s/step "
+              f"({record['wall_seconds']} s in all)",
               file=sys.stderr, flush=True)
     write_results(journal, args.output)  # also when every stage was journalled before (this code's tables)
 

@@ -197,7 +197,9 @@ class UNetShape:
 
 def unet_activation_bytes(unet: UNetShape, rows: int, height: int, width: int, dtype_bytes: int) -> int:
     """Peak activations of one UNet call on `rows` latents of height x width (no graph): the skip
-    connections alive so far plus the block at work, the largest over the blocks in order."""
+    connections alive so far plus the block at work, the largest over the blocks in order. `rows`
+    counts every row of the call: a guidance step evaluates its prompt, empty and negative prompt
+    in one batched call (ComfyUI's score model joins them when they cover the same rows)."""
     pixels = [height * width / 4**level for level in range(len(unet.channels))]
 
     def block(level: int, inputs: float, outputs: int, depth: int, joined: float = 0.0) -> float:

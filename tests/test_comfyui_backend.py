@@ -40,9 +40,12 @@ def raw_network_noise(model, x_t, t, conditioning, prediction_type):
         return output if prediction_type == "epsilon" else noise_from_v(output, x_t, schedule_ab)
 
 
-@pytest.mark.parametrize("checkpoint,prediction_type", [("tiny_sd_eps.safetensors", "epsilon"),
-                                                        ("tiny_sd_v.safetensors", "v_prediction")])
-def test_predictions_equal_bare_apply_model(comfyui, checkpoint, prediction_type):
+@pytest.mark.parametrize("checkpoint,prediction_type,negative_rows,calls", [
+    ("tiny_sd_eps.safetensors", "epsilon", [1, 2], 2),  # all rows for prompt + empty prompt, then the negative's rows
+    ("tiny_sd_v.safetensors", "v_prediction", [1, 2], 2),
+    ("tiny_sd_eps.safetensors", "epsilon", [0, 1, 2], 1),  # every row in order: one call of 9 rows
+])
+def test_predictions_equal_bare_apply_model(comfyui, checkpoint, prediction_type, negative_rows, calls):
     backend = comfyui.module("nodes.adapters.score_model")
     core = comfyui.module("nfsd_core")
     model, clip, _ = comfyui.load_checkpoint(checkpoint)
@@ -53,12 +56,13 @@ def test_predictions_equal_bare_apply_model(comfyui, checkpoint, prediction_type
     x_t = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     t = torch.tensor([50, 400, 900])
     requests = [core.NoiseRequest(positive), core.NoiseRequest(empty),
-                core.NoiseRequest(negative, torch.tensor([1, 2]))]
+                core.NoiseRequest(negative, torch.tensor(negative_rows))]
     eps_c, eps_u, eps_n = score_model.predict_noise(x_t, t, requests)
 
-    assert score_model.forward_calls == 2  # all rows for prompt + empty prompt, then the negative's rows
-    assert score_model.evaluations == 3 + 3 + 2
-    for eps, conditioning, rows in ((eps_c, positive, [0, 1, 2]), (eps_u, empty, [0, 1, 2]), (eps_n, negative, [1, 2])):
+    assert score_model.forward_calls == calls
+    assert score_model.evaluations == 3 + 3 + len(negative_rows)
+    for eps, conditioning, rows in ((eps_c, positive, [0, 1, 2]), (eps_u, empty, [0, 1, 2]),
+                                    (eps_n, negative, negative_rows)):
         assert not eps.is_inference()
         reference = reference_noise(model, x_t[rows], t[rows], conditioning)
         raw = raw_network_noise(model, x_t[rows], t[rows], conditioning, prediction_type)

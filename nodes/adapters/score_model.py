@@ -208,7 +208,9 @@ class ComfyScoreModel(ScoreModel):
         return [p.to(device=x_t.device, dtype=x_t.dtype).clone() for p in predictions]  # normal tensors again
 
     def _predict_in_session(self, x_t: Tensor, t: Tensor, requests: Sequence[NoiseRequest]) -> list[Tensor]:
-        """Group the requests by their rows; each group is one calc_cond_batch call."""
+        """Group the requests by their rows; each group is one calc_cond_batch call (the requests that
+        cover every row in order, e.g. NFSD's negative prompt on a batch of one, share the call of those
+        that name no rows: one batched model call, as the memory check counts it)."""
         session = self._session
         if tuple(x_t.shape[2:]) != session.spatial_shape:
             raise ValueError(f"latents of size {tuple(x_t.shape[2:])} in a session prepared for "
@@ -219,6 +221,8 @@ class ComfyScoreModel(ScoreModel):
         groups: dict[tuple[int, ...] | None, list[int]] = {}
         for index, request in enumerate(requests):
             key = None if request.rows is None else tuple(request.rows.tolist())
+            if key == tuple(range(x.shape[0])):
+                key = None
             groups.setdefault(key, []).append(index)
         predictions: list[Tensor | None] = [None] * len(requests)
         for rows, members in groups.items():
