@@ -349,7 +349,7 @@ def nerf_only_stage(runtime, stage: str) -> dict:
     nerf.occupancy.update(0, nerf.field.density, render_step_size(settings.radius, settings.samples_per_ray),
                           torch.Generator().manual_seed(0))
     weights = {name: value.detach().clone() for name, value in nerf.state_dict().items()}
-    state = runtime.module("nodes.sockets.nerf").NerfState(settings, weights)
+    state = runtime.module("nodes.sockets.nerf").NerfState(settings, weights=weights)
     probe = PhaseProbe()
     if stage == "turntable":
         node = ("NFSD_NeRFTurntable", {"nerf": state, "views": 30, "size": 256, "elevation": 15.0, "distance": 1.5})

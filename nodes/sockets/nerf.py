@@ -10,9 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from torch import Tensor
-
-from ...nfsd_core import LatentToRGB, StepMemory, nerf_step_memory, turntable_bytes
+from ...nfsd_core import StepMemory, nerf_step_memory, turntable_bytes
 from ...nfsd_core.nerf import NerfRepresentation, NerfSettings
 from ..adapters.preview import latent_to_rgb
 from .rendered import RenderedState, with_model_call
@@ -20,16 +18,9 @@ from .rendered import RenderedState, with_model_call
 
 @dataclass(frozen=True, eq=False)  # compared by identity: it holds tensors
 class NerfState(RenderedState):
-    """A NeRF: its settings, and after optimisation its `weights` (state dict, CPU), the map of its
-    latent colours to RGB (latent NeRFs) and the LATENT of its front view (VAE units). `from_model`
-    names the settings (MODEL_SETTINGS) still to be taken from the model; until then they hold
-    NerfSettings' defaults."""
+    """A NeRF: its settings, and the fields of every `RenderedState`."""
 
     settings: NerfSettings
-    weights: dict[str, Tensor] | None = None
-    latent_rgb: LatentToRGB | None = None
-    front_latent: Tensor | None = None
-    from_model: frozenset[str] = frozenset()
 
     socket_type = "NFSD_NERF"
     noun = "NeRF"

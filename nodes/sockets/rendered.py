@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from dataclasses import dataclass
 
 import comfy.model_management
 import torch
 from PIL import Image
 from torch import Tensor
 
-from ...nfsd_core import RenderedRepresentation, StepMemory, to_pil
+from ...nfsd_core import LatentToRGB, RenderedRepresentation, StepMemory, to_pil
 from ...nfsd_core.nerf import Render, orbit_cameras, render_turntable, training_views
 from ..adapters.autograd import autograd_enabled
 from ..adapters.codec import ComfyLatentCodec
@@ -49,10 +50,17 @@ def with_model_call(own: StepMemory, denoiser: int, encode: tuple[int, int, int]
     return dataclasses.replace(own, weights=weights, encode_kept=kept, encode_backward=backward, denoiser=denoiser)
 
 
+@dataclass(frozen=True, eq=False, kw_only=True)  # compared by identity: it holds tensors
 class RenderedState(NodeRepresentation):
-    """A socket value of a `RenderedRepresentation` (a frozen dataclass with the fields `settings`,
-    `weights` (state dict on the CPU, None before optimisation), `latent_rgb`, `front_latent` and
-    `from_model`, the MODEL_SETTINGS still to be taken from the model)."""
+    """A socket value of a `RenderedRepresentation`: a subclass adds its `settings` (and what else it
+    holds); after optimisation it has its `weights` (state dict on the CPU), the map of its latent
+    colours to RGB and the LATENT of its front view (VAE units). `from_model` names the settings
+    (MODEL_SETTINGS) still to be taken from the model; until then they hold the settings' defaults."""
+
+    weights: dict[str, Tensor] | None = None
+    latent_rgb: LatentToRGB | None = None
+    front_latent: Tensor | None = None
+    from_model: frozenset[str] = frozenset()
 
     has_views = True
     checkpoint_by_default = True

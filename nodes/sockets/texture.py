@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from ...nfsd_core import LatentToRGB, StepMemory, bake_bytes, texture_step_memory, texture_turntable_bytes
+from ...nfsd_core import StepMemory, bake_bytes, texture_step_memory, texture_turntable_bytes
 from ...nfsd_core.texture import Surface, TextureRepresentation, TextureSettings
 from ..adapters.preview import latent_to_rgb
 from .rendered import RenderedState, with_model_call
@@ -22,17 +22,12 @@ PREVIEW_SIZE = 256  # the Optimizer's previews are at most this many pixels per 
 @dataclass(frozen=True, eq=False)  # compared by identity: it holds tensors
 class TextureState(RenderedState):
     """A mesh texture: the mesh (`vertices` [N, 3] y up, `faces` [F, 3], start `colours` [N, 3] or
-    None), its settings, and after optimisation its `weights`, `latent_rgb` and `front_latent`;
-    `from_model` as the NeRF's."""
+    None), its settings, and the fields of every `RenderedState`."""
 
     settings: TextureSettings
     vertices: Tensor
     faces: Tensor
     colours: Tensor | None = None
-    weights: dict[str, Tensor] | None = None
-    latent_rgb: LatentToRGB | None = None
-    front_latent: Tensor | None = None
-    from_model: frozenset[str] = frozenset()
 
     socket_type = "NFSD_TEXTURE"
     noun = "mesh texture"
