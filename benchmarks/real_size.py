@@ -329,19 +329,17 @@ def decomposition_estimate(runtime, model, vae, pixels: int) -> dict:
     return {"total": memory(score_model, vae, (1, 4, pixels // 8, pixels // 8), 3)}
 
 
-def nerf_only_estimate(runtime, stage: str, settings) -> dict:
-    """The Turntable node's (30 views of 256 px with normals) or the Mesh node's estimate."""
-    budget = runtime.module("nfsd_core")
+def nerf_only_estimate(runtime, stage: str, state) -> dict:
+    """The Turntable node's (30 views of 256 px with normals, elevation 15, distance 1.5) or the Mesh node's
+    estimate for `state` (a NerfState)."""
     if stage == "turntable":
-        return {"total": budget.turntable_bytes(settings, 30, 256, True)}
-    return {"total": budget.mesh_bytes(settings, int(stage.split("_")[1]))}
+        return {"total": state.turntable_estimate(15.0, 1.5)(30, 256, True)}
+    return {"total": runtime.module("nfsd_core").mesh_bytes(state.settings, int(stage.split("_")[1]))}
 
 
-def nerf_only_stage(runtime, stage: str) -> dict:
-    """The Turntable or Mesh node at its defaults on a NeRF after one occupancy update (no model needed)."""
+def updated_nerf_state(runtime):
+    """A NerfState of the default NeRF after one occupancy update (what the Turntable and Mesh stages read)."""
     import torch
-
-    from memory_probe import PhaseProbe
 
     settings = nerf_settings(runtime, "nerf_rgb", 512)
     nerf = runtime.module("nfsd_core.nerf").NerfRepresentation(settings)
@@ -349,7 +347,14 @@ def nerf_only_stage(runtime, stage: str) -> dict:
     nerf.occupancy.update(0, nerf.field.density, render_step_size(settings.radius, settings.samples_per_ray),
                           torch.Generator().manual_seed(0))
     weights = {name: value.detach().clone() for name, value in nerf.state_dict().items()}
-    state = runtime.module("nodes.sockets.nerf").NerfState(settings, weights=weights)
+    return runtime.module("nodes.sockets.nerf").NerfState(settings, weights=weights)
+
+
+def nerf_only_stage(runtime, stage: str) -> dict:
+    """The Turntable or Mesh node at its defaults on a NeRF after one occupancy update (no model needed)."""
+    from memory_probe import PhaseProbe
+
+    state = updated_nerf_state(runtime)
     probe = PhaseProbe()
     if stage == "turntable":
         node = ("NFSD_NeRFTurntable", {"nerf": state, "views": 30, "size": 256, "elevation": 15.0, "distance": 1.5})
@@ -360,7 +365,7 @@ def nerf_only_stage(runtime, stage: str) -> dict:
     started = time.perf_counter()
     runtime.run_node(node[0], **node[1])
     seconds = time.perf_counter() - started
-    return {"estimate": nerf_only_estimate(runtime, stage, settings), "seconds": seconds, "step_peak": probe.peak(),
+    return {"estimate": nerf_only_estimate(runtime, stage, state), "seconds": seconds, "step_peak": probe.peak(),
             "phases": {}}
 
 
@@ -386,7 +391,7 @@ def estimate_only(key: str) -> dict:
     runtime = start_child(1)
     architecture, stage, dtype_name = key.split("/")
     if architecture == "nerf":
-        return nerf_only_estimate(runtime, stage, nerf_settings(runtime, "nerf_rgb", 512))
+        return nerf_only_estimate(runtime, stage, updated_nerf_state(runtime))
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
     if architecture == "micro":
         model, _, vae = comfy_architecture(architecture, dtype)

@@ -47,12 +47,17 @@ COMPOSITED_SAMPLE_BYTES = 40
 # graph (besides a chunk's gradient of every parameter, before it is added to the last).
 KEPT_SAMPLE_BYTES = 14
 RECOMPUTE_GRADIENTS = 1.2
-# Bytes per sample while an evaluation render's chunk is in flight (no graph kept; normals: 3.5x for
-# their gradient).
-EVAL_SAMPLE_BASE = 1300
-EVAL_SAMPLE_PER_LEVEL = 20
-EVAL_SAMPLE_PER_HIDDEN = 8
-NORMALS_FACTOR = 4
+# Bytes per queried sample while an evaluation render's chunk is in flight (no graph kept), and what
+# normals add (the density's gradient through the hash grid): fitted to the resident peak of renders
+# with every sample queried, at the default volume and with 8 levels or 32 hidden units (within 6%;
+# a density-only query, a mesh's, takes 0.85x the sample's). Samples the occupancy grid skips take
+# EVAL_SKIPPED_SAMPLE_BYTES (positions, masks, the zero-filled outputs).
+EVAL_SAMPLE_BASE = 90
+EVAL_SAMPLE_PER_FEATURE = 7  # per level and feature
+EVAL_SAMPLE_PER_HIDDEN = 7  # per hidden unit and layer
+NORMALS_PER_FEATURE = 100
+NORMALS_PER_HIDDEN = 6
+EVAL_SKIPPED_SAMPLE_BYTES = 140
 # Copies of each parameter while training: the weights, their gradient and AdamW's two moments.
 TRAINING_COPIES = 4
 # Activations of ComfyUI's Stable Diffusion UNet (openaimodel, PyTorch attention), in values per
@@ -108,10 +113,11 @@ def queried_sample_bytes(volume) -> int:
 
 
 def eval_sample_bytes(volume, normals: bool = False) -> int:
-    """Bytes one sample of an evaluation render (no graph) takes while its chunk is in flight."""
-    size = EVAL_SAMPLE_BASE + EVAL_SAMPLE_PER_LEVEL * volume.levels * volume.features_per_level + (
-        EVAL_SAMPLE_PER_HIDDEN * volume.hidden_width * max(volume.hidden_layers, 1))
-    return size * (NORMALS_FACTOR if normals else 1)
+    """Bytes one queried sample of an evaluation render (no graph) takes while its chunk is in flight."""
+    features = volume.levels * volume.features_per_level
+    hidden = volume.hidden_width * max(volume.hidden_layers, 1)
+    size = EVAL_SAMPLE_BASE + EVAL_SAMPLE_PER_FEATURE * features + EVAL_SAMPLE_PER_HIDDEN * hidden
+    return size + (NORMALS_PER_FEATURE * features + NORMALS_PER_HIDDEN * hidden if normals else 0)
 
 
 def chunk_rays(samples_per_ray: int) -> int:
@@ -268,14 +274,20 @@ def vae_encode_memory(vae: VaeShape, images: int, height: int, width: int, dtype
     return int(total_kept * scale), int(max(backward, total_kept) * scale)
 
 
-def turntable_bytes(settings, frames: int, size: int, normals: bool = True) -> int:
+def turntable_bytes(settings, frames: int, size: int, normals: bool = True, queried_share: float = 1.0) -> int:
     """Rendering `frames` views of size^2 pixels (NerfSettings): the parameters, one chunk in
-    flight, and the frames kept (colour, opacity, depth and normals; the node's IMAGEs of them)."""
+    flight, and the frames kept (colour, opacity, depth and normals; the node's IMAGEs of them).
+
+    `queried_share` is the largest share of a chunk's samples the field is queried at (the rest the
+    occupancy grid skips): 1 bounds any NeRF; a trained one's is `nerf.turntable.queried_share`."""
     channels = max(settings.latent_channels, 3) if settings.colour == "latent" else 3
     chunk_samples = min(chunk_rays(settings.samples_per_ray), size * size) * settings.samples_per_ray
-    per_pixel = (channels + 1 + 1 + 3) + 4 * 3  # the render's channels, then four RGB IMAGEs
-    return (nerf_parameter_bytes(settings) + chunk_samples * eval_sample_bytes(settings.volume, normals)
-            + 2 * frames * size * size * per_pixel * FLOAT_BYTES)
+    per_sample = EVAL_SKIPPED_SAMPLE_BYTES + queried_share * eval_sample_bytes(settings.volume, normals)
+    rendered = channels + 1 + 1 + 3  # values per pixel: colour, opacity, depth, normals
+    # the frames and their concatenation while rendering; then the frames and the node's four RGB IMAGEs
+    per_pixel = max(2 * rendered, rendered + 4 * 3)
+    return int(nerf_parameter_bytes(settings) + chunk_samples * per_sample
+               + frames * size * size * per_pixel * FLOAT_BYTES)
 
 
 def mesh_bytes(settings, resolution: int) -> int:

@@ -18,7 +18,7 @@ from .occupancy import OccupancySettings
 from .regularizers import Ramp, RegularizerSettings
 from .representation import NerfRepresentation, Render
 from .settings import COLOUR_SPACES, LearningRateScales, NerfSettings
-from .turntable import render_turntable
+from .turntable import queried_share, render_turntable
 
 __all__ = [
     "BACKGROUND_KINDS",
@@ -44,6 +44,7 @@ __all__ = [
     "make_cameras",
     "nerfacc_extension_available",
     "orbit_cameras",
+    "queried_share",
     "render_turntable",
     "sample_cameras",
     "training_views",

@@ -8,10 +8,11 @@ it shares with the mesh texture, and which resolves the settings left to the mod
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ...nfsd_core import StepMemory, nerf_step_memory, turntable_bytes
-from ...nfsd_core.nerf import NerfRepresentation, NerfSettings
+from ...nfsd_core.nerf import NerfRepresentation, NerfSettings, queried_share
 from ..adapters.preview import latent_to_rgb
 from .rendered import RenderedState, with_model_call
 
@@ -48,8 +49,15 @@ class NerfState(RenderedState):
         latent_rgb = self.latent_rgb if latent_format is None else latent_to_rgb(latent_format)
         return NerfRepresentation(self.settings, latent_rgb=latent_rgb)
 
-    def turntable_bytes(self, views: int, size: int, normals: bool) -> int:
-        return turntable_bytes(self.settings, views, size, normals)
+    def turntable_estimate(self, elevation: float | None, distance: float | None) -> Callable[[int, int, bool], int]:
+        """Once optimised, the samples its occupancy grid skips are counted as such (`queried_share`)."""
+
+        def estimate(views: int, size: int, normals: bool) -> int:
+            share = 1.0 if self.weights is None else queried_share(self.settings, self.weights, size, elevation,
+                                                                   distance)
+            return turntable_bytes(self.settings, views, size, normals, share)
+
+        return estimate
 
 
 def check_nerf(representation) -> NerfState:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import comfy.model_management
@@ -84,8 +85,9 @@ class RenderedState(NodeRepresentation):
         map, or the optimised one's map when `latent_format` is None; no codec yet."""
 
     @abc.abstractmethod
-    def turntable_bytes(self, views: int, size: int, normals: bool) -> int:
-        """Memory of a turntable of `views` views of size^2 pixels (an nfsd_core.budget estimate)."""
+    def turntable_estimate(self, elevation: float | None, distance: float | None) -> Callable[[int, int, bool], int]:
+        """Memory of a turntable from `elevation` and `distance` (None: the evaluation camera's), as a
+        function of its views, its size (size^2 pixels) and normals (an nfsd_core.budget estimate)."""
 
     @property
     def pixels_per_latent(self) -> int:
@@ -181,17 +183,19 @@ class RenderedState(NodeRepresentation):
                   normals: bool = False, node_id: str | None = None) -> Render:
         """`views` renders turning once around (see nfsd_core's render_turntable), on ComfyUI's device,
         refused when they cannot fit in memory; the progress bar follows the views, Cancel stops them."""
-        self.check_turntable(views, size, normals)
+        self.check_turntable(views, size, normals, elevation, distance)
         with autograd_enabled():  # a NeRF's normals are density gradients
             restored = self.restore(comfy.model_management.get_torch_device())
             return render_turntable(restored, views, size, elevation, distance, normals=normals,
                                     progress=interrupt_progress(views, node_id))
 
-    def check_turntable(self, views: int, size: int, normals: bool = False) -> None:
+    def check_turntable(self, views: int, size: int, normals: bool = False, elevation: float | None = None,
+                        distance: float | None = None) -> None:
         """Refuse a turntable of `views` renders of `size` px that cannot fit in memory, naming what fits."""
-        check_memory(self.turntable_bytes(views, size, normals), f"{views} views of {size} px", {
-            "views": (lambda n: self.turntable_bytes(n, size, normals), 1, views, 1),
-            "size": (lambda side: self.turntable_bytes(views, side, normals), 8, size, 8),
+        estimate = self.turntable_estimate(elevation, distance)
+        check_memory(estimate(views, size, normals), f"{views} views of {size} px", {
+            "views": (lambda n: estimate(n, size, normals), 1, views, 1),
+            "size": (lambda side: estimate(views, side, normals), 8, size, 8),
         })
 
     def _check_optimised(self) -> None:

@@ -7,6 +7,7 @@ texture's settings and, once optimised, its weights on the CPU (see `rendered.Re
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import Tensor
@@ -54,8 +55,10 @@ class TextureState(RenderedState):
         latent_rgb = self.latent_rgb if latent_format is None else latent_to_rgb(latent_format)
         return TextureRepresentation(self.surface(), self.settings, latent_rgb=latent_rgb)
 
-    def turntable_bytes(self, views: int, size: int, normals: bool) -> int:
-        return texture_turntable_bytes(self.settings, views, size, len(self.faces), len(self.vertices))
+    def turntable_estimate(self, elevation: float | None, distance: float | None) -> Callable[[int, int, bool], int]:
+        """The same wherever the camera is (and a mesh has no normals to render)."""
+        return lambda views, size, normals: texture_turntable_bytes(self.settings, views, size, len(self.faces),
+                                                                     len(self.vertices))
 
     def bake_bytes(self, size: int) -> int:
         return bake_bytes(self.settings, size, len(self.faces), len(self.vertices))
