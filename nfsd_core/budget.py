@@ -49,8 +49,9 @@ KEPT_SAMPLE_BYTES = 14
 RECOMPUTE_GRADIENTS = 1.2
 # Bytes per queried sample while an evaluation render's chunk is in flight (no graph kept), and what
 # normals add (the density's gradient through the hash grid): fitted to the resident peak of renders
-# with every sample queried, at the default volume and with 8 levels or 32 hidden units (within 6%;
-# a density-only query, a mesh's, takes 0.85x the sample's). Samples the occupancy grid skips take
+# with every sample queried, at the default volume and with 8 levels or 32 hidden units, within 6%
+# (benchmarks/experiments/eval_sample_bytes.py). A mesh's density-only query is priced as a sample
+# without normals: 1.1x to 1.2x what it takes. A sample the occupancy grid skips takes
 # EVAL_SKIPPED_SAMPLE_BYTES (positions, masks, the zero-filled outputs).
 EVAL_SAMPLE_BASE = 90
 EVAL_SAMPLE_PER_FEATURE = 7  # per level and feature
