@@ -187,7 +187,7 @@ def test_the_training_render_takes_what_its_estimate_says():
 
 
 TURNTABLE_MEMORY = """
-import json, sys, torch
+import json, torch
 from memory_probe import peak_rss, reset_peak, rss
 from nfsd_core.budget import nerf_parameter_bytes, turntable_bytes
 from nfsd_core.nerf import NerfRepresentation, NerfSettings, queried_share, render_turntable
@@ -208,9 +208,10 @@ print(json.dumps({"share": share, "measured": peak_rss() - start,
 
 
 def test_a_turntable_takes_what_its_estimate_says_for_the_samples_its_grid_lets_through():
-    """Resident memory of a 128 px turntable with normals of the default NeRF whose occupancy grid is a ball,
-    measured in a child process (`measured_in_child`): within 25 % of `turntable_bytes` given the grid's `queried_share`
-    (the parameters left out on both sides); counting every sample as queried is about twice as much."""
+    """Resident memory of a 128 px turntable with normals of the default NeRF whose occupancy grid is a
+    ball, measured in a child process (`measured_in_child`): within 25 % of `turntable_bytes` given the
+    grid's `queried_share` (the parameters left out on both sides); counting every sample as queried is
+    about twice as much."""
     figures = measured_in_child(TURNTABLE_MEMORY)
     assert 0.3 < figures["share"] < 0.8, figures
     assert 0.8 < figures["estimate"] / figures["measured"] < 1.25, figures
