@@ -51,6 +51,7 @@ NERF_STAGES = ("nerf_rgb_64", "nerf_rgb_256", "nerf_latent_64", "nerf_latent_256
 CANVAS_STAGES = ("canvas_512", "canvas_768", "canvas_1024")
 MODEL_STAGES = NERF_STAGES + CANVAS_STAGES + ("decomposition",)
 NERF_ONLY_STAGES = ("turntable", "mesh_128", "mesh_256")
+TURNTABLE = {"views": 30, "size": 256, "elevation": 15.0, "distance": 1.5}  # the Turntable node's defaults
 MICRO_PIXELS = 64  # the test suite's micro checkpoint (architecture "micro"): a smoke test of this script
 VAE_CONFIG = {"block_out_channels": (128, 256, 512, 512), "layers_per_block": 2, "latent_channels": 4,
               "down_block_types": ("DownEncoderBlock2D",) * 4, "up_block_types": ("UpDecoderBlock2D",) * 4}
@@ -330,10 +331,10 @@ def decomposition_estimate(runtime, model, vae, pixels: int) -> dict:
 
 
 def nerf_only_estimate(runtime, stage: str, state) -> dict:
-    """The Turntable node's (30 views of 256 px with normals, elevation 15, distance 1.5) or the Mesh node's
-    estimate for `state` (a NerfState)."""
+    """The Turntable node's (at `TURNTABLE`, with normals) or the Mesh node's estimate for `state` (a NerfState)."""
     if stage == "turntable":
-        return {"total": state.turntable_estimate(15.0, 1.5)(30, 256, True)}
+        estimate = state.turntable_estimate(TURNTABLE["elevation"], TURNTABLE["distance"])
+        return {"total": estimate(TURNTABLE["views"], TURNTABLE["size"], True)}
     return {"total": runtime.module("nfsd_core").mesh_bytes(state.settings, int(stage.split("_")[1]))}
 
 
@@ -357,7 +358,7 @@ def nerf_only_stage(runtime, stage: str) -> dict:
     state = updated_nerf_state(runtime)
     probe = PhaseProbe()
     if stage == "turntable":
-        node = ("NFSD_NeRFTurntable", {"nerf": state, "views": 30, "size": 256, "elevation": 15.0, "distance": 1.5})
+        node = ("NFSD_NeRFTurntable", {"nerf": state, **TURNTABLE})
     else:
         node = ("NFSD_ExtractMesh", {"nerf": state, "resolution": int(stage.split("_")[1]), "threshold": 0.0,
                                      "min_component": 0.01})

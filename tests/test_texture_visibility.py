@@ -94,16 +94,22 @@ def test_backends_are_chosen_and_refused_with_the_fix(monkeypatch):
         resolve_backend("optix", "cpu")
 
 
-def test_a_visibility_pass_stops_when_interrupted():
-    vertices, faces = icosphere(subdivisions=2)
-    cameras = make_cameras([0.0] * 3, [0.0, 120.0, 240.0], [1.5] * 3, [40.0] * 3)
+def interrupted_at(call: int):
+    """(the calls so far, a check_interrupt that raises KeyboardInterrupt at its `call`-th call)."""
     calls = []
 
     def interrupt():
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) == call:
             raise KeyboardInterrupt
 
+    return calls, interrupt
+
+
+def test_a_visibility_pass_stops_when_interrupted():
+    vertices, faces = icosphere(subdivisions=2)
+    cameras = make_cameras([0.0] * 3, [0.0, 120.0, 240.0], [1.5] * 3, [40.0] * 3)
+    calls, interrupt = interrupted_at(2)
     with pytest.raises(KeyboardInterrupt):
         Visibility(vertices, faces, "torch")(cameras, 16, 16, interrupt)
     assert len(calls) == 2  # checked before each camera: stopped before the second
@@ -114,13 +120,7 @@ def test_the_rasteriser_checks_the_interrupt_between_chunks_of_its_work():
 
     vertices, faces = icosphere(subdivisions=3)
     cameras = make_cameras([10.0], [45.0], [1.3], [50.0])
-    calls = []
-
-    def interrupt():
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-
+    calls, interrupt = interrupted_at(3)
     with pytest.raises(KeyboardInterrupt):
         rasterize(vertices, faces, cameras, 48, 48, pair_budget=64, check_interrupt=interrupt)
     assert len(calls) == 3  # one camera, many chunks: stopped at the third
