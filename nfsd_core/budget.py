@@ -282,7 +282,8 @@ def turntable_bytes(settings, frames: int, size: int, normals: bool = True, quer
     `queried_share` is the largest share of a chunk's samples the field is queried at (the rest the
     occupancy grid skips): 1 bounds any NeRF; a trained one's is `nerf.turntable.queried_share`."""
     channels = max(settings.latent_channels, 3) if settings.colour == "latent" else 3
-    chunk_samples = min(chunk_rays(settings.samples_per_ray), size * size) * settings.samples_per_ray
+    samples_per_ray = settings.evaluation_samples_per_ray(size)
+    chunk_samples = min(chunk_rays(samples_per_ray), size * size) * samples_per_ray
     per_sample = EVAL_SKIPPED_SAMPLE_BYTES + queried_share * eval_sample_bytes(settings.volume, normals)
     rendered = channels + 1 + 1 + 3  # values per pixel: colour, opacity, depth, normals
     # the frames and their concatenation while rendering; then the frames and the node's four RGB IMAGEs

@@ -145,3 +145,27 @@ def test_random_backgrounds_are_one_solid_colour_per_image_drawn_from_the_genera
     flat = [bool(torch.equal(image, image[:1, :1].expand_as(image))) for image in mixed]
     assert any(flat) and not all(flat)  # some images replaced by a solid colour, the rest from the map
     assert not any(bool(torch.equal(image, image[:1, :1].expand_as(image))) for image in environment(directions))
+
+
+class Ball(ConstantVolume):
+    """Density `sigma` inside the ball of radius 0.5, none outside."""
+
+    def density(self, points):
+        return self.sigma * (points.norm(dim=-1) < 0.5).float()
+
+
+def test_a_render_larger_than_the_training_samples_its_rays_finely_enough_to_lose_the_depth_rings(monkeypatch):
+    monkeypatch.setattr(NerfRepresentation, "device", torch.device("cpu"))  # the ball has no hash grid to ask
+
+    def opacity(samples_per_ray, training_size, size=64):
+        settings = tiny_settings(samples_per_ray=samples_per_ray, render_sizes=(training_size,), size_milestones=())
+        nerf = NerfRepresentation(settings)
+        nerf.field = Ball(sigma=8.0)
+        return nerf.render(make_cameras([15.0], [30.0], [1.5], [60.0]), size, size).opacity
+
+    reference = opacity(512, 64)
+    trained_at_16 = tiny_settings(samples_per_ray=8, render_sizes=(16,), size_milestones=())
+    assert [trained_at_16.evaluation_samples_per_ray(size) for size in (8, 16, 17, 32, 64, 256)] == [8, 8, 16, 16, 32, 32]
+    at_training_spacing = (opacity(8, 64) - reference).abs().mean()
+    at_finer_spacing = (opacity(8, 16) - reference).abs().mean()
+    assert at_finer_spacing < 0.5 * at_training_spacing, (at_finer_spacing, at_training_spacing)

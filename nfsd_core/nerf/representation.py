@@ -120,13 +120,16 @@ class NerfRepresentation(RenderedRepresentation):
         """Render `cameras` at height x width pixels.
 
         With a `generator` (training) the samples are jittered and backgrounds drawn from it;
-        without one the render is deterministic (evaluation). The rays are rendered `chunk` at a
-        time (default: about `budget.SAMPLE_CHUNK` samples), with `check_interrupt` before each
-        chunk; chunks draw the jitter in order, so the render does not depend on the chunk size.
+        without one the render is deterministic (evaluation), with more samples per ray when it is
+        larger than the training's (`NerfSettings.evaluation_samples_per_ray`). The rays are rendered
+        `chunk` at a time (default: about `budget.SAMPLE_CHUNK` samples), with `check_interrupt` before
+        each chunk; chunks draw the jitter in order, so the render does not depend on the chunk size.
         """
         origins, directions = camera_rays(cameras.to(self.device), height, width)
         flat_origins, flat_directions = origins.reshape(-1, 3), directions.reshape(-1, 3)
-        chunk = chunk or chunk_rays(self.settings.samples_per_ray)
+        samples_per_ray = (self.settings.samples_per_ray if generator is not None
+                           else self.settings.evaluation_samples_per_ray(max(height, width)))
+        chunk = chunk or chunk_rays(samples_per_ray)
         outputs = []
         for start in range(0, flat_origins.shape[0], chunk):
             if self.check_interrupt is not None:
@@ -135,7 +138,7 @@ class NerfRepresentation(RenderedRepresentation):
                 self.field,
                 flat_origins[start : start + chunk],
                 flat_directions[start : start + chunk],
-                self.settings.samples_per_ray,
+                samples_per_ray,
                 self.occupancy,
                 generator,
                 normals=normals,

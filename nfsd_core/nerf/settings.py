@@ -24,6 +24,9 @@ from .regularizers import RegularizerSettings
 
 COLOUR_SPACES = ("rgb", "latent")
 MAX_SIZE = 2048  # pixels per side of a render or of the images the model sees
+RAY_SAMPLES_MAX = 1024
+# An evaluation render larger than the training's takes up to this many times its samples per ray.
+MAX_EVALUATION_SAMPLE_FACTOR = 4
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ class NerfSettings:
     latent_channels: int = whole(SD_LATENT_CHANNELS, 1, 16)
     latent_downscale: int = whole(SD_PIXELS_PER_LATENT, 1, 64)
     radius: float = real(1.0, 0.001, 1000.0)
-    samples_per_ray: int = whole(64, 1, 1024)
+    samples_per_ray: int = whole(64, 1, RAY_SAMPLES_MAX)
     render_sizes: tuple[int, ...] = whole((64, 256), 1, MAX_SIZE)
     size_milestones: tuple[float, ...] = real((0.5,), 0.0, 1.0)
     guidance_size: int = whole(512, 8, MAX_SIZE)
@@ -95,6 +98,17 @@ class NerfSettings:
         """The render size at `step` of `steps`."""
         passed = sum(step >= milestone * steps for milestone in self.size_milestones)
         return self.render_sizes[passed]
+
+    def evaluation_samples_per_ray(self, size: int) -> int:
+        """Samples per ray of an evaluation render `size` pixels square: `samples_per_ray` times how many
+        times the largest training render it is, rounded up, from 1 to `MAX_EVALUATION_SAMPLE_FACTOR`.
+
+        Evaluation samples sit at fixed depths. At the training's spacing, a render several times larger
+        than the training's resolves the steps between them as rings over the object; at 4 times the
+        samples they are gone (README "Stripes on large turntables").
+        """
+        factor = min(MAX_EVALUATION_SAMPLE_FACTOR, max(1, -(-size // max(self.render_sizes))))
+        return min(RAY_SAMPLES_MAX, self.samples_per_ray * factor)
 
     def to_config(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples as lists, as they come back from JSON)."""

@@ -47,7 +47,7 @@ def queried_share(settings: NerfSettings, weights: dict[str, Tensor], size: int,
     prefix = "occupancy."
     occupancy.load_state_dict({name[len(prefix):]: value for name, value in weights.items() if name.startswith(prefix)})
     cameras = turntable_cameras(settings, SHARE_PROBE_VIEWS, elevation, distance)
-    side, samples_per_ray = SHARE_PROBE_SIZE, settings.samples_per_ray
+    side, samples_per_ray = SHARE_PROBE_SIZE, settings.evaluation_samples_per_ray(size)
     band = min(side, max(1, round(side * chunk_rays(samples_per_ray) / (size * size))))
     share = 0.0
     for index in range(SHARE_PROBE_VIEWS):

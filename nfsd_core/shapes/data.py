@@ -42,6 +42,9 @@ PRIOR_CAMERAS = CameraSettings()
 FRAME_HALF_HEIGHT = 0.5
 SHAPE_CAMERAS = CameraSettings(distance_range=(FRAME_HALF_HEIGHT, FRAME_HALF_HEIGHT), fovy_range=(40.0, 55.0),
                                relative_distance=True)
+# The cameras a prior's data can be rendered through, by name, and the shipped prior's.
+DATA_CAMERAS = {"trainer": PRIOR_CAMERAS, "frame": SHAPE_CAMERAS}
+PRIOR_CAMERAS_NAME = "trainer"
 # How a real image's caption is drawn; the rest of the probability is the empty caption.
 CAPTION_PROBABILITIES = {"fine_view": 0.35, "fine": 0.15, "coarse_view": 0.25, "coarse": 0.15}
 

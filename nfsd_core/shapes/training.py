@@ -15,9 +15,10 @@ import torch
 from ..distillation import Prompts
 from ..priors.architecture import MiniatureSD
 from ..priors.training import Log, PriorData, TrainingSettings, train_prior
+from ..nerf.cameras import CameraSettings
 from ..sampling import ddim_sample
 from ..priors.degradation import degrade, negative_caption
-from .data import CAMERA_VIEWS, ShapeSet, fine_prompt, make_shape_set, real_caption, vocabulary_words
+from .data import CAMERA_VIEWS, DATA_CAMERAS, PRIOR_CAMERAS, PRIOR_CAMERAS_NAME, ShapeSet, fine_prompt, make_shape_set, real_caption, vocabulary_words
 from .evaluator import ShapeJudge
 from .objects import COLOURS, FRONTED, OBJECTS
 from .prior import SHAPES_PRIOR_DIR, load_shapes_prior
@@ -44,10 +45,12 @@ def shapes_training_data(shape_set: ShapeSet) -> PriorData:
 
 
 def train_shapes_prior(directory: str | Path, settings: TrainingSettings = SHAPES_TRAINING,
-                       images: int = TRAINING_IMAGES, log: Log = print, vae_only: bool = False) -> dict | None:
-    """Render `images` objects (seed `settings.seed`), train the prior on them and save it (`train_prior`)."""
-    return train_prior(directory, shapes_training_data(make_shape_set(images, settings.seed)), settings, log,
-                       vae_only)
+                       images: int = TRAINING_IMAGES, log: Log = print, vae_only: bool = False,
+                       cameras: CameraSettings = PRIOR_CAMERAS) -> dict | None:
+    """Render `images` objects (seed `settings.seed`) through `cameras`, train the prior on them and save it
+    (`train_prior`)."""
+    data = shapes_training_data(make_shape_set(images, settings.seed, cameras=cameras))
+    return train_prior(directory, data, settings, log, vae_only)
 
 
 def check_samples(directory: str | Path, judge: ShapeJudge, per_prompt: int = 2, seed: int = 0) -> dict:
@@ -79,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=SHAPES_TRAINING.seed)
     parser.add_argument("--images", type=int, default=TRAINING_IMAGES, help="rendered training images")
     parser.add_argument("--denoiser-steps", type=int, default=SHAPES_TRAINING.denoiser_steps)
+    parser.add_argument("--cameras", choices=sorted(DATA_CAMERAS), default=PRIOR_CAMERAS_NAME,
+                        help="the cameras the objects are rendered through (shapes.data.DATA_CAMERAS)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--vae-only", action="store_true",
                         help="stop after the VAE stage (about half the time); the next run resumes from it")
@@ -86,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     settings = replace(SHAPES_TRAINING, seed=args.seed, denoiser_steps=args.denoiser_steps)
     record = train_shapes_prior(args.output, settings, args.images,
-                                log=lambda entry: print(json.dumps(entry), flush=True), vae_only=args.vae_only)
+                                log=lambda entry: print(json.dumps(entry), flush=True), vae_only=args.vae_only,
+                                cameras=DATA_CAMERAS[args.cameras])
     if record is None:
         return 0
     judge = ShapeJudge.fit(*JUDGE_IMAGES, seed=args.seed)
