@@ -4,7 +4,7 @@
 
 The run of `tests/test_shapes_prior.py` (NFSD 7.5, 300 steps, the demo's settings, *a green cube*, seed 0),
 measured by the benchmark's own `shapes_benchmark.run_one`, with the demo's training cameras before the fix
-(`shapes.data.PRIOR_CAMERAS`, the prior's data's) and after it (`SHAPE_CAMERAS`, fixed frame 0.5), and the
+(`shapes.data.TRAINER_CAMERAS`, the prior's data's) and after it (`SHAPE_CAMERAS`, fixed frame 0.5), and the
 untrained NeRF (what learning nothing scores). About 2 minutes on one core.
 """
 
@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import shapes_benchmark  # noqa: E402
-from nfsd_core.shapes.data import PRIOR_CAMERAS, SHAPE_CAMERAS  # noqa: E402
+from nfsd_core.shapes.data import SHAPE_CAMERAS, TRAINER_CAMERAS  # noqa: E402
 from nfsd_core.shapes.demo import TextToNerf  # noqa: E402
 from nfsd_core.shapes.evaluator import load_shapes_judge  # noqa: E402
 from nfsd_core.shapes.prior import SHAPES_PRIOR_DIR, load_shapes_prior  # noqa: E402
@@ -44,7 +44,7 @@ def runs(steps: int) -> dict[str, TextToNerf]:
         return replace(demo, steps=steps, nerf=replace(demo.nerf, cameras=cameras))
 
     return {"untrained NeRF (floor)": replace(demo, steps=0),
-            f"before: data cameras, {steps} steps": through(PRIOR_CAMERAS),
+            f"before: the trainer's cameras, {steps} steps": through(TRAINER_CAMERAS),
             f"after: fixed frame 0.5, {steps} steps": through(SHAPE_CAMERAS)}
 
 

@@ -3,7 +3,7 @@
     python benchmarks/experiments/size_nerf.py --variants baseline "SDS 7.5" ...   # -> benchmarks/results/experiments/
 
 Each variant changes one thing in the demo's run as it was before issue 18's fix (`shapes.demo.TextToNerf`:
-NFSD 7.5, 600 steps, CPU settings, with `shapes.data.PRIOR_CAMERAS`, the cameras the shipped prior's
+NFSD 7.5, 600 steps, CPU settings, with `shapes.data.TRAINER_CAMERAS`, the cameras the shipped prior's
 data was drawn with) and distils the same prompts from the same seeds. Every NeRF is measured against the analytic
 object its prompt names (issue 18):
 
@@ -43,7 +43,7 @@ from nfsd_core.shapes.demo import TextToNerf  # noqa: E402
 from nfsd_core.shapes.metrics import (  # noqa: E402
     nearest_object, occupancy_iou, ray_maxima, rescaled_fit, volume_ratio,
 )
-from nfsd_core.shapes.data import PRIOR_CAMERAS  # noqa: E402
+from nfsd_core.shapes.data import TRAINER_CAMERAS  # noqa: E402
 from nfsd_core.shapes.prior import SHAPES_PRIOR_DIR, load_shapes_prior  # noqa: E402
 from nfsd_core.shapes.render import Scene, render_scenes  # noqa: E402
 
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     model, codec = load_shapes_prior(directory=args.prior)
     journal = Journal(args.output / f"{args.name}.jsonl", {"steps": args.steps, "seed": args.seed})
     demo = TextToNerf()
-    before_fix = dataclasses.replace(demo.nerf, cameras=PRIOR_CAMERAS)
+    before_fix = dataclasses.replace(demo.nerf, cameras=TRAINER_CAMERAS)
     base = dataclasses.replace(demo, steps=args.steps, seed=args.seed, nerf=before_fix)
     for variant in args.variants:
         for prompt in args.prompts:

@@ -34,7 +34,7 @@ from nfsd_core.distillation import Prompts, ScoreDistillation  # noqa: E402
 from nfsd_core.guidance import weight  # noqa: E402
 from nfsd_core.nerf import make_cameras, sample_cameras  # noqa: E402
 from nfsd_core.sampling import ddim_sample  # noqa: E402
-from nfsd_core.shapes.data import CAMERA_VIEWS, PRIOR_CAMERAS, fine_prompt, make_shape_set  # noqa: E402
+from nfsd_core.shapes.data import CAMERA_VIEWS, TRAINER_CAMERAS, fine_prompt, make_shape_set  # noqa: E402
 from nfsd_core.shapes.demo import CPU_TIMESTEPS, TextToNerf  # noqa: E402
 from nfsd_core.shapes.objects import COLOURS, OBJECTS  # noqa: E402
 from nfsd_core.shapes.prior import SHAPES_PRIOR_DIR, load_shapes_prior  # noqa: E402
@@ -72,7 +72,7 @@ def samples_against_data(model, codec, seed: int) -> dict:
     prompts = Prompts(positive={text: model.encode_prompt(text) for text in dict.fromkeys(texts)},
                       unconditional=model.encode_prompt(""), negative=model.encode_prompt(""))
     noise = torch.randn((len(rows), 4, 8, 8), generator=torch.Generator().manual_seed(seed))
-    data = make_shape_set(2000, seed=seed + 1, cameras=PRIOR_CAMERAS)
+    data = make_shape_set(2000, seed=seed + 1, cameras=TRAINER_CAMERAS)
     data_area = object_area(data.images)
     true_area = render_scenes_mask(data)
     result = {"estimator_on_data": {"estimated": float(data_area.mean()), "true": float(true_area.mean())},
@@ -106,7 +106,7 @@ def pull_on_true_object(model, codec, cameras_per_prompt: int, draws: int, seed:
     generator = torch.Generator().manual_seed(seed)
     result: dict[str, dict] = {}
     for prompt, shape, colour in PULL_PROMPTS:
-        cameras = sample_cameras(PRIOR_CAMERAS, cameras_per_prompt, generator)
+        cameras = sample_cameras(TRAINER_CAMERAS, cameras_per_prompt, generator)
         backgrounds = torch.rand(cameras_per_prompt, 3, generator=generator)
         prompts = Prompts.from_text(model, prompt, view_dependent=True)
         guidance = ScoreDistillation(model, prompts, "nfsd", scale=1.0, timesteps=CPU_TIMESTEPS)

@@ -1,13 +1,15 @@
 """Rendered objects as a prior's training data, with their captions and exact ground truth.
 
 Every image is an object of `objects.OBJECTS` in a colour of `objects.COLOURS`, seen from a
-camera drawn exactly as the NeRF trainer draws its default training cameras (`sample_cameras` with
-`PRIOR_CAMERAS`, the default `CameraSettings`), named with the trainer's own view names, over a
-random solid background (the NeRF's "random" background: uniform RGB). Distance and fovy are drawn
-independently and no caption says how close a camera is, so the same object appears at many sizes
-(the frame's half-height at the origin spans 0.36 to 1.05). A NeRF trained through such cameras
-comes out too large (issue 18, README "Object size"); the 3D demo trains through `SHAPE_CAMERAS`
-instead, which frame one half-height. Captions:
+camera drawn as the NeRF trainer draws its training cameras (`sample_cameras`), named with the
+trainer's own view names, over a random solid background (the NeRF's "random" background: uniform
+RGB). The shipped prior's data, and the judge's, is drawn through the trainer's defaults
+(`TRAINER_CAMERAS`), whose distance and fovy, drawn independently, show the same object at many
+sizes (the frame's half-height at the origin spans 0.36 to 1.05) that no caption names. A NeRF
+trained through such cameras comes out too large (issue 18, README "Object size"); the 3D demo
+trains through `SHAPE_CAMERAS` instead, which frame one half-height. A prior can also be trained
+on data drawn through `SHAPE_CAMERAS` (`DATA_CAMERAS`); measured, it does not bring the size down.
+Captions:
 
 - fine: "a red mug, side view" (or without the view);
 - coarse: "a mug, side view" (or without the view), for any colour: the many-image condition of
@@ -33,17 +35,18 @@ IMAGE_SIZE = 32
 VIEWS = tuple(VIEW_SUFFIXES)  # the view names nfsd_core gives cameras: front, side, back, overhead
 # The views the training cameras show: their elevations (-10 to 45 degrees) never reach "overhead" (above 60).
 CAMERA_VIEWS = ("front", "side", "back")
-# The cameras the shipped prior's data was drawn with: the NeRF trainer's defaults.
-PRIOR_CAMERAS = CameraSettings()
-# The 3D demo's training cameras: elevation and azimuth as the data's, fovy 40 to 55, and the distance that shows
-# the half-height 0.5 at the origin (0.96 to 1.37), so every camera sees the object at one size, as large as the
-# data's closest views show it (benchmarks/experiments/size_nerf.py, "fixed frame 0.5"). The evaluation view
-# (turntables) stays the data's and the trainer's: elevation 15, distance 1.5, fovy 70.
+# The NeRF trainer's default cameras: the shipped prior's data and the judge's.
+TRAINER_CAMERAS = CameraSettings()
+# The 3D demo's training cameras: elevation and azimuth as the trainer's, fovy
+# 40 to 55, and the distance that shows the half-height 0.5 at the origin (0.96 to 1.37), so every camera sees the
+# object at one size, as large as the trainer's closest views show it (benchmarks/experiments/size_nerf.py, "fixed
+# frame 0.5"). The evaluation view (turntables) stays the trainer's: elevation 15, distance 1.5, fovy 70.
 FRAME_HALF_HEIGHT = 0.5
 SHAPE_CAMERAS = CameraSettings(distance_range=(FRAME_HALF_HEIGHT, FRAME_HALF_HEIGHT), fovy_range=(40.0, 55.0),
                                relative_distance=True)
-# The cameras a prior's data can be rendered through, by name, and the shipped prior's.
-DATA_CAMERAS = {"trainer": PRIOR_CAMERAS, "frame": SHAPE_CAMERAS}
+# The cameras a prior's data can be drawn through, by name (`python -m nfsd_core.shapes.training --cameras`),
+# and the shipped prior's.
+DATA_CAMERAS = {"trainer": TRAINER_CAMERAS, "frame": SHAPE_CAMERAS}
 PRIOR_CAMERAS_NAME = "trainer"
 # How a real image's caption is drawn; the rest of the probability is the empty caption.
 CAPTION_PROBABILITIES = {"fine_view": 0.35, "fine": 0.15, "coarse_view": 0.25, "coarse": 0.15}
@@ -88,7 +91,7 @@ def vocabulary_words() -> list[str]:
 
 
 def sample_scenes(count: int, generator: torch.Generator,
-                  cameras: CameraSettings = PRIOR_CAMERAS) -> tuple[list[ShapeSample], Cameras]:
+                  cameras: CameraSettings = TRAINER_CAMERAS) -> tuple[list[ShapeSample], Cameras]:
     """`count` random objects, colours, backgrounds and training cameras, all drawn from `generator`."""
     shapes = torch.randint(len(OBJECTS), (count,), generator=generator).tolist()
     colours = torch.randint(len(COLOURS), (count,), generator=generator).tolist()
@@ -111,7 +114,7 @@ def render_samples(samples: list[ShapeSample], cameras: Cameras, size: int = IMA
 
 
 def make_shape_set(count: int, seed: int, size: int = IMAGE_SIZE,
-                   cameras: CameraSettings = PRIOR_CAMERAS) -> ShapeSet:
+                   cameras: CameraSettings = TRAINER_CAMERAS) -> ShapeSet:
     """A seeded set of rendered objects (the same `seed` gives the same images)."""
     samples, drawn = sample_scenes(count, torch.Generator().manual_seed(seed), cameras)
     return ShapeSet(render_samples(samples, drawn, size), samples)

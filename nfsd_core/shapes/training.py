@@ -18,7 +18,7 @@ from ..priors.training import Log, PriorData, TrainingSettings, train_prior
 from ..nerf.cameras import CameraSettings
 from ..sampling import ddim_sample
 from ..priors.degradation import degrade, negative_caption
-from .data import CAMERA_VIEWS, DATA_CAMERAS, PRIOR_CAMERAS, PRIOR_CAMERAS_NAME, ShapeSet, fine_prompt, make_shape_set, real_caption, vocabulary_words
+from .data import CAMERA_VIEWS, DATA_CAMERAS, PRIOR_CAMERAS_NAME, ShapeSet, fine_prompt, make_shape_set, real_caption, vocabulary_words
 from .evaluator import ShapeJudge
 from .objects import COLOURS, FRONTED, OBJECTS
 from .prior import SHAPES_PRIOR_DIR, load_shapes_prior
@@ -46,7 +46,7 @@ def shapes_training_data(shape_set: ShapeSet) -> PriorData:
 
 def train_shapes_prior(directory: str | Path, settings: TrainingSettings = SHAPES_TRAINING,
                        images: int = TRAINING_IMAGES, log: Log = print, vae_only: bool = False,
-                       cameras: CameraSettings = PRIOR_CAMERAS) -> dict | None:
+                       cameras: CameraSettings = DATA_CAMERAS[PRIOR_CAMERAS_NAME]) -> dict | None:
     """Render `images` objects (seed `settings.seed`) through `cameras`, train the prior on them and save it
     (`train_prior`)."""
     data = shapes_training_data(make_shape_set(images, settings.seed, cameras=cameras))
