@@ -21,7 +21,8 @@ hide_torchvision_stub()  # before diffusers imports its models (alone, this modu
 
 PRIOR = SHIPPED_PRIORS["shapes"]
 # DDIM-50 at CFG 7.5, one sample per fine prompt and camera view (126): measured shape 90%, colour 97%,
-# view of the mug and the house 92%.
+# view of the mug and the house 92% (`benchmarks/shapes_prior_samples.py --per-prompt 1`,
+# results/shapes_prior/per_prompt_1). Chance: 14%, 17%, 33%.
 SAMPLE_SHAPE, SAMPLE_COLOUR, SAMPLE_VIEW = 0.85, 0.9, 0.8
 # NFSD 7.5, 300 steps, the demo's settings (benchmarks/experiments/size_band.py, results/experiments/size_band.md):
 # measured occupancy IoU 0.52, rendered size 1.09 (the cube's own silhouettes from the turntable's cameras),
