@@ -1,5 +1,7 @@
 """The 3D prior's data: rendered objects agree with the NeRF renderer and keep their exact truth."""
 
+import math
+
 import pytest
 import torch
 
@@ -16,7 +18,8 @@ from nfsd_core.nerf.rays import camera_rays  # noqa: E402
 from nfsd_core.nerf.rendering import render_rays  # noqa: E402
 from nfsd_core.priors.tokenizer import build_tokenizer  # noqa: E402
 from nfsd_core.shapes.data import (  # noqa: E402
-    CAPTION_PROBABILITIES, make_shape_set, real_caption, render_samples, vocabulary_words,
+    CAPTION_PROBABILITIES, DATA_CAMERAS, FRAME_HALF_HEIGHT, make_shape_set, real_caption, render_samples,
+    vocabulary_words,
 )
 from nfsd_core.shapes.objects import FRONTED, OBJECTS  # noqa: E402
 from nfsd_core.shapes.render import Scene, render_scenes  # noqa: E402
@@ -58,6 +61,17 @@ def test_the_truth_of_each_image_renders_it_again_and_names_the_nerf_trainers_vi
     assert [s.view for s in samples] == cameras.views
     assert torch.allclose(render_samples(samples, cameras), shape_set.images, atol=1e-6)
     assert torch.equal(make_shape_set(12, seed=3).images, shape_set.images)
+
+
+def test_frame_data_shows_every_object_at_one_size_and_the_trainers_at_many():
+    """The half-height a camera frames at the origin: distance x tan(fovy / 2)."""
+    def framed(cameras):
+        samples = make_shape_set(64, seed=3, size=8, cameras=DATA_CAMERAS[cameras]).samples
+        return torch.tensor([s.distance * math.tan(math.radians(s.fovy) / 2) for s in samples])
+
+    frame, trainer = framed("frame"), framed("trainer")
+    assert torch.allclose(frame, torch.full_like(frame, FRAME_HALF_HEIGHT), atol=1e-4)
+    assert float(trainer.max() / trainer.min()) > 2.0
 
 
 def test_fronted_objects_look_different_from_the_front_and_the_back():

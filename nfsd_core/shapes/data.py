@@ -37,10 +37,10 @@ VIEWS = tuple(VIEW_SUFFIXES)  # the view names nfsd_core gives cameras: front, s
 CAMERA_VIEWS = ("front", "side", "back")
 # The NeRF trainer's default cameras: the shipped prior's data and the judge's.
 TRAINER_CAMERAS = CameraSettings()
-# The 3D demo's training cameras: elevation and azimuth as the trainer's, fovy
-# 40 to 55, and the distance that shows the half-height 0.5 at the origin (0.96 to 1.37), so every camera sees the
-# object at one size, as large as the trainer's closest views show it (benchmarks/experiments/size_nerf.py, "fixed
-# frame 0.5"). The evaluation view (turntables) stays the trainer's: elevation 15, distance 1.5, fovy 70.
+# The 3D demo's training cameras: elevation and azimuth as the trainer's, fovy 40 to 55, and the distance that
+# shows the half-height 0.5 at the origin (0.96 to 1.37), so every camera sees the object at one size, as large as
+# the trainer's closest views show it (benchmarks/experiments/size_nerf.py, "fixed frame 0.5"). The evaluation view
+# (turntables) stays the trainer's: elevation 15, distance 1.5, fovy 70.
 FRAME_HALF_HEIGHT = 0.5
 SHAPE_CAMERAS = CameraSettings(distance_range=(FRAME_HALF_HEIGHT, FRAME_HALF_HEIGHT), fovy_range=(40.0, 55.0),
                                relative_distance=True)
