@@ -13,12 +13,15 @@ from pathlib import Path
 import torch
 
 from ..distillation import Prompts
+from ..nerf.cameras import CameraSettings
 from ..priors.architecture import MiniatureSD
 from ..priors.training import Log, PriorData, TrainingSettings, train_prior
-from ..nerf.cameras import CameraSettings
 from ..sampling import ddim_sample
 from ..priors.degradation import degrade, negative_caption
-from .data import CAMERA_VIEWS, DATA_CAMERAS, PRIOR_CAMERAS_NAME, ShapeSet, fine_prompt, make_shape_set, real_caption, vocabulary_words
+from .data import (
+    CAMERA_VIEWS, DATA_CAMERAS, PRIOR_CAMERAS_NAME, ShapeSet, fine_prompt, make_shape_set, real_caption,
+    vocabulary_words,
+)
 from .evaluator import ShapeJudge
 from .objects import COLOURS, FRONTED, OBJECTS
 from .prior import SHAPES_PRIOR_DIR, load_shapes_prior
