@@ -8,6 +8,7 @@ it shares with the mesh texture, and which resolves the settings left to the mod
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -50,12 +51,17 @@ class NerfState(RenderedState):
         return NerfRepresentation(self.settings, latent_rgb=latent_rgb)
 
     def turntable_estimate(self, elevation: float | None, distance: float | None) -> Callable[[int, int, bool], int]:
-        """Once optimised, the samples its occupancy grid skips are counted as such (`queried_share`)."""
+        """Once optimised, the samples its occupancy grid skips are counted as such (`queried_share`, probed
+        once per size: a refusal's search for the views and the size that fit asks for each many times)."""
+
+        @functools.cache
+        def share(size: int) -> float:
+            if self.weights is None:
+                return 1.0
+            return queried_share(self.settings, self.weights, size, elevation, distance)
 
         def estimate(views: int, size: int, normals: bool) -> int:
-            share = 1.0 if self.weights is None else queried_share(self.settings, self.weights, size, elevation,
-                                                                   distance)
-            return turntable_bytes(self.settings, views, size, normals, share)
+            return turntable_bytes(self.settings, views, size, normals, share(size))
 
         return estimate
 
