@@ -104,6 +104,12 @@ for rule in ("SDS 100", "SDS 7.5", "CSD 1"):
     VARIANTS[f"fixed frame 0.5, sparsity 1, {rule}"] = {**VARIANTS[rule], **VARIANTS["fixed frame 0.5, sparsity 1"]}
 VARIANTS["box 0.5, close cameras, sparsity 1"] = {"nerf": {**VARIANTS["box 0.5, close cameras"]["nerf"], "regularizers": {
     "sparsity": {"start": 1.0, "end": 1.0}}}}
+# Shaded renders under the prior's own light (nerf.shading): the geometry, not painted shading, has to make the faces.
+LAMBERTIAN = {"nerf": {**FRAME["nerf"], "shading": "lambertian"}}
+VARIANTS["fixed frame 0.5, lambertian"] = LAMBERTIAN
+VARIANTS["fixed frame 0.5, lambertian from 0.25"] = {"nerf": {**LAMBERTIAN["nerf"], "shaded_from": 0.25}}
+for rule in ("SDS 100", "SDS 7.5", "CSD 1", "CSD 7.5"):
+    VARIANTS[f"fixed frame 0.5, lambertian, {rule}"] = {**VARIANTS[rule], **LAMBERTIAN}
 GRID = 96  # density grid over the NeRF's box for the volume measures
 SILHOUETTE_SIZE = 64
 TRACE_EVERY = 100

@@ -25,6 +25,7 @@ from .acceleration import use_packed_rendering, weights_from_density
 from .field import FieldSamples, ImplicitVolume
 from .occupancy import OccupancyGrid
 from .rays import ray_box_intersection, stratified_samples
+from .shading import Light
 
 # nerfacc's (and threestudio's) skipping thresholds for the packed path.
 ALPHA_THRESHOLD = 0.01
@@ -162,10 +163,23 @@ def place_samples(
 
 
 def composite(
-    field: ImplicitVolume, samples: Samples, origins: Tensor, directions: Tensor, normals: bool, orientation: bool
+    field: ImplicitVolume,
+    samples: Samples,
+    origins: Tensor,
+    directions: Tensor,
+    normals: bool,
+    orientation: bool,
+    light: Light | None = None,
 ) -> RayOutput:
-    """Query the field at `samples` and composite it along the rays (deterministic: no draws)."""
-    values = query_field(field, samples, origins, directions, normals or orientation, create_graph=orientation)
+    """Query the field at `samples` and composite it along the rays (deterministic: no draws).
+
+    With a `light` every sample's colour is shaded by its normal before compositing; while autograd
+    is on the normals keep their graph, so the shading's gradient reaches the density.
+    """
+    shaded = light is not None
+    create_graph = orientation or (shaded and torch.is_grad_enabled())
+    values = query_field(field, samples, origins, directions, normals or orientation or shaded, create_graph)
+    colour = light.shade(values.colour, values.normal) if shaded else values.colour
     n_rays = origins.shape[0]
     if samples.ray_indices is None:
         weights = weights_from_density(samples.t_starts, samples.t_ends, values.density)
@@ -178,7 +192,7 @@ def composite(
         return nerfacc.accumulate_along_rays(weights, values, ray_indices=samples.ray_indices, n_rays=n_rays)
 
     output = RayOutput(
-        colour=accumulate(weights, values.colour),
+        colour=accumulate(weights, colour),
         opacity=accumulate(weights, None),
         depth=accumulate(weights, samples.t_points.unsqueeze(-1)),
     )
@@ -203,12 +217,14 @@ def render_rays(
     normals: bool = False,
     orientation: bool = False,
     recompute: bool = False,
+    light: Light | None = None,
 ) -> RayOutput:
     """Render R rays with `origins`, unit `directions` [R, 3] through `field`.
 
     `generator` jitters the samples (training); None samples interval midpoints (evaluation).
     `normals` adds the opacity-weighted normal; `orientation` adds the differentiable
-    orientation penalty (and implies normals with a graph). With `recompute` (and autograd on)
+    orientation penalty (and implies normals with a graph); `light` shades the samples' colours
+    (`composite`). With `recompute` (and autograd on)
     the field's activations are not kept for backward but computed again there (activation
     checkpointing): the graph kept is the samples and the outputs, a few bytes per sample
     instead of kilobytes per queried one. The samples are drawn before, so the recomputation
@@ -216,5 +232,6 @@ def render_rays(
     """
     samples = place_samples(field, origins, directions, samples_per_ray, occupancy, generator)
     if recompute and torch.is_grad_enabled():
-        return checkpoint(composite, field, samples, origins, directions, normals, orientation, use_reentrant=False)
-    return composite(field, samples, origins, directions, normals, orientation)
+        return checkpoint(composite, field, samples, origins, directions, normals, orientation, light,
+                          use_reentrant=False)
+    return composite(field, samples, origins, directions, normals, orientation, light)

@@ -30,6 +30,7 @@ from .rays import camera_rays
 from .regularizers import orientation_active, regularization
 from .rendering import concatenate, render_rays, render_step_size
 from .settings import NerfSettings
+from .shading import Light
 
 CONFIG_TYPE = "nerf"
 
@@ -116,6 +117,7 @@ class NerfRepresentation(RenderedRepresentation):
         normals: bool = False,
         orientation: bool = False,
         chunk: int | None = None,
+        shaded: bool = True,
     ) -> Render:
         """Render `cameras` at height x width pixels.
 
@@ -124,12 +126,16 @@ class NerfRepresentation(RenderedRepresentation):
         larger than the training's (`NerfSettings.evaluation_samples_per_ray`). The rays are rendered
         `chunk` at a time (default: about `budget.SAMPLE_CHUNK` samples), with `check_interrupt` before
         each chunk; chunks draw the jitter in order, so the render does not depend on the chunk size.
+        With `shading` "lambertian" in the settings the colours are lit, unless `shaded` is False.
         """
         origins, directions = camera_rays(cameras.to(self.device), height, width)
         flat_origins, flat_directions = origins.reshape(-1, 3), directions.reshape(-1, 3)
         samples_per_ray = (self.settings.samples_per_ray if generator is not None
                            else self.settings.evaluation_samples_per_ray(max(height, width)))
         chunk = chunk or chunk_rays(samples_per_ray)
+        light = None
+        if shaded and self.settings.shading == "lambertian":
+            light = Light.from_direction(self.settings.light, self.settings.ambient, self.device)
         outputs = []
         for start in range(0, flat_origins.shape[0], chunk):
             if self.check_interrupt is not None:
@@ -144,6 +150,7 @@ class NerfRepresentation(RenderedRepresentation):
                 normals=normals,
                 orientation=orientation,
                 recompute=self.recompute,
+                light=light,
             ))
         rays = concatenate(outputs)
         shape = origins.shape[:-1]
@@ -177,7 +184,8 @@ class NerfRepresentation(RenderedRepresentation):
         cameras = sample_cameras(settings.cameras, settings.batch_size, generator)
         size = settings.render_size(step, steps)
         orientation = orientation_active(settings.regularizers, step, steps)
-        render = self.render(cameras, size, size, generator, orientation=orientation)
+        render = self.render(cameras, size, size, generator, orientation=orientation,
+                             shaded=settings.shaded(step, steps))
         latents = self.latents_for_guidance(render.colour)
         penalty, stats = regularization(settings.regularizers, step, steps, render.opacity, render.orientation)
         stats.update(opacity=float(render.opacity.detach().mean()), render_size=float(size))

@@ -21,6 +21,7 @@ from .cameras import CameraSettings
 from .field import VolumeSettings
 from .occupancy import OccupancySettings
 from .regularizers import RegularizerSettings
+from .shading import DEFAULT_AMBIENT, DEFAULT_LIGHT, SHADINGS
 
 COLOUR_SPACES = ("rgb", "latent")
 MAX_SIZE = 2048  # pixels per side of a render or of the images the model sees
@@ -52,6 +53,10 @@ class NerfSettings:
       render is render_sizes[i] pixels square once i milestones have passed.
     - `samples_per_ray`: stratified samples per ray (batched renderer), and the marching step
       sqrt(3) 2 radius / samples_per_ray of the packed one.
+    - `shading`: "albedo" renders the colour as it is; "lambertian" lights each sample from the fixed
+      direction `light` (world frame: z up, front +x) with `ambient`, by its density-gradient normal,
+      so that the score model sees the geometry (DreamFusion). Training renders are unshaded before
+      the fraction `shaded_from` of the run (threestudio's ambient-only steps). RGB only.
     - `seed` fixes the initial weights.
     """
 
@@ -64,6 +69,10 @@ class NerfSettings:
     size_milestones: tuple[float, ...] = real((0.5,), 0.0, 1.0)
     guidance_size: int = whole(512, 8, MAX_SIZE)
     batch_size: int = whole(1, 1, 64)
+    shading: str = "albedo"
+    light: tuple[float, float, float] = real(DEFAULT_LIGHT, -1000.0, 1000.0)
+    ambient: float = real(DEFAULT_AMBIENT, 0.0, 1.0)
+    shaded_from: float = real(0.0, 0.0, 1.0)
     seed: int = whole(0, 0, 2**64 - 1)
     volume: VolumeSettings = field(default_factory=VolumeSettings)
     background: BackgroundSettings = field(default_factory=BackgroundSettings)
@@ -75,7 +84,14 @@ class NerfSettings:
     def __post_init__(self):
         if self.colour not in COLOUR_SPACES:
             raise ValueError(f"unknown colour space {excerpt(self.colour)}; choose one of {', '.join(COLOUR_SPACES)}")
+        if self.shading not in SHADINGS:
+            raise ValueError(f"unknown shading {excerpt(self.shading)}; choose one of {', '.join(SHADINGS)}")
         check_ranges(self)
+        if len(self.light) != 3 or not any(self.light):
+            raise ValueError(f"light must be a direction (x, y, z), not zero, got {self.light}")
+        if self.colour == "latent" and self.shading != "albedo":
+            raise ValueError("shading lights RGB colours; latent colours are rendered as they are: use shading "
+                             "'albedo' with colour 'latent'")
         if not self.render_sizes:
             raise ValueError("render_sizes must list at least one pixel size")
         if self.colour == "latent" and self.background.kind == "random":
@@ -98,6 +114,10 @@ class NerfSettings:
         """The render size at `step` of `steps`."""
         passed = sum(step >= milestone * steps for milestone in self.size_milestones)
         return self.render_sizes[passed]
+
+    def shaded(self, step: int, steps: int) -> bool:
+        """Whether the training render at `step` of `steps` is shaded."""
+        return self.shading != "albedo" and step >= self.shaded_from * steps
 
     def evaluation_samples_per_ray(self, size: int) -> int:
         """Samples per ray of an evaluation render `size` pixels square: `samples_per_ray` times how many

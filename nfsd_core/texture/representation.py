@@ -23,6 +23,7 @@ from ..nerf.background import Background
 from ..nerf.cameras import Cameras, CameraSettings, make_cameras, sample_cameras
 from ..nerf.rays import camera_rays
 from ..nerf.representation import Render
+from ..nerf.shading import lambertian
 from ..preview import LatentToRGB
 from ..representations.base import GuidanceView
 from ..representations.rendered import RenderedRepresentation
@@ -208,8 +209,7 @@ class TextureRepresentation(RenderedRepresentation):
         if self.settings.shading != "albedo":
             light = self.lights(cameras, generator).to(self.device)
             image_of_pixel = torch.arange(len(cameras), device=self.device).view(-1, 1, 1).expand_as(covered)[covered]
-            lambert = (normal * light[image_of_pixel]).sum(-1, keepdim=True).clamp_min(0.0)
-            colour = colour * (self.settings.ambient + (1.0 - self.settings.ambient) * lambert)
+            colour = lambertian(colour, normal, light[image_of_pixel], self.settings.ambient)
         surface = colour.new_zeros(covered.shape + (colour.shape[-1],))
         surface[covered] = colour
         image = torch.where(covered.unsqueeze(-1), surface, background)

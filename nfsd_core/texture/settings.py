@@ -19,11 +19,10 @@ from ..nerf.background import BackgroundSettings
 from ..nerf.cameras import CameraSettings
 from ..nerf.field import HashGridSettings
 from ..nerf.settings import COLOUR_SPACES, MAX_SIZE, LearningRateScales, settings_from_dict
+from ..nerf.shading import DEFAULT_AMBIENT, DEFAULT_LIGHT, SHADINGS as NERF_SHADINGS
 from .visibility import VISIBILITY_BACKENDS
 
-SHADINGS = ("albedo", "lambertian", "random_light")
-# The shapes prior's light (nfsd_core.shapes.render.LIGHT before normalising): from the front right, mostly above.
-DEFAULT_LIGHT = (0.5, 0.35, 1.0)
+SHADINGS = (*NERF_SHADINGS, "random_light")
 MAX_CAMERA_BANK = 4096
 
 
@@ -64,7 +63,7 @@ class TextureSettings:
     batch_size: int = whole(1, 1, 64)
     shading: str = "albedo"
     light: tuple[float, float, float] = real(DEFAULT_LIGHT, -1000.0, 1000.0)
-    ambient: float = real(0.45, 0.0, 1.0)
+    ambient: float = real(DEFAULT_AMBIENT, 0.0, 1.0)
     camera_bank: int = whole(0, 0, MAX_CAMERA_BANK)
     fit_radius: float = real(0.5, 0.0, 100.0)
     front: str = "+z"
