@@ -110,6 +110,10 @@ VARIANTS["fixed frame 0.5, lambertian"] = LAMBERTIAN
 VARIANTS["fixed frame 0.5, lambertian from 0.25"] = {"nerf": {**LAMBERTIAN["nerf"], "shaded_from": 0.25}}
 for rule in ("SDS 100", "SDS 7.5", "CSD 1", "CSD 7.5"):
     VARIANTS[f"fixed frame 0.5, lambertian, {rule}"] = {**VARIANTS[rule], **LAMBERTIAN}
+# Later, lower timesteps: the prior's fine detail (edges, corners) lives at small t.
+VARIANTS["fixed frame 0.5, t_max 0.98 -> 0.3"] = {**FRAME, "timesteps": {"t_max_end": 0.3}}
+VARIANTS["fixed frame 0.5, t sqrt-annealed 0.98 -> 0.02"] = {**FRAME, "timesteps": {"kind": "sqrt_anneal",
+                                                                                   "t_max_end": None}}
 GRID = 96  # density grid over the NeRF's box for the volume measures
 SILHOUETTE_SIZE = 64
 TRACE_EVERY = 100
