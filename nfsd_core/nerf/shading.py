@@ -1,8 +1,10 @@
 """Lambertian shading: colours lit by their surface normals (DreamFusion's shaded renders).
 
-Shading makes the geometry visible to the score model: an unshaded NeRF can paint a cube's lit and
-dark faces onto a round blob, a shaded one has to grow the faces. The default light is the one the
-shapes prior's images were rendered with (`nfsd_core.shapes.render.LIGHT` before normalising).
+The idea: shading shows the geometry to the score model. An unshaded NeRF can paint a cube's lit and
+dark faces onto a round blob; a shaded one has to grow the faces. On the 3D reference prior it made the
+objects larger and no shape nearer (README "Object size"), so NeRFs are unshaded by default. The default
+light is the one the shapes prior's images were rendered with (`nfsd_core.shapes.render.LIGHT` before
+normalising).
 """
 
 from __future__ import annotations
