@@ -7,8 +7,9 @@ nearest analytic one. This script separates what distillation loses from what th
 renders and the measures allow: the demo's NeRF (`shapes.demo.CPU_NERF`: its hash grid, 32 samples per ray,
 32 px renders from the same cameras, the same steps and learning rate) is fitted by plain supervision to
 renders of the true object (`shapes.render`, the prior's own images: the object's colour under the prior's
-light, on black; `VIEWS` cameras drawn once, each step takes the batch from them), with a loss on the opacity-weighted colour and on the opacity, and no regulariser. Each fit
-is measured like a distilled NeRF (`size_nerf.measure`).
+light, on black; `VIEWS` cameras drawn once, each step takes its batch from them), with a loss on the
+opacity-weighted colour and on the opacity, and no regulariser. Each fit is measured like a distilled NeRF
+(`size_nerf.measure`).
 
 `--targets same-view` asks what the prompts' view captions leave open: each render is fitted to the
 object seen from another camera of the bank with the same view name ("front", "side", "back"), the only
@@ -41,7 +42,7 @@ from nfsd_core.nerf import NerfRepresentation, sample_cameras  # noqa: E402
 from nfsd_core.nerf.rays import camera_rays  # noqa: E402
 from nfsd_core.nerf.rendering import render_rays  # noqa: E402
 from nfsd_core.nerf.settings import NerfSettings  # noqa: E402
-from nfsd_core.nerf.shading import Light  # noqa: E402
+from nfsd_core.nerf.shading import SHADINGS, Light  # noqa: E402
 from nfsd_core.optimize import OptimizerSettings  # noqa: E402
 from nfsd_core.shapes.demo import CPU_NERF, TextToNerf  # noqa: E402
 from nfsd_core.shapes.render import Scene, render_scenes  # noqa: E402
@@ -94,7 +95,8 @@ def fit(settings: NerfSettings, shape: str, colour: str, steps: int, lr: float, 
         view_ids = torch.tensor([sorted(set(cameras.views)).index(view) for view in cameras.views])
     for _ in range(steps):
         batch = torch.randint(VIEWS, (settings.batch_size,), generator=generator)
-        target = batch if targets == "own" else same_view_targets(view_ids, cameras.elevation, within, batch, generator)
+        target = (batch if targets == "own"
+                  else same_view_targets(view_ids, cameras.elevation, within, batch, generator))
         rays = render_rays(nerf.field, origins[batch].reshape(-1, 3), directions[batch].reshape(-1, 3),
                            settings.samples_per_ray, generator=generator, light=light)
         loss = (F.mse_loss(rays.colour, target_colour[target].reshape(-1, 3))
@@ -140,7 +142,7 @@ def benchmark_means(done: dict[str, list[dict]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shading", nargs="+", default=["albedo"], choices=["albedo", "lambertian"])
+    parser.add_argument("--shading", nargs="+", default=["albedo"], choices=SHADINGS)
     parser.add_argument("--targets", choices=TARGETS, default="own")
     parser.add_argument("--azimuth-bins", type=int, default=8, help="with --targets same-bin")
     parser.add_argument("--elevation-within", type=float, default=math.inf, help="with --targets same-view/same-bin")
@@ -149,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args(argv)
+    if args.targets == "own" and not math.isinf(args.elevation_within):
+        parser.error("--elevation-within applies to --targets same-view or same-bin")
     torch.set_num_threads(1)
     journal = Journal(args.output / "reconstruction_ceiling.jsonl", {"steps": args.steps, "seed": args.seed})
     target_names = {"own": "", "same-view": ", targets of the same view",
