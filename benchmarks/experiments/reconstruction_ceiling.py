@@ -42,12 +42,12 @@ from nfsd_core.nerf import NerfRepresentation, sample_cameras  # noqa: E402
 from nfsd_core.nerf.rays import camera_rays  # noqa: E402
 from nfsd_core.nerf.rendering import render_rays  # noqa: E402
 from nfsd_core.nerf.settings import NerfSettings  # noqa: E402
-from nfsd_core.nerf.shading import SHADINGS, Light  # noqa: E402
+from nfsd_core.nerf.shading import SHADINGS  # noqa: E402
 from nfsd_core.optimize import OptimizerSettings  # noqa: E402
 from nfsd_core.shapes.demo import CPU_NERF, TextToNerf  # noqa: E402
 from nfsd_core.shapes.render import Scene, render_scenes  # noqa: E402
 from shapes_benchmark import PROMPTS as BENCHMARK_PROMPTS  # noqa: E402
-from size_nerf import OUTPUT, PROMPTS, measure  # noqa: E402
+from size_nerf import MEASURE_COLUMNS, OUTPUT, PROMPTS, measure, measure_cells  # noqa: E402
 
 BLACK = (0.0, 0.0, 0.0)
 VIEWS = 128
@@ -83,7 +83,7 @@ def fit(settings: NerfSettings, shape: str, colour: str, steps: int, lr: float, 
                                   weight_decay=adam.weight_decay)
     generator = torch.Generator().manual_seed(seed)
     size = settings.render_sizes[-1]
-    light = None if settings.shading == "albedo" else Light.from_direction(settings.light, settings.ambient)
+    light = settings.shading_light()
     cameras = sample_cameras(settings.cameras, VIEWS, generator)
     truth = render_scenes([Scene(shape, colour, BLACK)] * VIEWS, cameras, size)
     origins, directions = camera_rays(cameras, size, size)  # [VIEWS, size, size, 3]
@@ -109,17 +109,10 @@ def fit(settings: NerfSettings, shape: str, colour: str, steps: int, lr: float, 
 
 def markdown(done: dict[str, list[dict]]) -> str:
     """One row per fit: the mesh's measures at the "auto" level / at the level of the rendered silhouettes."""
-    lines = ["| fit | prompt | rendered size | mesh size (auto) | volume ratio auto / rendered level | "
-             "IoU auto / rendered | best rescaled IoU (scale), rendered level | nearest object auto / rendered |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [f"| fit | prompt | {MEASURE_COLUMNS} |", "|---|---|---|---|---|---|---|---|"]
     for key, (record,) in done.items():
         fitted, prompt = key.split(" | ")
-        auto, rendered = record["auto"], record["rendered"]
-        lines.append(
-            f"| {fitted} | {prompt} | {record['silhouette_size']:.2f} | {record['auto_silhouette_size']:.2f} | "
-            f"{auto['volume_ratio']:.2f} / {rendered['volume_ratio']:.2f} | {auto['iou']:.2f} / {rendered['iou']:.2f} | "
-            f"{rendered['best_rescaled_iou']:.2f} ({rendered['at_scale']:.2f}) | "
-            f"{auto['nearest_object']} / {rendered['nearest_object']} |")
+        lines.append(f"| {fitted} | {prompt} | {measure_cells(record)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -198,24 +198,31 @@ def run_variant(model, codec, prompt: str, shape: str, run: TextToNerf, save: Pa
     return record
 
 
+MEASURE_COLUMNS = ("rendered size | mesh size (auto) | volume ratio auto / rendered level | IoU auto / rendered | "
+                   "best rescaled IoU (scale), rendered level | nearest object auto / rendered")
+
+
+def measure_cells(record: dict) -> str:
+    """`measure`'s figures as the table cells of MEASURE_COLUMNS."""
+    auto, rendered = record["auto"], record["rendered"]
+    return (f"{record['silhouette_size']:.2f} | {record['auto_silhouette_size']:.2f} | "
+            f"{auto['volume_ratio']:.2f} / {rendered['volume_ratio']:.2f} | "
+            f"{auto['iou']:.2f} / {rendered['iou']:.2f} | "
+            f"{rendered['best_rescaled_iou']:.2f} ({rendered['at_scale']:.2f}) | "
+            f"{auto['nearest_object']} / {rendered['nearest_object']}")
+
+
 def markdown(done: dict[str, list[dict]], variants: list[str], prompts: list[str]) -> str:
-    lines = ["| variant | prompt | rendered size | mesh size (auto) | volume ratio auto / rendered level | "
-             "IoU auto / rendered | best rescaled IoU (scale), rendered level | nearest object auto / rendered | "
-             "coverage ratio at step 0, 100, ..., end |",
+    lines = [f"| variant | prompt | {MEASURE_COLUMNS} | coverage ratio at step 0, 100, ..., end |",
              "|---|---|---|---|---|---|---|---|---|"]
     for variant in variants:
         for prompt in prompts:
             key = f"{variant} | {prompt}"
             if key not in done:
                 continue
-            r = done[key][0]
-            auto, rendered = r["auto"], r["rendered"]
-            trace = " ".join(f"{ratio:.2f}" for _, ratio in r["coverage_trace"])
-            lines.append(
-                f"| {variant} | {prompt} | {r['silhouette_size']:.2f} | {r['auto_silhouette_size']:.2f} | "
-                f"{auto['volume_ratio']:.2f} / {rendered['volume_ratio']:.2f} | {auto['iou']:.2f} / {rendered['iou']:.2f} | "
-                f"{rendered['best_rescaled_iou']:.2f} ({rendered['at_scale']:.2f}) | "
-                f"{auto['nearest_object']} / {rendered['nearest_object']} | {trace} |")
+            record = done[key][0]
+            trace = " ".join(f"{ratio:.2f}" for _, ratio in record["coverage_trace"])
+            lines.append(f"| {variant} | {prompt} | {measure_cells(record)} | {trace} |")
     return "\n".join(lines) + "\n"
 
 

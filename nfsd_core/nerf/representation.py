@@ -30,7 +30,6 @@ from .rays import camera_rays
 from .regularizers import orientation_active, regularization
 from .rendering import concatenate, render_rays, render_step_size
 from .settings import NerfSettings
-from .shading import Light
 
 CONFIG_TYPE = "nerf"
 
@@ -133,9 +132,7 @@ class NerfRepresentation(RenderedRepresentation):
         samples_per_ray = (self.settings.samples_per_ray if generator is not None
                            else self.settings.evaluation_samples_per_ray(max(height, width)))
         chunk = chunk or chunk_rays(samples_per_ray)
-        light = None
-        if shaded and self.settings.shading == "lambertian":
-            light = Light.from_direction(self.settings.light, self.settings.ambient, self.device)
+        light = self.settings.shading_light(self.device) if shaded else None
         outputs = []
         for start in range(0, flat_origins.shape[0], chunk):
             if self.check_interrupt is not None:

@@ -13,6 +13,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from ..bounded_text import excerpt
 from ..limits import check_ranges, real, whole
 from ..models.base import SD_LATENT_CHANNELS, SD_PIXELS_PER_LATENT
@@ -21,7 +23,7 @@ from .cameras import CameraSettings
 from .field import VolumeSettings
 from .occupancy import OccupancySettings
 from .regularizers import RegularizerSettings
-from .shading import DEFAULT_AMBIENT, DEFAULT_LIGHT, SHADINGS
+from .shading import DEFAULT_AMBIENT, DEFAULT_LIGHT, SHADINGS, Light, check_shading
 
 COLOUR_SPACES = ("rgb", "latent")
 MAX_SIZE = 2048  # pixels per side of a render or of the images the model sees
@@ -87,11 +89,7 @@ class NerfSettings:
         if self.shading not in SHADINGS:
             raise ValueError(f"unknown shading {excerpt(self.shading)}; choose one of {', '.join(SHADINGS)}")
         check_ranges(self)
-        if len(self.light) != 3 or not any(self.light):
-            raise ValueError(f"light must be a direction (x, y, z), not zero, got {self.light}")
-        if self.colour == "latent" and self.shading != "albedo":
-            raise ValueError("shading lights RGB colours; latent colours are rendered as they are: use shading "
-                             "'albedo' with colour 'latent'")
+        check_shading(self.colour, self.shading, self.light)
         if not self.render_sizes:
             raise ValueError("render_sizes must list at least one pixel size")
         if self.colour == "latent" and self.background.kind == "random":
@@ -118,6 +116,10 @@ class NerfSettings:
     def shaded(self, step: int, steps: int) -> bool:
         """Whether the training render at `step` of `steps` is shaded."""
         return self.shading != "albedo" and step >= self.shaded_from * steps
+
+    def shading_light(self, device: torch.device | str | None = None) -> Light | None:
+        """The light of shaded renders ("lambertian"), or None where renders are unshaded."""
+        return None if self.shading == "albedo" else Light.from_direction(self.light, self.ambient, device)
 
     def evaluation_samples_per_ray(self, size: int) -> int:
         """Samples per ray of an evaluation render `size` pixels square: `samples_per_ray` times how many

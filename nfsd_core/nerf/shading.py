@@ -20,6 +20,15 @@ DEFAULT_LIGHT = (0.5, 0.35, 1.0)  # world frame (z up, front +x): from the front
 DEFAULT_AMBIENT = 0.45
 
 
+def check_shading(colour: str, shading: str, light: tuple[float, float, float]) -> None:
+    """Refuse a zero `light` and a shaded latent colour space (settings of NeRFs and mesh textures)."""
+    if len(light) != 3 or not any(light):
+        raise ValueError(f"light must be a direction (x, y, z), not zero, got {light}")
+    if colour == "latent" and shading != "albedo":
+        raise ValueError("shading lights RGB colours; latent colours are shown as they are: use shading "
+                         "'albedo' with colour 'latent'")
+
+
 def lambertian(albedo: Tensor, normal: Tensor, light: Tensor, ambient: float) -> Tensor:
     """`albedo` [..., C] lit by unit `light` directions [..., 3] at unit `normal`s [..., 3] (broadcast):
     albedo (ambient + (1 - ambient) max(0, normal . light))."""

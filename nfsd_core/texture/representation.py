@@ -23,7 +23,7 @@ from ..nerf.background import Background
 from ..nerf.cameras import Cameras, CameraSettings, make_cameras, sample_cameras
 from ..nerf.rays import camera_rays
 from ..nerf.representation import Render
-from ..nerf.shading import lambertian
+from ..nerf.shading import Light, lambertian
 from ..preview import LatentToRGB
 from ..representations.base import GuidanceView
 from ..representations.rendered import RenderedRepresentation
@@ -176,7 +176,7 @@ class TextureRepresentation(RenderedRepresentation):
     def lights(self, cameras: Cameras, generator: torch.Generator | None) -> Tensor:
         """Unit light directions [B, 3]: the fixed `light`, or with "random_light" while training one
         near each camera's direction, drawn from `generator`."""
-        fixed = F.normalize(torch.tensor(self.settings.light, dtype=torch.float32), dim=0)
+        fixed = Light.from_direction(self.settings.light, self.settings.ambient).direction
         if self.settings.shading != "random_light" or generator is None:
             return fixed.expand(len(cameras), 3)
         towards_camera = F.normalize(cameras.c2w[:, :3, 3], dim=-1)

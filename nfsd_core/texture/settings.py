@@ -19,7 +19,7 @@ from ..nerf.background import BackgroundSettings
 from ..nerf.cameras import CameraSettings
 from ..nerf.field import HashGridSettings
 from ..nerf.settings import COLOUR_SPACES, MAX_SIZE, LearningRateScales, settings_from_dict
-from ..nerf.shading import DEFAULT_AMBIENT, DEFAULT_LIGHT, SHADINGS as NERF_SHADINGS
+from ..nerf.shading import DEFAULT_AMBIENT, DEFAULT_LIGHT, SHADINGS as NERF_SHADINGS, check_shading
 from .visibility import VISIBILITY_BACKENDS
 
 SHADINGS = (*NERF_SHADINGS, "random_light")
@@ -83,11 +83,7 @@ class TextureSettings:
             if value not in choices:
                 raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
         check_ranges(self)
-        if len(self.light) != 3 or not any(self.light):
-            raise ValueError(f"light must be a direction (x, y, z), not zero, got {self.light}")
-        if self.colour == "latent" and self.shading != "albedo":
-            raise ValueError("shading lights RGB colours; latent textures are shown as they are: use shading "
-                             "'albedo' with colour 'latent'")
+        check_shading(self.colour, self.shading, self.light)
         if self.colour == "latent" and self.background.kind == "random":
             raise ValueError("the 'random' background draws RGB colours, which latent colour mode cannot show; "
                              "use the 'environment' background")
