@@ -267,11 +267,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompts", type=int, default=len(PROMPTS), help="the first N prompts (a smaller run)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
                         help="the methods to run (default: all)")
+    parser.add_argument("--view-elevation-step", type=int, default=0, metavar="DEGREES",
+                        help="view prompts also name the camera's elevation rounded to this many degrees, for a "
+                             "prior trained with the same --view-elevation-step (nfsd_core.shapes.training)")
     parser.add_argument("--output", type=Path, default=OUTPUT)
     add_batch_arguments(parser)
     args = parser.parse_args(argv)
     prompts = PROMPTS[: args.prompts]
     base = TextToNerf(steps=args.steps)
+    if args.view_elevation_step:
+        cameras = replace(base.nerf.cameras, view_elevation_step=args.view_elevation_step)
+        base = replace(base, nerf=replace(base.nerf, cameras=cameras))
     settings = {"steps": args.steps, "prior": prior_name(args.prior), "nerf": base.nerf.to_config(),
                 "timesteps": asdict(base.timesteps), "threads": args.threads}
     journal = Journal(args.output / "runs.jsonl", settings)

@@ -34,6 +34,15 @@ from .timesteps import NoiseStream, TimestepSchedule
 VIEW_SUFFIXES = {"front": "front view", "side": "side view", "back": "back view", "overhead": "overhead view"}
 
 
+def view_suffix(view: str) -> str:
+    """What a view name adds to the prompt: "side" -> "side view"; a name that also says the elevation
+    (`nerf.cameras.view_names`) keeps it: "side, elevation 20" -> "side view, elevation 20"."""
+    name, comma, rest = view.partition(", ")
+    if name not in VIEW_SUFFIXES:
+        raise ValueError(f"unknown view {view!r}: a view name starts with one of {', '.join(VIEW_SUFFIXES)}")
+    return VIEW_SUFFIXES[name] + comma + rest
+
+
 def condition_requests(condition: Any, batch: int, views: Sequence[str] | None) -> list[NoiseRequest]:
     """One request per distinct condition of `condition` (one condition, or a mapping from view
     name to condition), covering the rows that use it."""
@@ -72,10 +81,12 @@ class Prompts:
         negative_prompt: str | None = DEFAULT_NEGATIVE_PROMPT,
         view_dependent: bool = False,
         source_prompt: str | None = None,
+        views: Sequence[str] = tuple(VIEW_SUFFIXES),
     ) -> "Prompts":
-        """Encode text with the model's own text encoder (threestudio's "<prompt>, <view> view")."""
+        """Encode text with the model's own text encoder (threestudio's "<prompt>, <view> view"); view-dependent
+        prompts are encoded for each of `views` (`view_suffix`)."""
         positive = (
-            {view: model.encode_prompt(f"{prompt}, {suffix}") for view, suffix in VIEW_SUFFIXES.items()}
+            {view: model.encode_prompt(f"{prompt}, {view_suffix(view)}") for view in views}
             if view_dependent
             else model.encode_prompt(prompt)
         )

@@ -203,6 +203,11 @@ def prompted_views(guidance: ScoreDistillation, representation: NodeRepresentati
         return None
     views = representation.camera_views
     missing = [view for view in views if view not in positive]
+    if any(", elevation " in view for view in missing):
+        raise ValueError(f"the {representation.noun}'s training cameras name their elevation in their views "
+                         f"({missing[0]!r}: cameras.view_elevation_step in advanced), which NFSD View Prompts does "
+                         "not encode: set view_elevation_step to 0 (it is for priors trained with such captions, "
+                         "through python -m nfsd_core)")
     if missing:
         raise ValueError(f"the {representation.noun}'s training cameras get the view(s) {', '.join(missing)}, but the "
                          f"guidance's positive has no prompt for them (it has {', '.join(positive)}). NFSD View "

@@ -71,3 +71,16 @@ def test_view_prompts_encode_the_views_the_cameras_get(comfyui, overhead_view, e
     assert result.success != refused, result.error_message
     if refused:
         assert "get the view(s) overhead" in result.error_message and "overhead_view" in result.error_message
+
+
+def test_cameras_that_name_their_elevation_are_refused_before_the_first_step(comfyui):
+    """View Prompts encodes the view names alone; cameras set to name their elevation too (for a prior trained
+    with such captions) would find no prompt, so the run is refused with the fix."""
+    from comfyui_helpers import TINY_NERF
+
+    advanced = json.dumps({"cameras": {"view_elevation_step": 10}})
+    prompt = fresh_text_to_nerf(comfyui, **{"5": {**TINY_NERF, "guidance_size": 0, "advanced": advanced},
+                                            "6": {"steps": 1}})
+    result = comfyui.execute(prompt)
+    assert not result.success
+    assert "name their elevation" in result.error_message and "view_elevation_step to 0" in result.error_message

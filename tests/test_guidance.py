@@ -195,6 +195,22 @@ def test_view_dependent_prompts_give_each_row_its_view():
         guidance(torch.randn(1, 4, 2, 2), 0, 1, views=["top"])
 
 
+def test_view_names_with_an_elevation_prompt_with_it():
+    views = ["side, elevation 20", "front, elevation minus 10"]
+    calls = []
+    model = affine_model({**COEFFICIENTS, "cat, side view, elevation 20": (0.3, 0.2),
+                          "cat, front view, elevation minus 10": (0.1, 0.4)}, calls)
+    prompts = Prompts.from_text(model, "cat", view_dependent=True, views=views)
+    assert list(prompts.positive) == views
+    guidance = ScoreDistillation(model, prompts, "sds")
+    guidance(torch.randn(2, 4, 2, 2), 0, 1, views=views[::-1], t=torch.tensor([300, 400]))
+    t_seen, conditions = calls[0]
+    assert sorted(zip(t_seen[:2].tolist(), conditions[:2])) == [
+        (300, "cat, front view, elevation minus 10"), (400, "cat, side view, elevation 20")]
+    with pytest.raises(ValueError, match="unknown view 'top, elevation 20': a view name starts with one of front"):
+        Prompts.from_text(model, "cat", view_dependent=True, views=["top, elevation 20"])
+
+
 def test_rules_that_need_a_negative_prompt_refuse_to_start_without_one():
     model = affine_model(COEFFICIENTS)
     with pytest.raises(ValueError, match="needs a negative prompt"):

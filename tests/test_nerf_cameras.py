@@ -115,3 +115,28 @@ def test_training_views_are_the_views_the_training_cameras_get(elevation, azimut
     assert training_views(settings) == views
     drawn = sample_cameras(settings, 4000, torch.Generator().manual_seed(0))
     assert sorted(set(drawn.views)) == sorted(views)
+
+
+def test_view_names_say_the_rounded_elevation_when_asked():
+    elevation = torch.tensor([14.9, 15.0, -4.9, -5.0, 44.0, 70.0])
+    azimuth = torch.tensor([0.0, 90.0, 180.0, 0.0, -90.0, 0.0])
+    assert view_names(elevation, azimuth) == ["front", "side", "back", "front", "side", "overhead"]
+    assert view_names(elevation, azimuth, elevation_step=10) == [
+        "front, elevation 10", "side, elevation 20", "back, elevation 0", "front, elevation 0",
+        "side, elevation 40", "overhead, elevation 70"]
+    assert view_names(torch.tensor([-5.1, -16.0]), torch.tensor([0.0, 0.0]), 10) == [
+        "front, elevation minus 10", "front, elevation minus 20"]
+
+
+@pytest.mark.parametrize("step", [10, 15])
+def test_training_views_with_elevations_are_every_name_the_training_cameras_get(step):
+    settings = CameraSettings(view_elevation_step=step)
+    drawn = sample_cameras(settings, 4000, torch.Generator().manual_seed(1))
+    names = view_names(drawn.elevation, drawn.azimuth, step)
+    listed = training_views(settings)
+    assert set(names) <= set(listed)
+    # the range's edges can round to a name (45 -> 50) that a draw in [-10, 45) never gets: at most one per view
+    assert len(set(listed) - set(names)) <= 3
+    assert listed[0] == f"front, elevation minus {10 if step == 10 else 15}"
+    with pytest.raises(ValueError, match="view_elevation_step"):
+        CameraSettings(view_elevation_step=2.5)

@@ -6,7 +6,8 @@ import torch
 from nfsd_core import OptimizerSettings, Prompts, ScoreDistillation, optimize
 from nfsd_core.checkpoint import CheckpointError, load_checkpoint
 from nfsd_core.identity import run_identity
-from nfsd_core.nerf import BackgroundSettings, NerfRepresentation, NerfSettings, make_cameras
+from nfsd_core.nerf import (BackgroundSettings, CameraSettings, NerfRepresentation, NerfSettings, make_cameras,
+                            sample_cameras, training_views, view_names)
 from nfsd_core.preview import LatentToRGB
 from nfsd_core.optimize import REPRESENTATION_RANDOMNESS
 from nfsd_core.timesteps import NoiseStream
@@ -94,6 +95,27 @@ def test_a_guidance_view_holds_encoded_latents_views_and_regularisers():
     (view.latents.sum() + view.regularization).backward()
     assert nerf.field.encoding.tables[0].grad.abs().sum() > 0
     assert nerf.background.net[0].weight.grad.abs().sum() > 0
+
+
+def test_guidance_views_say_the_elevation_when_the_cameras_name_it(monkeypatch):
+    import nfsd_core.nerf.representation as representation
+
+    drawn = []
+
+    def recorded_cameras(*args):
+        drawn.append(sample_cameras(*args))
+        return drawn[-1]
+
+    monkeypatch.setattr(representation, "sample_cameras", recorded_cameras)
+    settings = tiny_settings(batch_size=4, cameras=CameraSettings(view_elevation_step=10))
+    nerf = NerfRepresentation(settings, codec=PoolingCodec())
+    seen = set()
+    for step in range(3):
+        views = nerf.render_for_guidance(step, 10, NoiseStream(0).generator(step, REPRESENTATION_RANDOMNESS)).views
+        assert views == view_names(drawn[-1].elevation, drawn[-1].azimuth, 10)
+        seen.update(views)
+    assert len(seen) > 3 and seen <= set(training_views(settings.cameras))
+    assert all(", elevation " in view for view in seen)
 
 
 def test_the_render_size_follows_the_milestones():

@@ -12,14 +12,15 @@ from torchvision_stub import hide_torchvision_stub  # noqa: E402
 hide_torchvision_stub()  # run alone too: an import-only torchvision would break the diffusers models
 
 from benchmark_scripts import benchmark_script  # noqa: E402
-from nfsd_core.nerf import make_cameras  # noqa: E402
+from nfsd_core.distillation import view_suffix  # noqa: E402
+from nfsd_core.nerf import make_cameras, view_names  # noqa: E402
 from nfsd_core.nerf.field import FieldSamples  # noqa: E402
 from nfsd_core.nerf.rays import camera_rays  # noqa: E402
 from nfsd_core.nerf.rendering import render_rays  # noqa: E402
 from nfsd_core.priors.tokenizer import build_tokenizer  # noqa: E402
 from nfsd_core.shapes.data import (  # noqa: E402
-    CAPTION_PROBABILITIES, DATA_CAMERAS, FRAME_HALF_HEIGHT, make_shape_set, real_caption, render_samples,
-    vocabulary_words,
+    CAPTION_PROBABILITIES, DATA_CAMERAS, ELEVATION_CAPTION_SHARE, FRAME_HALF_HEIGHT, make_shape_set, real_caption,
+    render_samples, vocabulary_words,
 )
 from nfsd_core.shapes.objects import FRONTED, OBJECTS  # noqa: E402
 from nfsd_core.shapes.render import Scene, render_scenes  # noqa: E402
@@ -100,6 +101,28 @@ def test_captions_name_colour_shape_and_view_in_words_the_tokenizer_keeps_whole(
         assert len(tokenizer(caption, add_special_tokens=False).input_ids) == len(words) + caption.count(",")
 
 
+def test_elevation_captions_use_the_words_the_nerf_cameras_view_names_ask_with():
+    shape_set = make_shape_set(40, seed=0, size=8)
+    generator = torch.Generator().manual_seed(0)
+    rows = [i % 40 for i in range(2000)]
+    captions = [real_caption(shape_set.samples[row], generator, elevation_step=10) for row in rows]
+    with_view = [(row, caption) for row, caption in zip(rows, captions) if " view" in caption]
+    named = [(row, caption) for row, caption in with_view if "elevation" in caption]
+    assert abs(len(named) / len(with_view) - ELEVATION_CAPTION_SHARE) < 0.05
+    for row, caption in named:
+        sample = shape_set.samples[row]
+        (name,) = view_names(torch.tensor([sample.elevation]), torch.tensor([sample.azimuth]), elevation_step=10)
+        assert caption.endswith(", " + view_suffix(name))
+    assert {caption.split(", elevation ")[1] for _, caption in named} >= {"minus 10", "0", "20", "40"}
+    words = set(vocabulary_words(10))
+    tokenizer = build_tokenizer(sorted(words))
+    for caption in {caption for _, caption in named}:
+        tokens = tokenizer.convert_ids_to_tokens(tokenizer(caption, add_special_tokens=False).input_ids)
+        assert all(token.removesuffix("</w>") in words | set(",0123456789") for token in tokens), tokens
+    assert [real_caption(shape_set.samples[0], torch.Generator().manual_seed(seed)) for seed in range(20)] == [
+        real_caption(shape_set.samples[0], torch.Generator().manual_seed(seed), elevation_step=0) for seed in range(20)]
+
+
 @pytest.fixture(scope="module")
 def tiny_prior(tmp_path_factory):
     """A shapes prior and judge trained for a couple of steps: the real path, at test size."""
@@ -130,6 +153,29 @@ def test_the_prior_building_path_saves_a_loadable_shapes_prior_and_a_judge(tiny_
     assert red_mug.shape == (1, 77, 64) and not torch.equal(red_mug, blue_mug)
     judge = load_shapes_judge(directory)
     assert set(judge.predict(images)) == {"shape", "colour", "view"} and judge.info["train_size"] == 32
+
+
+def test_a_prior_can_take_another_priors_vae_and_name_elevations_in_its_captions(tiny_prior, tmp_path):
+    from dataclasses import replace
+
+    from nfsd_core.priors.architecture import MiniatureSD
+    from nfsd_core.priors.training import saved_vae
+    from nfsd_core.shapes.prior import load_shapes_prior
+    from nfsd_core.shapes.training import SHAPES_SD, SHAPES_TRAINING, train_shapes_prior
+
+    directory, _ = tiny_prior
+    settings = replace(SHAPES_TRAINING, vae_steps=2, vae_batch=8, denoiser_steps=2, denoiser_batch=8, warmup_steps=1)
+    record = train_shapes_prior(tmp_path / "elevations", settings, images=16, log=lambda entry: None,
+                                elevation_step=10, vae_from=directory)
+    assert record["log"][0] == {"stage": "vae", "from": str(directory)}
+    own, taken = saved_vae(directory, SHAPES_SD), saved_vae(tmp_path / "elevations", SHAPES_SD)
+    assert all(torch.equal(a, b) for a, b in zip(own.state_dict().values(), taken.state_dict().values()))
+    model, _ = load_shapes_prior(directory=tmp_path / "elevations")
+    assert len(model.tokenizer("elevation", add_special_tokens=False).input_ids) == 1
+    with pytest.raises(ValueError, match="no prior's VAE in"):
+        saved_vae(tmp_path, SHAPES_SD)
+    with pytest.raises(ValueError, match="has other layers than this prior's architecture"):
+        saved_vae(directory, MiniatureSD(vae_channels=(16, 32, 32)))
 
 
 def test_demo3d_writes_a_turntable_a_coloured_mesh_and_the_judges_reading(tiny_prior, tmp_path, capsys):

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..limits import check_ranges, real
+from ..limits import check_ranges, real, whole
 
 # threestudio's view-dependent prompting thresholds (degrees).
 FRONT_HALF_ANGLE = 45.0
@@ -36,6 +36,10 @@ class CameraSettings:
     a batch of B cameras takes one azimuth from each of B equal slices (threestudio's
     `batch_uniform_azimuth`).
 
+    With `view_elevation_step` above 0, a training camera's view name also says its elevation,
+    rounded to that many degrees ("front, elevation 20"; `view_names`), for a prior whose captions
+    name it (`shapes.data`: issue 18, a view name alone leaves the elevation open).
+
     Drawn independently, distance and fovy make the object look larger or smaller (a camera at d
     with fovy f sees the half-height d tan(f / 2) at the origin). With `relative_distance` the drawn
     distance is that half-height instead, and the camera stands at distance / tan(fovy / 2): every
@@ -52,6 +56,7 @@ class CameraSettings:
     eval_elevation: float = real(15.0, -90.0, 90.0)
     eval_distance: float = real(1.5, 0.01, 100.0)
     eval_fovy: float = real(70.0, 1.0, 179.0)
+    view_elevation_step: int = whole(0, 0, 90)
 
     def __post_init__(self):
         check_ranges(self)
@@ -161,27 +166,42 @@ def orbit_cameras(frames: int, elevation: float, distance: float, fovy: float, s
     return make_cameras(elevation * full, azimuth, distance * full, fovy * full)
 
 
-def view_names(elevation: Tensor, azimuth: Tensor) -> list[str]:
+def rounded_elevation(elevation: float, step: int) -> int:
+    """`elevation` in degrees rounded to the nearest multiple of `step` degrees (halves up)."""
+    return step * math.floor(elevation / step + 0.5)
+
+
+def elevation_phrase(elevation: float, step: int) -> str:
+    """How a view name says an elevation rounded to `step` degrees: "elevation 20", "elevation minus 10"
+    (a caption's words, kept whole by the shapes prior's word tokenizer)."""
+    degrees = rounded_elevation(elevation, step)
+    return f"elevation {degrees}" if degrees >= 0 else f"elevation minus {-degrees}"
+
+
+def view_names(elevation: Tensor, azimuth: Tensor, elevation_step: int = 0) -> list[str]:
     """threestudio's view of each camera: "overhead" above 60 degrees elevation, else "front"
-    within 45 degrees of azimuth 0, "back" within 45 degrees of 180, "side" otherwise."""
+    within 45 degrees of azimuth 0, "back" within 45 degrees of 180, "side" otherwise. With an
+    `elevation_step` above 0 each name goes on with the camera's `elevation_phrase`: "side, elevation 20"."""
     azimuth = (azimuth + 180.0) % 360.0 - 180.0
     names = []
     for e, a in zip(elevation.tolist(), azimuth.tolist()):
         if e > OVERHEAD_ELEVATION:
-            names.append("overhead")
+            name = "overhead"
         elif abs(a) < FRONT_HALF_ANGLE:
-            names.append("front")
+            name = "front"
         elif abs(a) > 180.0 - BACK_HALF_ANGLE:
-            names.append("back")
+            name = "back"
         else:
-            names.append("side")
+            name = "side"
+        names.append(f"{name}, {elevation_phrase(e, elevation_step)}" if elevation_step > 0 else name)
     return names
 
 
 def training_views(settings: CameraSettings) -> list[str]:
     """The views (see `view_names`) that `sample_cameras` can give cameras of `settings`, in the order
     front, side, back, overhead: "overhead" only if the elevation range reaches above 60 degrees, the
-    others only for the azimuths the range covers (all three for a full turn)."""
+    others only for the azimuths the range covers (all three for a full turn). With the settings'
+    `view_elevation_step`, each of them with every rounded elevation of the range, lowest first."""
     low, high = settings.elevation_range
     views = set()
     if high > OVERHEAD_ELEVATION:
@@ -195,4 +215,10 @@ def training_views(settings: CameraSettings) -> list[str]:
         cuts = [start, *sorted(changes), end]
         azimuths = cuts + [(left + right) / 2 for left, right in zip(cuts, cuts[1:])]
         views.update(view_names(torch.full((len(azimuths),), float(low)), torch.tensor(azimuths)))
-    return [view for view in VIEWS if view in views]
+    named = [view for view in VIEWS if view in views]
+    step = settings.view_elevation_step
+    if step == 0:
+        return named
+    lowest, highest = (rounded_elevation(e, step) for e in settings.elevation_range)
+    phrases = [elevation_phrase(e, step) for e in range(lowest, highest + 1, step)]
+    return [f"{view}, {phrase}" for view in named for phrase in phrases]

@@ -279,11 +279,26 @@ def vae_stage(directory: Path, data: PriorData, settings: TrainingSettings, reco
     return vae, seconds
 
 
+def saved_vae(directory: Path, architecture: MiniatureSD) -> nn.Module:
+    """The VAE of the prior saved in `directory`, in fp32; refused unless it has `architecture`'s layers."""
+    from diffusers import AutoencoderKL
+
+    if not (directory / "vae").is_dir():
+        raise ValueError(f"no prior's VAE in {directory}: give the directory of a trained prior")
+    vae = build_vae(architecture)
+    try:
+        vae.load_state_dict(AutoencoderKL.from_pretrained(directory / "vae", torch_dtype=torch.float32).state_dict())
+    except RuntimeError as error:
+        raise ValueError(f"the VAE in {directory} has other layers than this prior's architecture: {error}") from None
+    return vae.eval()
+
+
 def train_prior(directory: str | Path, data: PriorData, settings: TrainingSettings, log: Log = print,
-                vae_only: bool = False) -> dict | None:
+                vae_only: bool = False, vae_from: Path | None = None) -> dict | None:
     """Train both stages on `data` and save the prior; returns the training record (also written
     to `training_log.json`). With `vae_only`, stop after the VAE stage (saved for the next run to resume from)
-    and return None: the two stages can run as two shorter jobs."""
+    and return None: the two stages can run as two shorter jobs. With `vae_from`, the VAE stage is the VAE of
+    the prior saved there (a prior of the same images that differs in captions or denoiser only)."""
     directory = Path(directory)
     records: list[dict] = []
 
@@ -291,7 +306,11 @@ def train_prior(directory: str | Path, data: PriorData, settings: TrainingSettin
         records.append(entry)
         log(entry)
 
-    vae, vae_seconds = vae_stage(directory, data, settings, record)
+    if vae_from is None:
+        vae, vae_seconds = vae_stage(directory, data, settings, record)
+    else:
+        vae, vae_seconds = saved_vae(Path(vae_from), settings.architecture), {"wall": 0.0, "cpu": 0.0}
+        record({"stage": "vae", "from": str(vae_from)})
     if vae_only:
         return None
     started_wall, started_cpu = time.perf_counter(), time.process_time()
@@ -311,5 +330,5 @@ def train_prior(directory: str | Path, data: PriorData, settings: TrainingSettin
         "log": records,
     }
     (directory / "training_log.json").write_text(json.dumps(summary, indent=1))
-    (directory / VAE_STAGE).unlink()
+    (directory / VAE_STAGE).unlink(missing_ok=True)
     return summary

@@ -15,6 +15,12 @@ Captions:
 - coarse: "a mug, side view" (or without the view), for any colour: the many-image condition of
   the paper's over-smoothing argument;
 - empty for about 10%; degraded copies get the negative captions of `priors.degradation`.
+
+With an elevation step (`python -m nfsd_core.shapes.training --view-elevation-step 10`), most captions
+that name the view also name the camera's elevation, rounded as the NeRF's view names round it
+(`nerf.cameras.elevation_phrase`): "a red mug, side view, elevation 20". A view name alone leaves 55
+degrees of elevation open, over which a cube's renders average to a rounded blob (issue 18,
+`benchmarks/experiments/reconstruction_ceiling.py`).
 The truth of each image (`ShapeSample`) is kept for the judge and the benchmark's metrics.
 """
 
@@ -25,8 +31,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..distillation import VIEW_SUFFIXES
-from ..nerf.cameras import CameraSettings, Cameras, sample_cameras
+from ..distillation import VIEW_SUFFIXES, view_suffix
+from ..nerf.cameras import CameraSettings, Cameras, elevation_phrase, sample_cameras
 from ..priors.degradation import NEGATIVE_PHRASES
 from .objects import COLOURS, OBJECTS
 from .render import Scene, render_scenes
@@ -50,6 +56,8 @@ DATA_CAMERAS = {"trainer": TRAINER_CAMERAS, "frame": SHAPE_CAMERAS}
 PRIOR_CAMERAS_NAME = "trainer"
 # How a real image's caption is drawn; the rest of the probability is the empty caption.
 CAPTION_PROBABILITIES = {"fine_view": 0.35, "fine": 0.15, "coarse_view": 0.25, "coarse": 0.15}
+# With an elevation step: the share of the captions that name the view which also name the elevation.
+ELEVATION_CAPTION_SHARE = 0.7
 
 
 @dataclass(frozen=True)
@@ -75,18 +83,20 @@ class ShapeSet:
 
 
 def fine_prompt(colour: str, shape: str, view: str | None = None) -> str:
-    """E.g. "a red mug, side view", or "a red mug" without a view."""
-    return f"a {colour} {shape}" + (f", {view} view" if view else "")
+    """E.g. "a red mug, side view", or "a red mug" without a view; `view` is a view name (`view_suffix`)."""
+    return f"a {colour} {shape}" + (f", {view_suffix(view)}" if view else "")
 
 
 def coarse_prompt(shape: str, view: str | None = None) -> str:
     """E.g. "a mug, side view": any colour."""
-    return f"a {shape}" + (f", {view} view" if view else "")
+    return f"a {shape}" + (f", {view_suffix(view)}" if view else "")
 
 
-def vocabulary_words() -> list[str]:
-    """Every word the captions use (the tokenizer gives each its own token)."""
-    text = " ".join([*COLOURS, *OBJECTS, *VIEWS, "a view", *NEGATIVE_PHRASES])
+def vocabulary_words(elevation_step: int = 0) -> list[str]:
+    """Every word the captions use (the tokenizer gives each its own token), and with an `elevation_step` the
+    words of the elevations (their numbers are digits, a token each, as CLIP's tokenizer splits them)."""
+    elevations = "elevation minus" if elevation_step else ""
+    text = " ".join([*COLOURS, *OBJECTS, *VIEWS, "a view", *NEGATIVE_PHRASES, elevations])
     return sorted(set(text.replace("-", " - ").replace(",", " ").split()))
 
 
@@ -120,12 +130,15 @@ def make_shape_set(count: int, seed: int, size: int = IMAGE_SIZE,
     return ShapeSet(render_samples(samples, drawn, size), samples)
 
 
-def real_caption(sample: ShapeSample, generator: torch.Generator) -> str:
-    """A random caption of a rendered object: fine or coarse, with or without its view, or empty."""
+def real_caption(sample: ShapeSample, generator: torch.Generator, elevation_step: int = 0) -> str:
+    """A random caption of a rendered object: fine or coarse, with or without its view, or empty. With an
+    `elevation_step`, a caption with the view names the elevation too, `ELEVATION_CAPTION_SHARE` of the time."""
     draw = torch.rand((), generator=generator).item()
     for kind, probability in CAPTION_PROBABILITIES.items():
         if draw < probability:
             view = sample.view if kind.endswith("_view") else None
+            if view and elevation_step and torch.rand((), generator=generator).item() < ELEVATION_CAPTION_SHARE:
+                view = f"{view}, {elevation_phrase(sample.elevation, elevation_step)}"
             if kind.startswith("fine"):
                 return fine_prompt(sample.colour, sample.shape, view)
             return coarse_prompt(sample.shape, view)

@@ -25,7 +25,7 @@ import torch
 from ..batch.tasks import ModelSpec, Report, Task
 from ..checkpoint import CheckpointError, claim_checkpoint_dir
 from ..distillation import Prompts, ScoreDistillation
-from ..nerf import NerfRepresentation, NerfSettings, export_mesh, extract_mesh, render_turntable
+from ..nerf import NerfRepresentation, NerfSettings, export_mesh, extract_mesh, render_turntable, training_views
 from ..nerf.background import BackgroundSettings
 from ..nerf.field import VolumeSettings
 from ..optimize import OptimizerSettings, StepRecord, optimize
@@ -68,7 +68,7 @@ def text_to_nerf(model, codec, prompt: str, run: TextToNerf, on_step: Callable[[
     (cameras, t and noise drawn from `run.seed`, the NeRF's weights from `run.nerf.seed`). With a
     `checkpoint_dir` the run is saved there and resumed from it (`optimize`); `identity_extras`
     name what else decides the run (the prior)."""
-    prompts = Prompts.from_text(model, prompt, view_dependent=run.view_prompts)
+    prompts = Prompts.from_text(model, prompt, view_dependent=run.view_prompts, views=training_views(run.nerf.cameras))
     guidance = ScoreDistillation(model, prompts, run.rule, scale=run.scale, seed=run.seed, timesteps=run.timesteps)
     nerf = NerfRepresentation(run.nerf, codec=codec).to(model.device)
     optimize(nerf, guidance, run.steps, OptimizerSettings(lr=run.lr), on_step=on_step, checkpoint_dir=checkpoint_dir,

@@ -36,24 +36,26 @@ TRAINING_IMAGES = 8000
 JUDGE_IMAGES = (6000, 1400)  # training and held-out renders of the judge (other seeds than the prior's)
 
 
-def shapes_training_data(shape_set: ShapeSet) -> PriorData:
-    """`shape_set` as what `priors.training` learns from."""
+def shapes_training_data(shape_set: ShapeSet, elevation_step: int = 0) -> PriorData:
+    """`shape_set` as what `priors.training` learns from; with an `elevation_step`, captions that name the
+    view name the elevation too (`real_caption`)."""
     return PriorData(
         images=shape_set.images,
-        caption=lambda row, generator: real_caption(shape_set.samples[row], generator),
+        caption=lambda row, generator: real_caption(shape_set.samples[row], generator, elevation_step),
         degrade=degrade,
         negative_caption=negative_caption,
-        words=vocabulary_words(),
+        words=vocabulary_words(elevation_step),
     )
 
 
 def train_shapes_prior(directory: str | Path, settings: TrainingSettings = SHAPES_TRAINING,
                        images: int = TRAINING_IMAGES, log: Log = print, vae_only: bool = False,
-                       cameras: CameraSettings = DATA_CAMERAS[PRIOR_CAMERAS_NAME]) -> dict | None:
+                       cameras: CameraSettings = DATA_CAMERAS[PRIOR_CAMERAS_NAME], elevation_step: int = 0,
+                       vae_from: Path | None = None) -> dict | None:
     """Render `images` objects (seed `settings.seed`) through `cameras`, train the prior on them and save it
-    (`train_prior`)."""
-    data = shapes_training_data(make_shape_set(images, settings.seed, cameras=cameras))
-    return train_prior(directory, data, settings, log, vae_only)
+    (`train_prior`, which takes `vae_only` and `vae_from`); `elevation_step` as in `shapes_training_data`."""
+    data = shapes_training_data(make_shape_set(images, settings.seed, cameras=cameras), elevation_step)
+    return train_prior(directory, data, settings, log, vae_only, vae_from)
 
 
 def check_samples(directory: str | Path, judge: ShapeJudge, per_prompt: int = 2, seed: int = 0) -> dict:
@@ -87,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--denoiser-steps", type=int, default=SHAPES_TRAINING.denoiser_steps)
     parser.add_argument("--cameras", choices=sorted(DATA_CAMERAS), default=PRIOR_CAMERAS_NAME,
                         help="the cameras the objects are rendered through (shapes.data.DATA_CAMERAS)")
+    parser.add_argument("--view-elevation-step", type=int, default=0, choices=range(0, 91), metavar="DEGREES",
+                        help="captions with a view also name the elevation rounded to this many degrees, as NeRF "
+                             "cameras with the same CameraSettings.view_elevation_step do (0: never)")
+    parser.add_argument("--vae-from", type=Path, default=None,
+                        help="take the VAE of the prior in this directory (rendered from the same images) "
+                             "instead of training one")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--vae-only", action="store_true",
                         help="stop after the VAE stage (about half the time); the next run resumes from it")
@@ -95,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = replace(SHAPES_TRAINING, seed=args.seed, denoiser_steps=args.denoiser_steps)
     record = train_shapes_prior(args.output, settings, args.images,
                                 log=lambda entry: print(json.dumps(entry), flush=True), vae_only=args.vae_only,
-                                cameras=DATA_CAMERAS[args.cameras])
+                                cameras=DATA_CAMERAS[args.cameras], elevation_step=args.view_elevation_step,
+                                vae_from=args.vae_from)
     if record is None:
         return 0
     judge = ShapeJudge.fit(*JUDGE_IMAGES, seed=args.seed)
