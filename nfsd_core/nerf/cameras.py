@@ -173,7 +173,7 @@ def rounded_elevation(elevation: float, step: int) -> int:
 
 def elevation_phrase(elevation: float, step: int) -> str:
     """How a view name says an elevation rounded to `step` degrees: "elevation 20", "elevation minus 10"
-    (a caption's words, kept whole by the shapes prior's word tokenizer)."""
+    (words and digits, no sign: the shapes prior's tokenizer would split a "-" off as a word of its own)."""
     degrees = rounded_elevation(elevation, step)
     return f"elevation {degrees}" if degrees >= 0 else f"elevation minus {-degrees}"
 

@@ -15,13 +15,13 @@ Captions:
 - coarse: "a mug, side view" (or without the view), for any colour: the many-image condition of
   the paper's over-smoothing argument;
 - empty for about 10%; degraded copies get the negative captions of `priors.degradation`.
+The truth of each image (`ShapeSample`) is kept for the judge and the benchmark's metrics.
 
 With an elevation step (`python -m nfsd_core.shapes.training --view-elevation-step 10`), most captions
 that name the view also name the camera's elevation, rounded as the NeRF's view names round it
 (`nerf.cameras.elevation_phrase`): "a red mug, side view, elevation 20". A view name alone leaves 55
 degrees of elevation open, over which a cube's renders average to a rounded blob (issue 18,
 `benchmarks/experiments/reconstruction_ceiling.py`).
-The truth of each image (`ShapeSample`) is kept for the judge and the benchmark's metrics.
 """
 
 from __future__ import annotations
