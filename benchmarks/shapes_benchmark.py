@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompts", type=int, default=len(PROMPTS), help="the first N prompts (a smaller run)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
                         help="the methods to run (default: all)")
-    parser.add_argument("--view-elevation-step", type=int, default=0, metavar="DEGREES",
+    parser.add_argument("--view-elevation-step", type=int, default=0, choices=range(0, 91), metavar="DEGREES",
                         help="view prompts also name the camera's elevation rounded to this many degrees, for a "
                              "prior trained with the same --view-elevation-step (nfsd_core.shapes.training)")
     parser.add_argument("--output", type=Path, default=OUTPUT)
