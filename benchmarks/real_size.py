@@ -253,6 +253,7 @@ def optimisation_stage(runtime, stage: str, model, clip, vae, pixels: int, warmu
                 trained.latents_for_guidance = counted_encode
                 probe.wrap(trained, "latents_for_guidance", "encode")
             probe.wrap(score_model, "predict_noise", "denoiser")
+            count_unet_calls(model.model.diffusion_model, record.setdefault("unet_call_rows", []))
             probe.wrap(torch.autograd, "backward", "backward")
             probe.wrap(optimizer, "step", "adam")
             start = rss()
@@ -274,6 +275,18 @@ def optimisation_stage(runtime, stage: str, model, clip, vae, pixels: int, warmu
     record["render_graph"], record["encode_graph"] = render_graph.bytes, encode_graph.bytes
     record["phases"] = {name: phase.as_dict() for name, phase in probe.phases.items()}
     return record
+
+
+def count_unet_calls(unet, rows: list[int]) -> None:
+    """Append the rows of each call of `unet` from now on to `rows`: ComfyUI's calc_cond_batch splits a
+    step's batched call in two when its own estimate exceeds the memory free at that moment."""
+    original_forward = unet.forward
+
+    def counted_forward(x, *args, **kwargs):
+        rows.append(x.shape[0])
+        return original_forward(x, *args, **kwargs)
+
+    unet.forward = counted_forward
 
 
 def estimates(runtime, representation, guidance, vae, stage: str) -> dict:
@@ -548,10 +561,10 @@ def markdown(results: dict) -> str:
              "(after `warm-ups` steps) on this machine's CPU. `step` = peak resident memory minus the models "
              "alone; `estimate` = the pack's estimate of the same (the Optimizer's, the node's); graphs are the "
              "bytes autograd keeps (memory_probe.SavedTensors); `denoiser` and `backward` = the peak rise "
-             "during that phase.", ""]
+             "during that phase; `UNet calls` = the rows of each UNet call of the measured step.", ""]
     header = ("| label | architecture | stage | dtype | peak | models | step | estimate | est./step | NeRF state "
-              "| render graph | encode graph | denoiser | backward | s/step | warm-ups | phases (s) |")
-    lines += [header, "|" + "---|" * 17]
+              "| render graph | encode graph | denoiser | backward | UNet calls | s/step | warm-ups | phases (s) |")
+    lines += [header, "|" + "---|" * 18]
     for label, records in results.items():
         for key, record in records.items():
             architecture, stage, dtype = key.split("/")
@@ -561,8 +574,14 @@ def markdown(results: dict) -> str:
             lines.append(f"| {label} | {architecture} | {stage} | {dtype} | {gb(row['peak'])} | {gb(row['models'])} | "
                          f"{gb(row['step'])} | {gb(row['estimate'])} | {ratio} | {gb(row['nerf_state'])} | "
                          f"{gb(row['render_graph'])} | {gb(row['encode_graph'])} | {gb(row['denoiser'])} | "
-                         f"{gb(row['backward'])} | {row['seconds']:.1f} | {record.get('warmups', '')} | {phases} |")
+                         f"{gb(row['backward'])} | {unet_calls(record)} | {row['seconds']:.1f} | "
+                         f"{record.get('warmups', '')} | {phases} |")
     return "\n".join(lines + run_hours(results)) + "\n"
+
+
+def unet_calls(record: dict) -> str:
+    """The measured step's UNet calls as their rows ("3", "2 + 1"); blank where not counted."""
+    return " + ".join(str(rows) for rows in record.get("unet_call_rows", []))
 
 
 def run_hours(results: dict) -> list[str]:
@@ -630,6 +649,9 @@ def main() -> None:
     parser.add_argument("--warmups", type=int, choices=(0, 1), default=1,
                         help="warm-up steps before the measured one (0: the measured step is the first, for SDXL)")
     parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument("--rerun", action="store_true",
+                        help="measure the label's stages again where journalled (a row taken while other work "
+                             "shared the machine)")
     parser.add_argument("--refresh-estimates", action="store_true",
                         help="recompute the estimates of the label's journalled stages (this code's), measure nothing")
     parser.add_argument("--cards", action="store_true",
@@ -666,7 +688,7 @@ def main() -> None:
         return
     for key in stage_keys(args.architectures, args.stages, args.dtype):
         labelled = f"{args.label}/{key}"
-        if labelled in journal.done:
+        if labelled in journal.done and not args.rerun:
             continue
         print(f"{labelled} ...", file=sys.stderr, flush=True)
         record = run_child(key, args.threads, "--warmups", str(args.warmups), "--child")

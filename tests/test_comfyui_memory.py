@@ -141,7 +141,8 @@ def test_a_card_too_small_for_the_workflow_is_refused_with_a_guidance_size_that_
 def test_the_real_size_benchmark_measures_each_stage_in_a_child_and_resumes_from_its_journal(tmp_path):
     """benchmarks/real_size.py end to end on the suite's micro checkpoint (architecture "micro"): one child
     per stage, each stage's record next to its estimate, the default run's wall time; run again, it
-    measures nothing (every stage journalled) and writes the same tables."""
+    measures nothing (every stage journalled) and writes the same tables; with --rerun it measures the
+    stages named again."""
     command = [sys.executable, str(REPO / "benchmarks" / "real_size.py"), "--architectures", "micro", "--stages",
                "nerf_latent_64", "nerf_latent_256", "--threads", "1", "--output", str(tmp_path)]
     environment = {**os.environ, "COMFYUI_PATH": COMFYUI_PATH}
@@ -153,9 +154,14 @@ def test_the_real_size_benchmark_measures_each_stage_in_a_child_and_resumes_from
         assert record["peak"] > record["models"] > record["start"], key  # the step took memory beyond the models
         assert record["estimate"]["total"] > 0 and record["seconds"] > 0, key
         assert record["render_size"] == int(key.split("/")[1].rsplit("_", 1)[1]), key  # the stage's render size
+        assert record["unet_call_rows"] == [3], key  # prompt, empty and negative prompt in one call (t >= 200)
     tables = (tmp_path / "results.md").read_text()
     assert "| after | micro | nerf_latent_256 | fp32 |" in tables and "| after | micro | latent | fp32 |" in tables
     journal = (tmp_path / "runs.jsonl").read_text()
     again = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and " ..." not in again.stderr, again.stderr[-3000:]
     assert (tmp_path / "runs.jsonl").read_text() == journal and (tmp_path / "results.md").read_text() == tables
+    rerun = subprocess.run([*command[:5], "nerf_latent_64", *command[7:], "--rerun"], env=environment,
+                           capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0 and "after/micro/nerf_latent_64/fp32 ..." in rerun.stderr, rerun.stderr[-3000:]
+    assert (tmp_path / "runs.jsonl").read_text().count("\n") == journal.count("\n") + 1  # that stage alone, again
