@@ -203,7 +203,7 @@ def prompted_views(guidance: ScoreDistillation, representation: NodeRepresentati
         return None
     views = representation.camera_views
     missing = [view for view in views if view not in positive]
-    if any(", elevation " in view for view in missing):
+    if missing and representation.views_name_elevation:
         raise ValueError(f"the {representation.noun}'s training cameras name their elevation in their views "
                          f"({missing[0]!r}: cameras.view_elevation_step in advanced), which NFSD View Prompts does "
                          "not encode: set view_elevation_step to 0 (it is for priors trained with such captions, "

@@ -1,12 +1,15 @@
 """The mesh texture as a representation: the mesh it takes, its renders, guidance views, state and resumes."""
 
+import dataclasses
+
 import pytest
 import torch
 
 from nfsd_core import OptimizerSettings, Prompts, ScoreDistillation, optimize
 from nfsd_core.checkpoint import CheckpointError, load_checkpoint
 from nfsd_core.identity import run_identity
-from nfsd_core.nerf import BackgroundSettings, CameraSettings, make_cameras, render_turntable, z_up_to_y_up
+from nfsd_core.nerf import (BackgroundSettings, CameraSettings, make_cameras, render_turntable, training_views,
+                            z_up_to_y_up)
 from nfsd_core.optimize import REPRESENTATION_RANDOMNESS
 from nfsd_core.preview import LatentToRGB
 from nfsd_core.texture import MAX_FACES, Surface, TextureRepresentation, TextureSettings, check_mesh
@@ -75,6 +78,20 @@ def test_cancel_stops_a_steps_backward_through_the_render():
     with pytest.raises(KeyboardInterrupt):
         view.latents.sum().backward()
     assert all(parameter.grad is None for parameter in texture.field.parameters())  # stopped before reaching them
+
+
+def test_guidance_views_say_the_elevation_when_the_texture_cameras_name_it():
+    """The texture's cameras name their views as a NeRF's do: with view_elevation_step, each name says
+    the elevation, one of the names the Optimizer checks View Prompts against (training_views)."""
+    cameras = dataclasses.replace(TextureSettings().cameras, view_elevation_step=10)
+    texture = TextureRepresentation(sphere_surface(), tiny_texture_settings(batch_size=4, cameras=cameras),
+                                    codec=PoolingCodec())
+    seen = set()
+    for step in range(3):
+        generator = NoiseStream(0).generator(step, REPRESENTATION_RANDOMNESS)
+        seen.update(texture.render_for_guidance(step, 10, generator).views)
+    assert len(seen) > 3 and seen <= set(training_views(cameras))
+    assert all(", elevation " in view for view in seen)
 
 
 def test_a_checkpoint_of_another_mesh_is_refused(tmp_path):

@@ -85,6 +85,11 @@ class Cameras:
     def views(self) -> list[str]:
         return view_names(self.elevation, self.azimuth)
 
+    def guidance_views(self, settings: CameraSettings) -> list[str]:
+        """The view names the guidance prompts these cameras with: `views`, each with its elevation
+        where `settings.view_elevation_step` asks for it (one of `training_views(settings)`)."""
+        return view_names(self.elevation, self.azimuth, settings.view_elevation_step)
+
     def _map(self, function) -> "Cameras":
         return Cameras(*(function(getattr(self, f.name)) for f in dataclasses.fields(self)))
 

@@ -23,7 +23,7 @@ from ..preview import LatentToRGB
 from ..representations.base import GuidanceView
 from ..representations.rendered import RenderedRepresentation
 from .background import Background
-from .cameras import Cameras, sample_cameras, view_names
+from .cameras import Cameras, sample_cameras
 from .field import ImplicitVolume
 from .occupancy import OccupancyGrid
 from .rays import camera_rays
@@ -186,5 +186,5 @@ class NerfRepresentation(RenderedRepresentation):
         latents = self.latents_for_guidance(render.colour)
         penalty, stats = regularization(settings.regularizers, step, steps, render.opacity, render.orientation)
         stats.update(opacity=float(render.opacity.detach().mean()), render_size=float(size))
-        views = view_names(cameras.elevation, cameras.azimuth, settings.cameras.view_elevation_step)
-        return GuidanceView(latents, views=views, regularization=penalty, stats=stats)
+        return GuidanceView(latents, views=cameras.guidance_views(settings.cameras), regularization=penalty,
+                            stats=stats)

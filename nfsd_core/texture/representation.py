@@ -229,7 +229,7 @@ class TextureRepresentation(RenderedRepresentation):
         surface = render.colour.detach()[render.opacity[..., 0] > 0]
         stats = {"coverage": float(render.opacity.mean()), "surface_std": float(surface.std()) if len(surface) > 1
                  else 0.0}
-        return GuidanceView(latents, views=cameras.views, stats=stats)
+        return GuidanceView(latents, views=cameras.guidance_views(self.settings.cameras), stats=stats)
 
 
 def barycentric_weights(barycentric: Tensor) -> Tensor:

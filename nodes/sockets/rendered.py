@@ -107,6 +107,10 @@ class RenderedState(NodeRepresentation):
     def camera_views(self) -> tuple[str, ...]:
         return tuple(training_views(self.settings.cameras))
 
+    @property
+    def views_name_elevation(self) -> bool:
+        return self.settings.cameras.view_elevation_step > 0
+
     def for_model(self, model, vae) -> "RenderedState":
         """The settings in `from_model` taken from the model: `guidance_size` its own image size,
         `latent_downscale` the pixels per latent of the VAE (RGB renders, which the VAE encodes) or of

@@ -53,6 +53,11 @@ class NodeRepresentation(abc.ABC):
         """The views its cameras can be named during optimisation (none: it has no cameras)."""
         return ()
 
+    @property
+    def views_name_elevation(self) -> bool:
+        """Whether those view names say the camera's elevation ("side, elevation 20")."""
+        return False
+
     def for_model(self, model, vae) -> "NodeRepresentation":
         """Itself with the settings it leaves to the model resolved for the MODEL of the run (a
         ComfyScoreModel) and its VAE (or None); by default it leaves none."""
