@@ -1,7 +1,8 @@
 """Memory through a real ComfyUI: estimates against measurements, and the shipped NeRF workflow on the cards users have.
 
 - At small sizes (seconds, in a child process with clean resident memory: comfyui_memory_child.py)
-  ComfyUI's UNets of SD 2.1 and SDXL and SD's VAE take what the pack's estimates say, within 25 %
+  ComfyUI's UNets of SD 2.1 and SDXL and SD's VAE take what the pack's estimates say, within 25 %, and
+  the process's first UNet call what its activations and the workspace it keeps come to
   (benchmarks/real_size.py checks full sizes).
 - With Stable Diffusion architectures in ComfyUI's own classes (weights left empty: only their sizes
   matter) on a simulated CUDA card in fp16, the Optimizer's memory check passes the shipped
@@ -43,7 +44,8 @@ def test_the_estimates_match_what_comfyui_s_sd_classes_take_at_small_sizes():
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, result.stdout[-2000:] + result.stderr[-3000:]
     cases = json.loads(lines[-1][len("RESULT "):])
-    assert set(cases) == {"unet_sd21", "unet_sdxl", "vae_kept", "vae_backward", "vae_weights"}
+    assert set(cases) == {"unet_sd21_first_call", "unet_sd21", "unet_sdxl", "vae_kept", "vae_backward",
+                          "vae_weights"}
     for name, case in cases.items():
         assert case["measured"] > 10 * 2**20, (name, case)  # large enough to measure
         assert 0.8 < case["estimate"] / case["measured"] < 1.25, (name, case)

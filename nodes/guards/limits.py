@@ -23,6 +23,7 @@ import torch
 from comfy_api.latest import io
 
 from ...nfsd_core import UNetShape, address_space_left, check_budget, largest_fitting, unet_activation_bytes
+from ...nfsd_core.budget import MODEL_CALL_WORKSPACE
 
 
 def validation(check: Callable[[], object]) -> bool | str:
@@ -75,6 +76,12 @@ def unet_shape(patcher) -> UNetShape | None:
 
 def model_call_bytes(patcher, latent_shape) -> int:
     """Memory of one batched call of a MODEL (ModelPatcher) on latents of `latent_shape` [B, C, h, w]:
+    its activations and the workspace its first call keeps (nfsd_core's MODEL_CALL_WORKSPACE)."""
+    return model_activation_bytes(patcher, latent_shape) + MODEL_CALL_WORKSPACE
+
+
+def model_activation_bytes(patcher, latent_shape) -> int:
+    """The activations of one batched call of a MODEL (ModelPatcher) on latents of `latent_shape`:
     for ComfyUI's Stable Diffusion UNets, an estimate from the architecture and the dtype it
     computes in (nfsd_core's `unet_activation_bytes`, measured on SD 1.5, 2.1 and SDXL); for
     any other model ComfyUI's own estimate, with the margin its sampler keeps."""
