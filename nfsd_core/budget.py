@@ -9,7 +9,7 @@ what a real-size step takes, tests/test_budget.py and tests/test_comfyui_memory.
 
 An optimisation step (`StepMemory`) holds the representation's state all along; the render's and
 the encoder's graphs while the denoiser runs; then backward, through the encoder (its blocks
-recomputed one at a time), then through the render (one chunk recomputed at a time). Its peak is
+recomputed one at a time), then through the render (one part recomputed at a time). Its peak is
 the largest of those moments.
 """
 
@@ -47,6 +47,11 @@ COMPOSITED_SAMPLE_BYTES = 40
 # graph (besides a chunk's gradient of every parameter, before it is added to the last).
 KEPT_SAMPLE_BYTES = 14
 RECOMPUTE_GRADIENTS = 1.2
+# A training render composites its rays in parts of at most this many queried samples
+# (rendering.render_rays), so that backward recomputes at most that many at once however much of a
+# chunk the occupancy grid lets through (all of it in the first steps, or for an object that fills
+# the frame).
+QUERIED_SAMPLES_PER_PART = SAMPLE_CHUNK // 2
 # Bytes per queried sample while an evaluation render's chunk is in flight (no graph kept), and what
 # normals add (the density's gradient through the hash grid): fitted to the resident peak of renders
 # with every sample queried, at the default volume and with 8 levels or 32 hidden units, within 6%
@@ -138,7 +143,7 @@ class StepMemory:
     - `state`: the representation's parameters, their gradients and AdamW's two moments;
     - `weights`: weights the step adds (the trainable copy of the VAE's encoder);
     - `render_kept`, `render_backward`: what the render keeps for backward, and the most its
-      backward adds to that (one chunk recomputed, every sample of it queried);
+      backward adds to that (one part recomputed, as many of its samples queried as it may hold);
     - `encode_kept`, `encode_backward`: what the VAE encode keeps for backward (its blocks'
       inputs), and the most its backward holds (the first blocks' inputs and one block recomputed);
     - `denoiser`: the activations of the model call (no graph);
@@ -170,16 +175,18 @@ class StepMemory:
 def nerf_step_memory(settings, size: int) -> StepMemory:
     """The NeRF's own part of a training step at render size `size` (NerfSettings): its state,
     the render's graph (recomputed in backward, NerfRepresentation.recompute) and the occupancy
-    grid's refresh. A chunk is counted with every sample queried: how many are depends on where
-    the object is, which no estimate made before the run can know."""
+    grid's refresh. A part recomputed in backward is counted with as many queried samples as it
+    may hold (QUERIED_SAMPLES_PER_PART, or the chunk's samples if fewer): how many it does hold
+    depends on where the object is, which no estimate made before the run can know."""
     rays = settings.batch_size * size**2
     samples = rays * settings.samples_per_ray
     chunk = min(chunk_rays(settings.samples_per_ray), rays) * settings.samples_per_ray
+    queried = min(chunk, QUERIED_SAMPLES_PER_PART)
     channels = max(settings.latent_channels, 3)
     per_pixel = (2 * 3 + 3 * channels + 2) * FLOAT_BYTES  # rays, colour, background, image; opacity, depth
     cells = settings.occupancy.resolution**3 if settings.occupancy.enabled else 0
     parameters = nerf_parameter_bytes(settings)
-    chunk_graph = chunk * (queried_sample_bytes(settings.volume) + COMPOSITED_SAMPLE_BYTES)
+    chunk_graph = queried * queried_sample_bytes(settings.volume) + chunk * COMPOSITED_SAMPLE_BYTES
     return StepMemory(
         state=TRAINING_COPIES * parameters,
         render_kept=samples * KEPT_SAMPLE_BYTES + rays * per_pixel,

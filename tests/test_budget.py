@@ -17,6 +17,7 @@ from nfsd_core.budget import (
     turntable_bytes,
 )
 from nfsd_core.nerf import NerfRepresentation, NerfSettings, extract_mesh, orbit_cameras, render_turntable
+from nfsd_core.nerf.rendering import ray_parts
 
 from nerf_helpers import PoolingCodec, pull_towards_denoiser, tiny_settings
 
@@ -121,11 +122,25 @@ def test_the_address_space_limit_is_read_in_a_child_process():
     assert 0.8 * 2**30 < int(result.stdout) <= 2**30
 
 
-def test_a_render_recomputed_in_backward_trains_the_same_nerf_bit_for_bit():
-    """Two render chunks per step, the orientation loss on (a second derivative inside the recomputed
-    chunk), occupancy updates: the NeRF after 4 steps equals the one whose render kept its graph."""
+def test_ray_parts_hold_at_most_the_limit_of_queried_samples():
+    queried = torch.tensor([3, 0, 4, 2, 9, 1, 1])
+    parts = ray_parts(queried, 5)
+    assert parts == [(0, 2), (2, 3), (3, 4), (4, 5), (5, 7)]  # the ray of 9 alone, as it cannot be split
+    assert ray_parts(queried, 100) == [(0, 7)]
+
+
+def test_a_render_recomputed_in_backward_trains_the_same_nerf_bit_for_bit(monkeypatch):
+    """Two render chunks per step, each composited in parts of at most 5000 queried samples, the orientation
+    loss on (a second derivative inside the recomputed parts), occupancy updates: the NeRF after 4 steps
+    equals the one whose render kept its graph."""
+    from nfsd_core.nerf import rendering
+
+    monkeypatch.setattr(rendering, "QUERIED_SAMPLES_PER_PART", 5000)
     settings = tiny_settings(samples_per_ray=128, render_sizes=(40,), size_milestones=())  # 1600 rays, 1024 a chunk
     assert chunk_rays(settings.samples_per_ray) < 40 * 40
+    parts = []
+    original_ray_parts = rendering.ray_parts
+    monkeypatch.setattr(rendering, "ray_parts", lambda *args: parts.append(original_ray_parts(*args)) or parts[-1])
     states = []
     for recompute in (False, True):
         model = pull_towards_denoiser()
@@ -137,6 +152,7 @@ def test_a_render_recomputed_in_backward_trains_the_same_nerf_bit_for_bit():
     assert all(torch.equal(states[0][name], states[1][name]) for name in states[0])
     assert not torch.equal(states[1]["field.encoding.tables.0"], NerfRepresentation(settings).state_dict()[
         "field.encoding.tables.0"])  # it did train
+    assert max(len(chunk_parts) for chunk_parts in parts) > 1  # some chunk was composited in parts
 
 
 RENDER_MEMORY = """

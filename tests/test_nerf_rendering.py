@@ -98,9 +98,12 @@ def test_an_empty_scene_is_transparent_and_shows_only_the_background():
     assert torch.allclose(render.colour, nerf.background(directions), atol=1e-6)
 
 
-def test_the_packed_path_composites_exactly_like_the_batched_one(monkeypatch):
+@pytest.mark.parametrize("part", [None, 100])
+def test_the_packed_path_composites_exactly_like_the_batched_one(monkeypatch, part):
     """The CUDA path's plumbing, on CPU: nerfacc's kernels (grid marching, packed weights) are
-    replaced by plain-torch equivalents that return the batched path's own samples, flattened."""
+    replaced by plain-torch equivalents that return the batched path's own samples, flattened.
+    With parts of at most 100 queried samples (6 rays of 16), both layouts composite in parts and
+    still give the whole render's rays."""
     import nerfacc
 
     from nfsd_core.nerf import rendering
@@ -110,6 +113,11 @@ def test_the_packed_path_composites_exactly_like_the_batched_one(monkeypatch):
     origins, directions = (t.reshape(-1, 3) for t in camera_rays(make_cameras([20.0], [40.0], [1.5], [60.0]), 6, 6))
     rays, samples = origins.shape[0], 16
     batched = render_rays(nerf.field, origins, directions, samples, normals=True, orientation=True)
+    if part is not None:
+        monkeypatch.setattr(rendering, "QUERIED_SAMPLES_PER_PART", part)
+        parts = render_rays(nerf.field, origins, directions, samples, normals=True, orientation=True)
+        for name in ("colour", "opacity", "depth", "normal", "orientation"):
+            assert torch.allclose(getattr(parts, name), getattr(batched, name), atol=1e-6), name
 
     near, far = ray_box_intersection(origins, directions, nerf.settings.radius)
     t_starts, t_ends, _ = stratified_samples(near, far, samples, None)

@@ -11,6 +11,7 @@ normals with nerfacc's `accumulate_along_rays` (plain torch for both layouts).
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from ..budget import QUERIED_SAMPLES_PER_PART
 from .acceleration import use_packed_rendering, weights_from_density
 from .field import FieldSamples, ImplicitVolume
 from .occupancy import OccupancyGrid
@@ -60,6 +62,22 @@ class Samples:
     t_points: Tensor
     queried: Tensor | None = None
     ray_indices: Tensor | None = None
+
+    def queried_per_ray(self, n_rays: int) -> Tensor:
+        """[R] how many samples of each ray are queried."""
+        if self.ray_indices is None:
+            return self.queried.sum(dim=1)
+        return torch.bincount(self.ray_indices, minlength=n_rays)
+
+    def rays(self, start: int, end: int) -> "Samples":
+        """The samples of rays start to end - 1, those rays renumbered from 0 (packed samples are
+        ordered by ray)."""
+        if self.ray_indices is None:
+            return Samples(*(values[start:end] for values in (self.t_starts, self.t_ends, self.t_points, self.queried)))
+        bounds = torch.tensor([start, end], device=self.ray_indices.device)
+        first, last = torch.searchsorted(self.ray_indices, bounds).tolist()
+        return Samples(self.t_starts[first:last], self.t_ends[first:last], self.t_points[first:last],
+                       ray_indices=self.ray_indices[first:last] - start)
 
 
 def concatenate(parts: Sequence[Outputs]) -> Outputs:
@@ -229,9 +247,29 @@ def render_rays(
     checkpointing): the graph kept is the samples and the outputs, a few bytes per sample
     instead of kilobytes per queried one. The samples are drawn before, so the recomputation
     reads the field where the forward did, and the gradients are the same, bit for bit.
+
+    With autograd on, the rays are composited in parts of at most `QUERIED_SAMPLES_PER_PART`
+    queried samples (`ray_parts`), recomputed or not alike: backward then recomputes one part at a
+    time, so its peak does not depend on how much of the render the occupancy grid lets through.
     """
     samples = place_samples(field, origins, directions, samples_per_ray, occupancy, generator)
-    if recompute and torch.is_grad_enabled():
-        return checkpoint(composite, field, samples, origins, directions, normals, orientation, light,
-                          use_reentrant=False)
-    return composite(field, samples, origins, directions, normals, orientation, light)
+    if not torch.is_grad_enabled():
+        return composite(field, samples, origins, directions, normals, orientation, light)
+    outputs = []
+    for start, end in ray_parts(samples.queried_per_ray(origins.shape[0]), QUERIED_SAMPLES_PER_PART):
+        arguments = (field, samples.rays(start, end), origins[start:end], directions[start:end], normals,
+                     orientation, light)
+        outputs.append(checkpoint(composite, *arguments, use_reentrant=False) if recompute else composite(*arguments))
+    return outputs[0] if len(outputs) == 1 else concatenate(outputs)
+
+
+def ray_parts(queried: Tensor, limit: int) -> list[tuple[int, int]]:
+    """Consecutive ranges (start, end) of the rays whose queried sample counts are `queried` [R],
+    each querying at most `limit` samples (a ray that alone queries more is a range of its own)."""
+    ends = torch.cumsum(queried, dim=0).tolist()
+    parts, start, done = [], 0, 0
+    while start < len(ends):
+        end = max(bisect.bisect_right(ends, done + limit, lo=start), start + 1)
+        parts.append((start, end))
+        start, done = end, ends[end - 1]
+    return parts
