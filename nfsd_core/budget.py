@@ -146,7 +146,7 @@ class StepMemory:
       backward adds to that (one part recomputed, as many of its samples queried as it may hold);
     - `encode_kept`, `encode_backward`: what the VAE encode keeps for backward (its blocks'
       inputs), and the most its backward holds (the first blocks' inputs and one block recomputed);
-    - `denoiser`: the activations of the model call (no graph);
+    - `denoiser`: the model call's activations (no graph) and its first call's workspace;
     - `update`: the occupancy grid's refresh (every cell queried at once, no graph)."""
 
     state: int = 0
@@ -186,11 +186,11 @@ def nerf_step_memory(settings, size: int) -> StepMemory:
     per_pixel = (2 * 3 + 3 * channels + 2) * FLOAT_BYTES  # rays, colour, background, image; opacity, depth
     cells = settings.occupancy.resolution**3 if settings.occupancy.enabled else 0
     parameters = nerf_parameter_bytes(settings)
-    chunk_graph = queried * queried_sample_bytes(settings.volume) + chunk * COMPOSITED_SAMPLE_BYTES
+    part_graph = queried * queried_sample_bytes(settings.volume) + chunk * COMPOSITED_SAMPLE_BYTES
     return StepMemory(
         state=TRAINING_COPIES * parameters,
         render_kept=samples * KEPT_SAMPLE_BYTES + rays * per_pixel,
-        render_backward=int(RECOMPUTE_GRADIENTS * chunk_graph) + parameters,
+        render_backward=int(RECOMPUTE_GRADIENTS * part_graph) + parameters,
         update=cells * eval_sample_bytes(settings.volume),
     )
 

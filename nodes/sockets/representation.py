@@ -44,7 +44,7 @@ class NodeRepresentation(abc.ABC):
     @abc.abstractmethod
     def step_memory(self, batch: int, denoiser: int, encode: tuple[int, int, int] = (0, 0, 0)) -> StepMemory:
         """The memory of an optimisation step with `batch` images (nfsd_core's StepMemory), given
-        the model call's activations `denoiser` and the VAE encode's (weights, kept, backward)
+        the model call's memory `denoiser` and the VAE encode's (weights, kept, backward)
         bytes `encode` (zeros when it does not encode); a representation whose steps differ (a
         NeRF's render sizes) gives its largest."""
 
