@@ -28,9 +28,9 @@ This package never imports ComfyUI.
 
 from .bounded_text import check_text, excerpt, first_lone_surrogate, parse_json
 from .budget import (StepMemory, UNetShape, VaeShape, address_space_left, bake_bytes, canvas_bytes, check_budget,
-                     largest_fitting, mesh_bytes, nerf_step_memory, nerf_training_bytes, texture_step_memory,
-                     texture_training_bytes, texture_turntable_bytes, turntable_bytes, unet_activation_bytes,
-                     vae_encode_memory)
+                     largest_fitting, mesh_bytes, model_call_memory, nerf_step_memory, nerf_training_bytes,
+                     texture_step_memory, texture_training_bytes, texture_turntable_bytes, turntable_bytes,
+                     unet_activation_bytes, vae_encode_memory)
 from .checkpoint import (CheckpointError, checkpoint_key, claim_checkpoint_dir, has_checkpoint, hold_checkpoint_dir,
                          load_checkpoint, read_checkpoint, save_checkpoint)
 from .decomposition import (COMPONENTS as DECOMPOSITION_COMPONENTS, ScoreDecomposition, decompose_score,
@@ -136,6 +136,7 @@ __all__ = [
     "load_shapes_prior",
     "make_rule",
     "mesh_bytes",
+    "model_call_memory",
     "nerf_step_memory",
     "nerf_training_bytes",
     "object_mesh",

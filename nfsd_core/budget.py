@@ -215,6 +215,12 @@ class UNetShape:
     output_depth: tuple[int, ...]
 
 
+def model_call_memory(activations: int) -> int:
+    """A model call's memory from its `activations`: they and the workspace a process's first call
+    keeps (MODEL_CALL_WORKSPACE)."""
+    return activations + MODEL_CALL_WORKSPACE
+
+
 def unet_activation_bytes(unet: UNetShape, rows: int, height: int, width: int, dtype_bytes: int) -> int:
     """Peak activations of one UNet call on `rows` latents of height x width (no graph): the skip
     connections alive so far plus the block at work, the largest over the blocks in order. `rows`

@@ -22,8 +22,8 @@ import comfy.utils
 import torch
 from comfy_api.latest import io
 
-from ...nfsd_core import UNetShape, address_space_left, check_budget, largest_fitting, unet_activation_bytes
-from ...nfsd_core.budget import MODEL_CALL_WORKSPACE
+from ...nfsd_core import (UNetShape, address_space_left, check_budget, largest_fitting, model_call_memory,
+                          unet_activation_bytes)
 
 
 def validation(check: Callable[[], object]) -> bool | str:
@@ -76,8 +76,8 @@ def unet_shape(patcher) -> UNetShape | None:
 
 def model_call_bytes(patcher, latent_shape) -> int:
     """Memory of one batched call of a MODEL (ModelPatcher) on latents of `latent_shape` [B, C, h, w]:
-    its activations and the workspace its first call keeps (nfsd_core's MODEL_CALL_WORKSPACE)."""
-    return model_activation_bytes(patcher, latent_shape) + MODEL_CALL_WORKSPACE
+    its activations and the workspace its first call keeps (nfsd_core's `model_call_memory`)."""
+    return model_call_memory(model_activation_bytes(patcher, latent_shape))
 
 
 def model_activation_bytes(patcher, latent_shape) -> int:
