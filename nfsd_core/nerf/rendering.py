@@ -255,10 +255,11 @@ def render_rays(
     samples = place_samples(field, origins, directions, samples_per_ray, occupancy, generator)
     if not torch.is_grad_enabled():
         return composite(field, samples, origins, directions, normals, orientation, light)
+    parts = ray_parts(samples.queried_per_ray(origins.shape[0]), QUERIED_SAMPLES_PER_PART)
     outputs = []
-    for start, end in ray_parts(samples.queried_per_ray(origins.shape[0]), QUERIED_SAMPLES_PER_PART):
-        arguments = (field, samples.rays(start, end), origins[start:end], directions[start:end], normals,
-                     orientation, light)
+    for start, end in parts:
+        part = samples if len(parts) == 1 else samples.rays(start, end)  # the usual case: no slicing, no sync
+        arguments = (field, part, origins[start:end], directions[start:end], normals, orientation, light)
         outputs.append(checkpoint(composite, *arguments, use_reentrant=False) if recompute else composite(*arguments))
     return outputs[0] if len(outputs) == 1 else concatenate(outputs)
 
