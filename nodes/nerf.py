@@ -172,7 +172,9 @@ class NeRFRepresentation(io.ComfyNode):
                                "overhead_view."),
                 io.Float.Input("distance_min", default=cameras.distance_range[0], min=0.1, max=10.0, step=0.05,
                                tooltip="Nearest distance of the training cameras from the centre; the NeRF fills a "
-                               "cube from -1 to 1."),
+                               "cube from -1 to 1. With advanced {\"cameras\": {\"relative_distance\": true}} it is "
+                               "the half-height each camera frames at the centre instead, so every fovy sees the "
+                               "object at the same size (the demo workflow's 0.5)."),
                 io.Float.Input("distance_max", default=cameras.distance_range[1], min=0.1, max=10.0, step=0.05,
                                tooltip="Farthest distance of the training cameras from the centre."),
                 io.Float.Input("sparsity", default=regularizers.sparsity.end, min=0.0, max=10000.0, step=0.1,

@@ -147,6 +147,24 @@ def test_workflow_runs_as_shipped(comfyui, path: Path):
                 assert judged["colour"].count("blue") > len(frames) / 2, judged
 
 
+def test_demo_nerf_workflow_trains_as_the_cli_demo(comfyui):
+    """The shipped 3D demo trains the NeRF that `python -m nfsd_core demo3d` and the text-to-3D benchmark
+    train (`shapes.demo.TextToNerf`): the same cameras, hash grid, regularisers and sizes, and the same steps
+    and learning rate. Issue 18's size figures hold for the workflow only while this holds."""
+    from nfsd_core.shapes.demo import TextToNerf
+
+    nerf_node = comfyui.module("nodes.nerf")
+    prompt = ui_to_api(json.loads((REPO / "workflows" / "demo_text_to_nerf.json").read_text()), comfyui.object_info())
+    inputs = {node["class_type"]: node["inputs"] for node in prompt.values()}
+    widgets = inputs["NFSD_NeRFRepresentation"]
+    workflow, demo = nerf_node.nerf_settings(widgets).to_config(), TextToNerf().nerf.to_config()
+    for name in {"seed", *nerf_node.settings_from_model(widgets)}:  # the seed, and what the model decides
+        workflow.pop(name), demo.pop(name)
+    assert workflow == demo
+    optimizer = inputs["NFSD_Optimizer"]
+    assert (optimizer["steps"], optimizer["learning_rate"]) == (TextToNerf.steps, TextToNerf.lr)
+
+
 def on_demo_model(prompt: dict) -> dict:
     """The graph with NFSD Demo Model in place of its checkpoint loader (the same MODEL, CLIP, VAE
     outputs in the same order) and that VAE wired into every canvas, as README tells a user to (a NeRF
