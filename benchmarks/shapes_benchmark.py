@@ -48,6 +48,7 @@ from nfsd_core.batch.tasks import ModelSpec, Report, Task  # noqa: E402
 from nfsd_core.image_files import save_grid as save_image_grid  # noqa: E402
 from nfsd_core.nerf import NerfRepresentation, extract_mesh, orbit_cameras, render_turntable, view_names  # noqa: E402
 from nfsd_core.nerf.mesh import density_grid, isosurface_threshold  # noqa: E402
+from nfsd_core.nerf.regularizers import Ramp  # noqa: E402
 from nfsd_core.shapes.evaluator import ShapeJudge  # noqa: E402
 from nfsd_core.shapes.metrics import (  # noqa: E402
     colour_error, janus_rate, level_set_coverage, mesh_chamfer, nearest_object, object_colour, occupancy_iou,
@@ -270,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--view-elevation-step", type=int, default=0, choices=range(0, 91), metavar="DEGREES",
                         help="view prompts also name the camera's elevation rounded to this many degrees, for a "
                              "prior trained with the same --view-elevation-step (nfsd_core.shapes.training)")
+    parser.add_argument("--sparsity", type=float, nargs="+", default=None, metavar="WEIGHT",
+                        help="the sparsity loss's weight through the run, or its ramp START END START_AT END_AT "
+                             "(fractions of the run; default: the demo's)")
     parser.add_argument("--output", type=Path, default=OUTPUT)
     add_batch_arguments(parser)
     args = parser.parse_args(argv)
@@ -278,6 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.view_elevation_step:
         cameras = replace(base.nerf.cameras, view_elevation_step=args.view_elevation_step)
         base = replace(base, nerf=replace(base.nerf, cameras=cameras))
+    if args.sparsity is not None:
+        if len(args.sparsity) not in (1, 4):
+            parser.error(f"--sparsity takes a weight or START END START_AT END_AT, got {len(args.sparsity)} numbers")
+        ramp = Ramp.constant(*args.sparsity) if len(args.sparsity) == 1 else Ramp(*args.sparsity)
+        regularizers = replace(base.nerf.regularizers, sparsity=ramp)
+        base = replace(base, nerf=replace(base.nerf, regularizers=regularizers))
     settings = {"steps": args.steps, "prior": prior_name(args.prior), "nerf": base.nerf.to_config(),
                 "timesteps": asdict(base.timesteps), "threads": args.threads}
     journal = Journal(args.output / "runs.jsonl", settings)

@@ -275,6 +275,20 @@ def test_the_3d_benchmark_measures_every_method_and_resumes(tiny_prior, tmp_path
     assert (tmp_path / "runs.jsonl").read_text() == journal
 
 
+def test_the_3d_benchmark_takes_a_sparsity_weight_or_ramp(tiny_prior, tmp_path):
+    import json
+
+    shapes_benchmark = benchmark_script("shapes_benchmark")
+    directory, _ = tiny_prior
+    arguments = ["--prior", str(directory), "--steps", "1", "--prompts", "1", "--methods", "NFSD 7.5", "--seeds", "0",
+                 "--output", str(tmp_path), "--in-process"]
+    with pytest.raises(SystemExit):  # two numbers are neither a weight nor a ramp
+        shapes_benchmark.main([*arguments, "--sparsity", "30", "10"])
+    assert shapes_benchmark.main([*arguments, "--sparsity", "30", "10", "0", "0.5"]) == 0
+    settings = json.loads((tmp_path / "runs.jsonl").read_text().splitlines()[0])
+    assert settings["nerf"]["regularizers"]["sparsity"] == {"start": 30.0, "end": 10.0, "start_at": 0.0, "end_at": 0.5}
+
+
 def test_the_2d_canvas_benchmark_on_the_3d_prior_measures_every_method_and_resumes(tiny_prior, tmp_path):
     import json
 

@@ -4,8 +4,8 @@
 
 Each variant changes one thing in the demo's run as it was before issue 18's fix (`shapes.demo.TextToNerf`:
 NFSD 7.5, 600 steps, CPU settings, with `shapes.data.TRAINER_CAMERAS`, the cameras the shipped prior's
-data was drawn with) and distils the same prompts from the same seeds. Every NeRF is measured against the analytic
-object its prompt names (issue 18):
+data was drawn with, and threestudio's regularisers, sparsity 10) and distils the same prompts from the same
+seeds. Every NeRF is measured against the analytic object its prompt names (issue 18):
 
 - **what the cameras see**: the linear size of the rendered silhouette (opacity > 0.5) against the
   object's own silhouette from the same cameras (16 turntable frames and 16 training cameras, 64 px),
@@ -38,6 +38,7 @@ from nfsd_core.batch.journal import Journal  # noqa: E402
 from nfsd_core.distillation import Prompts, ScoreDistillation  # noqa: E402
 from nfsd_core.nerf import CameraSettings, NerfRepresentation, make_cameras, orbit_cameras, sample_cameras  # noqa: E402
 from nfsd_core.nerf.mesh import density_grid, isosurface_threshold  # noqa: E402
+from nfsd_core.nerf.regularizers import RegularizerSettings  # noqa: E402
 from nfsd_core.optimize import OptimizerSettings, optimize  # noqa: E402
 from nfsd_core.shapes.demo import TextToNerf  # noqa: E402
 from nfsd_core.shapes.metrics import (  # noqa: E402
@@ -110,6 +111,8 @@ VARIANTS["fixed frame 0.5, lambertian"] = LAMBERTIAN
 VARIANTS["fixed frame 0.5, lambertian from 0.25"] = {"nerf": {**LAMBERTIAN["nerf"], "shaded_from": 0.25}}
 for rule in ("SDS 100", "SDS 7.5", "CSD 1", "CSD 7.5"):
     VARIANTS[f"fixed frame 0.5, lambertian, {rule}"] = {**VARIANTS[rule], **LAMBERTIAN}
+for change in ("no opaque", "opaque ramp 0.2-0.8", "sparsity 30", "small blob (edge 0.3)", "box 0.5"):
+    VARIANTS[f"fixed frame 0.5, {change}"] = {"nerf": {**FRAME["nerf"], **VARIANTS[change]["nerf"]}}
 # Later, lower timesteps: the prior's fine detail (edges, corners) lives at small t.
 VARIANTS["fixed frame 0.5, t_max 0.98 -> 0.3"] = {**FRAME, "timesteps": {"t_max_end": 0.3}}
 VARIANTS["fixed frame 0.5, t sqrt-annealed 0.98 -> 0.02"] = {**FRAME, "timesteps": {"kind": "sqrt_anneal",
@@ -231,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="+", default=["baseline"], choices=list(VARIANTS))
     parser.add_argument("--prompts", nargs="+", default=["a green cube", "a yellow cone"], choices=list(PROMPTS))
     parser.add_argument("--steps", type=int, default=TextToNerf.steps)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the run's and the NeRF's seed (as the benchmark's)")
     parser.add_argument("--name", default="size_nerf", help="results file stem in --output")
     parser.add_argument("--output", type=Path, default=OUTPUT)
     parser.add_argument("--prior", type=Path, default=SHAPES_PRIOR_DIR)
@@ -241,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     model, codec = load_shapes_prior(directory=args.prior)
     journal = Journal(args.output / f"{args.name}.jsonl", {"steps": args.steps, "seed": args.seed})
     demo = TextToNerf()
-    before_fix = dataclasses.replace(demo.nerf, cameras=TRAINER_CAMERAS)
+    before_fix = dataclasses.replace(demo.nerf, cameras=TRAINER_CAMERAS, regularizers=RegularizerSettings(),
+                                     seed=args.seed)
     base = dataclasses.replace(demo, steps=args.steps, seed=args.seed, nerf=before_fix)
     for variant in args.variants:
         for prompt in args.prompts:
