@@ -23,13 +23,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import shapes_benchmark  # noqa: E402
-from nfsd_core.nerf.regularizers import RegularizerSettings  # noqa: E402
 from nfsd_core.shapes.data import SHAPE_CAMERAS, TRAINER_CAMERAS  # noqa: E402
 from nfsd_core.shapes.demo import TextToNerf  # noqa: E402
 from nfsd_core.shapes.evaluator import load_shapes_judge  # noqa: E402
 from nfsd_core.shapes.prior import SHAPES_PRIOR_DIR, load_shapes_prior  # noqa: E402
+from size_nerf import at_sparsity_10  # noqa: E402
 
 OUTPUT = ROOT / "benchmarks" / "results" / "experiments"
 PROMPTS = {prompt: (shape, colour) for prompt, shape, colour in shapes_benchmark.PROMPTS if colour is not None}
@@ -42,15 +43,11 @@ COLUMNS = [("rendered size", "rendered_size", "{:.2f}"), ("volume ratio", "volum
 
 
 def runs(steps: int) -> dict[str, TextToNerf]:
-    demo = TextToNerf()
-
-    def at_sparsity_10(cameras):  # threestudio's regularisers, the demo's before issue 18's second fix
-        return replace(demo, steps=steps, nerf=replace(demo.nerf, cameras=cameras, regularizers=RegularizerSettings()))
-
+    demo = replace(TextToNerf(), steps=steps)
     return {"untrained NeRF (floor)": replace(demo, steps=0),
-            f"before: the trainer's cameras, sparsity 10, {steps} steps": at_sparsity_10(TRAINER_CAMERAS),
-            f"fixed frame 0.5, sparsity 10, {steps} steps": at_sparsity_10(SHAPE_CAMERAS),
-            f"the demo's: fixed frame 0.5, sparsity 30, {steps} steps": replace(demo, steps=steps)}
+            f"before: the trainer's cameras, sparsity 10, {steps} steps": at_sparsity_10(demo, cameras=TRAINER_CAMERAS),
+            f"fixed frame 0.5, sparsity 10, {steps} steps": at_sparsity_10(demo, cameras=SHAPE_CAMERAS),
+            f"the demo's: fixed frame 0.5, sparsity 30, {steps} steps": demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -122,6 +122,13 @@ SILHOUETTE_SIZE = 64
 TRACE_EVERY = 100
 
 
+def at_sparsity_10(run: TextToNerf, **nerf_changes) -> TextToNerf:
+    """`run` with threestudio's regularisers (sparsity 10, the demo's before issue 18's second fix) and
+    `nerf_changes`: the run as the experiments measured before that fix."""
+    nerf = dataclasses.replace(run.nerf, regularizers=RegularizerSettings(), **nerf_changes)
+    return dataclasses.replace(run, nerf=nerf)
+
+
 def overridden(settings, changes: dict):
     """`settings` (a frozen dataclass) with `changes` applied, nested dicts into nested dataclasses."""
     values = {}
@@ -243,10 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     model, codec = load_shapes_prior(directory=args.prior)
     journal = Journal(args.output / f"{args.name}.jsonl", {"steps": args.steps, "seed": args.seed})
-    demo = TextToNerf()
-    before_fix = dataclasses.replace(demo.nerf, cameras=TRAINER_CAMERAS, regularizers=RegularizerSettings(),
-                                     seed=args.seed)
-    base = dataclasses.replace(demo, steps=args.steps, seed=args.seed, nerf=before_fix)
+    base = at_sparsity_10(dataclasses.replace(TextToNerf(), steps=args.steps, seed=args.seed),
+                          cameras=TRAINER_CAMERAS, seed=args.seed)
     for variant in args.variants:
         for prompt in args.prompts:
             key = f"{variant} | {prompt}"

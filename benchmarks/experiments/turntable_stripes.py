@@ -31,11 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nfsd_core.batch.journal import Journal  # noqa: E402
 from nfsd_core.image_files import save_grid  # noqa: E402
 from nfsd_core.nerf import NerfRepresentation, orbit_cameras, render_turntable  # noqa: E402
-from nfsd_core.nerf.regularizers import RegularizerSettings  # noqa: E402
 from nfsd_core.shapes.demo import TextToNerf, text_to_nerf  # noqa: E402
 from nfsd_core.shapes.prior import SHAPES_PRIOR_DIR, load_shapes_prior  # noqa: E402
 from nfsd_core.shapes.render import Scene, render_scenes  # noqa: E402
-from size_nerf import overridden  # noqa: E402
+from size_nerf import at_sparsity_10, overridden  # noqa: E402
 
 OUTPUT = ROOT / "benchmarks" / "results" / "experiments"
 PROMPT, SHAPE, COLOUR = "a green cube", "cube", "green"
@@ -117,9 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     journal = Journal(args.output / "turntable_stripes.jsonl", {"steps": args.steps, "prompt": PROMPT})
     pictures_dir = args.output / "turntable_stripes_frames"
     pictures_dir.mkdir(parents=True, exist_ok=True)
-    demo = TextToNerf()  # as measured: the demo's run with threestudio's regularisers (sparsity 10, as then)
-    base = dataclasses.replace(demo, steps=args.steps, nerf=dataclasses.replace(demo.nerf,
-                                                                               regularizers=RegularizerSettings()))
+    base = at_sparsity_10(dataclasses.replace(TextToNerf(), steps=args.steps))  # as it was measured
     for variant in args.variants:
         if variant in journal.done:
             continue
