@@ -11,7 +11,7 @@ steps as fractions of the run so a setting means the same for a short and a long
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch.nn.functional as F
 from torch import Tensor
@@ -57,6 +57,13 @@ class RegularizerSettings:
     sparsity: Ramp = field(default_factory=lambda: Ramp.constant(10.0))
     opaque: Ramp = field(default_factory=lambda: Ramp(0.0, 1000.0, 0.4, 0.4))
     orientation: Ramp = field(default_factory=Ramp)
+
+    def scaled(self, factor: float) -> "RegularizerSettings":
+        """Every weight times `factor`. Under AdamW (scale-free without weight decay) multiplying the
+        guidance's gradient by k moves the parameters as dividing these weights by k does, so a rule run
+        at k times the scale these weights were set for keeps their share of the update at `scaled(k)`."""
+        return RegularizerSettings(**{name: replace(ramp, start=ramp.start * factor, end=ramp.end * factor)
+                                      for name, ramp in vars(self).items()})
 
 
 def sparsity_loss(opacity: Tensor) -> Tensor:
