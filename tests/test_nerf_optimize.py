@@ -6,7 +6,7 @@ import torch
 from nfsd_core import OptimizerSettings, Prompts, ScoreDistillation, optimize
 from nfsd_core.checkpoint import CheckpointError, load_checkpoint
 from nfsd_core.identity import run_identity
-from nfsd_core.nerf import (BackgroundSettings, CameraSettings, NerfRepresentation, NerfSettings, make_cameras,
+from nfsd_core.nerf import (BackgroundSettings, CameraSettings, NerfRepresentation, NerfSettings, Ramp, make_cameras,
                             sample_cameras, training_views, view_names)
 from nfsd_core.preview import LatentToRGB
 from nfsd_core.optimize import REPRESENTATION_RANDOMNESS
@@ -150,3 +150,31 @@ def test_bad_settings_are_refused_with_the_fix():
         NerfRepresentation(tiny_settings(colour="latent", background=BackgroundSettings(kind="random")))
     with pytest.raises(ValueError, match="codec"):
         NerfRepresentation(tiny_settings()).render_for_guidance(0, 2, torch.Generator())
+
+
+def test_a_k_times_larger_scale_moves_the_nerf_as_k_times_larger_regularizers_do():
+    """What `RegularizerSettings.scaled` rests on: AdamW without weight decay is blind to a common factor of
+    the loss, so CSD (whose gradient is the scale times e_c - e_u) at scale 7.5 takes the steps CSD at scale 1
+    takes with its regulariser weights divided by 7.5, and not the steps of scale 1 with the weights kept."""
+    model = pull_towards_denoiser()
+    prompts = Prompts.from_text(model, "a red ball", view_dependent=True)
+    regularizers = tiny_settings().regularizers
+
+    def floats(nerf: NerfRepresentation) -> dict[str, torch.Tensor]:
+        return {name: value for name, value in nerf.state_dict().items() if value.is_floating_point()}
+
+    def trained(scale: float, factor: float) -> dict[str, torch.Tensor]:
+        nerf = NerfRepresentation(tiny_settings(regularizers=regularizers.scaled(factor)), codec=PoolingCodec())
+        optimize(nerf, ScoreDistillation(model, prompts, rule="csd", scale=scale, seed=7), STEPS,
+                 OptimizerSettings(lr=0.01))
+        return floats(nerf)
+
+    def distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+        return sum(float((a[name] - b[name]).abs().sum()) for name in a)
+
+    start, reference = floats(NerfRepresentation(tiny_settings(), codec=PoolingCodec())), trained(7.5, 1.0)
+    divided, kept = trained(1.0, 1 / 7.5), trained(1.0, 1.0)
+    moved = distance(reference, start)
+    assert distance(divided, reference) < 1e-4 * moved  # float rounding only
+    assert distance(kept, reference) > 0.02 * moved  # the regularisers' share matters (measured: 0.08)
+    assert regularizers.scaled(2.0).opaque == Ramp(0.0, 20.0, 0.5, 0.5)  # weights scale, their timing does not
