@@ -46,10 +46,7 @@ from nfsd_core.batch.journal import Journal  # noqa: E402
 from nfsd_core.batch.runner import add_batch_arguments, batch_options, results, run_tasks  # noqa: E402
 from nfsd_core.batch.tasks import ModelSpec, Report, Task  # noqa: E402
 from nfsd_core.image_files import save_grid as save_image_grid  # noqa: E402
-from nfsd_core.guidance import RULES  # noqa: E402
-from nfsd_core.nerf import (  # noqa: E402
-    NerfRepresentation, NerfSettings, extract_mesh, orbit_cameras, render_turntable, view_names,
-)
+from nfsd_core.nerf import NerfRepresentation, extract_mesh, orbit_cameras, render_turntable, view_names  # noqa: E402
 from nfsd_core.nerf.mesh import density_grid, isosurface_threshold  # noqa: E402
 from nfsd_core.nerf.regularizers import Ramp  # noqa: E402
 from nfsd_core.shapes.evaluator import ShapeJudge  # noqa: E402
@@ -166,28 +163,18 @@ def frame_file(frames_dir: Path, key: str) -> Path:
     return frames_dir / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".pt")
 
 
-def method_nerf(base: NerfSettings, method: str, regularizers_per_scale: bool) -> NerfSettings:
-    """The NeRF settings of `method`'s runs: `base`, with the regulariser weights times the method's scale
-    over the demo's (NFSD 7.5) when `regularizers_per_scale`."""
-    if not regularizers_per_scale or "scale" not in METHODS[method]:
-        return base
-    factor = METHODS[method]["scale"] / RULES[TextToNerf.rule].default_scale
-    return replace(base, regularizers=base.regularizers.scaled(factor))
-
-
 def benchmark_tasks(prior: Path, methods: list[str], seeds: list[int], prompts: list[tuple[str, str, str | None]],
-                    base: TextToNerf, frames_dir: Path, regularizers_per_scale: bool = False) -> list[Task]:
+                    base: TextToNerf, frames_dir: Path) -> list[Task]:
     """A batch task per (method, seed, prompt), method by method, on the prior loaded once per worker;
     under one seed every method starts from the same NeRF and draws the same randomness. Each task saves
     its turntable frames in `frames_dir`."""
     model = ModelSpec(load_demo3d, (str(prior), "cpu"))
     tasks = []
     for method in methods:
-        nerf = method_nerf(base.nerf, method, regularizers_per_scale)
         for seed in seeds:
             for prompt, shape, colour in prompts:
                 key = run_key(method, prompt, seed)
-                run = replace(base, **METHODS[method], seed=seed, nerf=replace(nerf, seed=seed))
+                run = replace(base, **METHODS[method], seed=seed, nerf=replace(base.nerf, seed=seed))
                 tasks.append(Task(key, run.steps, model, benchmark_run,
                                   (prompt, shape, colour, run, str(frame_file(frames_dir, key)))))
     return tasks
@@ -287,14 +274,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sparsity", type=float, nargs="+", default=None, metavar="WEIGHT",
                         help="the sparsity loss's weight through the run, or its ramp START END START_AT END_AT "
                              "(fractions of the run; default: the demo's)")
-    parser.add_argument("--regularizers-per-scale", action="store_true",
-                        help="each method's regulariser weights times its scale / 7.5: under AdamW the regularisers "
-                             "then keep the share of the update they have in the demo's NFSD 7.5 run")
+    parser.add_argument("--fixed-regularizers", action="store_true",
+                        help="every method with the demo's regulariser weights, which are otherwise multiplied by "
+                             "its scale / 7.5 (shapes.demo.TextToNerf.regularizers_follow_scale)")
     parser.add_argument("--output", type=Path, default=OUTPUT)
     add_batch_arguments(parser)
     args = parser.parse_args(argv)
     prompts = PROMPTS[: args.prompts]
-    base = TextToNerf(steps=args.steps)
+    base = TextToNerf(steps=args.steps, regularizers_follow_scale=not args.fixed_regularizers)
     if args.view_elevation_step:
         cameras = replace(base.nerf.cameras, view_elevation_step=args.view_elevation_step)
         base = replace(base, nerf=replace(base.nerf, cameras=cameras))
@@ -305,14 +292,12 @@ def main(argv: list[str] | None = None) -> int:
         regularizers = replace(base.nerf.regularizers, sparsity=ramp)
         base = replace(base, nerf=replace(base.nerf, regularizers=regularizers))
     settings = {"steps": args.steps, "prior": prior_name(args.prior), "nerf": base.nerf.to_config(),
-                "timesteps": asdict(base.timesteps), "threads": args.threads}
-    if args.regularizers_per_scale:
-        settings["regularizers_per_scale"] = True
+                "regularizers_follow_scale": base.regularizers_follow_scale, "timesteps": asdict(base.timesteps),
+                "threads": args.threads}
     journal = Journal(args.output / "runs.jsonl", settings)
     frames_dir = args.output / "frames"
     frames_dir.mkdir(parents=True, exist_ok=True)
-    tasks = benchmark_tasks(args.prior, args.methods, args.seeds, prompts, base, frames_dir,
-                            args.regularizers_per_scale)
+    tasks = benchmark_tasks(args.prior, args.methods, args.seeds, prompts, base, frames_dir)
     done = results(run_tasks(tasks, batch_options(args), journal, description="benchmark"))
     records: dict[str, dict[int, list[dict]]] = {}
     frames: dict[str, dict[str, torch.Tensor]] = {}

@@ -212,6 +212,29 @@ def test_demo3d_writes_a_turntable_a_coloured_mesh_and_the_judges_reading(tiny_p
     assert "text to NeRF" in capsys.readouterr().err  # the progress bar
 
 
+def test_demo3d_regularizer_weights_follow_the_guidance_scale(tiny_prior, tmp_path):
+    """They are set for NFSD 7.5: SDS at its 100 takes them 100 / 7.5 times larger, as run.json says."""
+    import json
+
+    from nfsd_core import cli
+    from nfsd_core.shapes.demo import CPU_NERF, TextToNerf
+
+    directory, _ = tiny_prior
+
+    def regularizers(*options: str) -> dict:
+        output = tmp_path / "-".join(options)
+        assert cli.main(["demo3d", "--steps", "1", "--frames", "1", "--prior", str(directory), "--output", str(output),
+                         *options]) == 0
+        return json.loads((output / "run.json").read_text())["regularizers"]
+
+    demo = CPU_NERF.to_config()["regularizers"]
+    assert regularizers() == regularizers("--rule", "sds", "--scale", "7.5") == demo
+    sds = regularizers("--rule", "sds")
+    assert sds["sparsity"]["end"] == pytest.approx(demo["sparsity"]["end"] * 100 / 7.5)
+    assert sds["opaque"] == {**demo["opaque"], "end": pytest.approx(demo["opaque"]["end"] * 100 / 7.5)}
+    assert TextToNerf(rule="sds", regularizers_follow_scale=False).nerf_settings() == CPU_NERF
+
+
 def test_geometry_metrics_tell_the_right_object_from_a_wrong_one():
     from nfsd_core.shapes.metrics import grid_points, mesh_chamfer, occupancy_iou, surface_points
     from nfsd_core.shapes.objects import object_sdf
