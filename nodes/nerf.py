@@ -179,7 +179,8 @@ class NeRFRepresentation(io.ComfyNode):
                                tooltip="Farthest distance of the training cameras from the centre."),
                 io.Float.Input("sparsity", default=regularizers.sparsity.end, min=0.0, max=10000.0, step=0.1,
                                tooltip="Weight of the sparsity loss, which keeps empty space empty (threestudio: 10). "
-                               "0 turns it off."),
+                               "0 turns it off. The guidance's pull grows with its scale: at SDS's 100, weights "
+                               "100 / 7.5 times NFSD 7.5's (sparsity and opaque) keep the same balance."),
                 io.Float.Input("opaque", default=regularizers.opaque.end, min=0.0, max=100000.0, step=1.0,
                                tooltip="Weight of the opaque loss, which makes every pixel fully object or fully "
                                "background, from 40% of the run on (threestudio: 1000). 0 turns it off."),
