@@ -298,7 +298,7 @@ def test_the_3d_benchmark_measures_every_method_and_resumes(tiny_prior, tmp_path
     assert (tmp_path / "runs.jsonl").read_text() == journal
 
 
-def test_the_3d_benchmark_takes_a_sparsity_weight_or_ramp(tiny_prior, tmp_path):
+def test_the_3d_benchmark_takes_a_sparsity_weight_or_ramp_and_fixed_regularizers(tiny_prior, tmp_path):
     import json
 
     shapes_benchmark = benchmark_script("shapes_benchmark")
@@ -310,6 +310,10 @@ def test_the_3d_benchmark_takes_a_sparsity_weight_or_ramp(tiny_prior, tmp_path):
     assert shapes_benchmark.main([*arguments, "--sparsity", "30", "10", "0", "0.5"]) == 0
     settings = json.loads((tmp_path / "runs.jsonl").read_text().splitlines()[0])
     assert settings["nerf"]["regularizers"]["sparsity"] == {"start": 30.0, "end": 10.0, "start_at": 0.0, "end_at": 0.5}
+    assert settings["regularizers_follow_scale"] is True  # the demo's: weights times the scale / 7.5
+    fixed = tmp_path / "fixed"
+    assert shapes_benchmark.main([*arguments, "--fixed-regularizers", "--output", str(fixed)]) == 0
+    assert json.loads((fixed / "runs.jsonl").read_text().splitlines()[0])["regularizers_follow_scale"] is False
 
 
 def test_the_2d_canvas_benchmark_on_the_3d_prior_measures_every_method_and_resumes(tiny_prior, tmp_path):
