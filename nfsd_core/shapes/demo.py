@@ -60,9 +60,9 @@ class TextToNerf:
 
     With `regularizers_follow_scale` a run at guidance scale s trains with `nerf`'s regulariser weights
     times s / REGULARIZERS_SCALE (`nerf_settings`). The guidance's gradient grows with the scale, and
-    AdamW moves the NeRF by the shares of the update, not their sizes: with the weights kept, SDS at its
-    scale 100 gives the regularisers 13 times less say than NFSD 7.5, and its objects fill the frame
-    (README, Object size)."""
+    AdamW is blind to a factor common to the whole loss, so only the terms' ratio counts: with the weights
+    kept, SDS at its scale 100 gives the regularisers 13 times less say than NFSD 7.5, and its objects
+    fill the frame (README, Object size)."""
 
     rule: str = "nfsd"
     scale: float | None = None  # the rule's default
