@@ -32,14 +32,13 @@ from nfsd_core.shapes.prior import SHAPES_PRIOR_DIR, load_shapes_prior  # noqa: 
 from shapes_benchmark import METHODS, PROMPTS  # noqa: E402
 
 OUTPUT = ROOT / "benchmarks" / "results" / "experiments"
-RULES = [method for method, settings in METHODS.items() if "rule" in settings and settings.get("view_prompts", True)]
+MEASURED = [method for method, settings in METHODS.items() if "rule" in settings and settings.get("view_prompts", True)]
 
 
 @torch.no_grad()
-def gradient_rms(model, codec, prompt: str, rule: str, scale: float, run: TextToNerf, every: int) -> float:
+def gradient_rms(model, codec, prompts: Prompts, rule: str, scale: float, run: TextToNerf, every: int) -> float:
     """The mean over every `every`-th step of the run of the RMS of `rule`'s gradient on the untrained
     NeRF's guidance renders."""
-    prompts = Prompts.from_text(model, prompt, view_dependent=run.view_prompts, views=training_views(run.nerf.cameras))
     guidance = ScoreDistillation(model, prompts, rule, scale=scale, seed=run.seed, timesteps=run.timesteps)
     nerf = NerfRepresentation(run.nerf, codec=codec)
     values = []
@@ -59,9 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     model, codec = load_shapes_prior(directory=args.prior)
     run = TextToNerf()
-    rms = {method: sum(gradient_rms(model, codec, prompt, METHODS[method]["rule"], METHODS[method]["scale"], run,
-                                    args.every) for prompt, _, _ in PROMPTS) / len(PROMPTS)
-           for method in RULES}
+    views = training_views(run.nerf.cameras)
+    encoded = [Prompts.from_text(model, prompt, view_dependent=run.view_prompts, views=views)
+               for prompt, _, _ in PROMPTS]
+    rms = {method: sum(gradient_rms(model, codec, prompts, METHODS[method]["rule"], METHODS[method]["scale"], run,
+                                    args.every) for prompts in encoded) / len(encoded)
+           for method in MEASURED}
     reference = rms["NFSD 7.5"]
     lines = ["| method | gradient RMS | / NFSD 7.5's | scale / 7.5 |", "|---|---|---|---|"]
     lines += [f"| {method} | {value:.3f} | {value / reference:.2f} | {METHODS[method]['scale'] / 7.5:.2f} |"
