@@ -113,6 +113,12 @@ for rule in ("SDS 100", "SDS 7.5", "CSD 1", "CSD 7.5"):
     VARIANTS[f"fixed frame 0.5, lambertian, {rule}"] = {**VARIANTS[rule], **LAMBERTIAN}
 for change in ("no opaque", "opaque ramp 0.2-0.8", "sparsity 30", "small blob (edge 0.3)", "box 0.5"):
     VARIANTS[f"fixed frame 0.5, {change}"] = {"nerf": {**FRAME["nerf"], **VARIANTS[change]["nerf"]}}
+# NFSD's two terms apart, at the demo's settings: CSD is NFSD without delta_D, and from t 0.2 (the DDPM step 200)
+# on NFSD's delta_D is e_u - e_n only, never the e_u it takes below.
+DEMO = "fixed frame 0.5, sparsity 30"
+VARIANTS[f"{DEMO}, CSD 7.5"] = {**VARIANTS["CSD 7.5"], **VARIANTS[DEMO]}
+VARIANTS[f"{DEMO}, t from 0.2"] = {**VARIANTS[DEMO], "timesteps": {"t_min": 0.2}}
+VARIANTS[f"{DEMO}, t from 0.2, CSD 7.5"] = {**VARIANTS[f"{DEMO}, t from 0.2"], **VARIANTS["CSD 7.5"]}
 # Later, lower timesteps: the prior's fine detail (edges, corners) lives at small t.
 VARIANTS["fixed frame 0.5, t_max 0.98 -> 0.3"] = {**FRAME, "timesteps": {"t_max_end": 0.3}}
 VARIANTS["fixed frame 0.5, t sqrt-annealed 0.98 -> 0.02"] = {**FRAME, "timesteps": {"kind": "sqrt_anneal",
