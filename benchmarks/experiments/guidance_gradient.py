@@ -29,6 +29,7 @@ from nfsd_core.nerf import NerfRepresentation, training_views  # noqa: E402
 from nfsd_core.optimize import REPRESENTATION_RANDOMNESS  # noqa: E402
 from nfsd_core.shapes.demo import TextToNerf  # noqa: E402
 from nfsd_core.shapes.prior import SHAPES_PRIOR_DIR, load_shapes_prior  # noqa: E402
+from nfsd_core.timesteps import NoiseStream  # noqa: E402
 from shapes_benchmark import METHODS, PROMPTS  # noqa: E402
 
 OUTPUT = ROOT / "benchmarks" / "results" / "experiments"
@@ -36,17 +37,22 @@ MEASURED = [method for method, settings in METHODS.items() if "rule" in settings
 
 
 @torch.no_grad()
-def gradient_rms(model, codec, prompts: Prompts, rule: str, scale: float, run: TextToNerf, every: int) -> float:
-    """The mean over every `every`-th step of the run of the RMS of `rule`'s gradient on the untrained
-    NeRF's guidance renders."""
-    guidance = ScoreDistillation(model, prompts, rule, scale=scale, seed=run.seed, timesteps=run.timesteps)
+def gradient_rms(model, codec, prompts: Prompts, run: TextToNerf, every: int) -> dict[str, float]:
+    """For each method of MEASURED, the mean over every `every`-th step of the run of the RMS of its gradient
+    on the untrained NeRF's guidance renders. The renders depend only on the run's seed, so each step's is
+    made once and every rule sees it."""
+    guidances = {method: ScoreDistillation(model, prompts, METHODS[method]["rule"], scale=METHODS[method]["scale"],
+                                           seed=run.seed, timesteps=run.timesteps) for method in MEASURED}
     nerf = NerfRepresentation(run.nerf, codec=codec)
-    values = []
+    stream = NoiseStream(run.seed)  # the per-step randomness of every guidance above
+    values = {method: [] for method in MEASURED}
     for step in range(0, run.steps, every):
-        generator = guidance.noise_stream.generator(step, REPRESENTATION_RANDOMNESS)  # as `optimize` draws
+        generator = stream.generator(step, REPRESENTATION_RANDOMNESS)  # as `optimize` draws
         view = nerf.render_for_guidance(step, run.steps, generator)
-        values.append(float(guidance(view.latents, step, run.steps, views=view.views).gradient.pow(2).mean().sqrt()))
-    return sum(values) / len(values)
+        for method, guidance in guidances.items():
+            gradient = guidance(view.latents, step, run.steps, views=view.views).gradient
+            values[method].append(float(gradient.pow(2).mean().sqrt()))
+    return {method: sum(rms) / len(rms) for method, rms in values.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,9 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     views = training_views(run.nerf.cameras)
     encoded = [Prompts.from_text(model, prompt, view_dependent=run.view_prompts, views=views)
                for prompt, _, _ in PROMPTS]
-    rms = {method: sum(gradient_rms(model, codec, prompts, METHODS[method]["rule"], METHODS[method]["scale"], run,
-                                    args.every) for prompts in encoded) / len(encoded)
-           for method in MEASURED}
+    per_prompt = [gradient_rms(model, codec, prompts, run, args.every) for prompts in encoded]
+    rms = {method: sum(values[method] for values in per_prompt) / len(per_prompt) for method in MEASURED}
     reference = rms["NFSD 7.5"]
     lines = ["| method | gradient RMS | / NFSD 7.5's | scale / 7.5 |", "|---|---|---|---|"]
     lines += [f"| {method} | {value:.3f} | {value / reference:.2f} | {METHODS[method]['scale'] / 7.5:.2f} |"
